@@ -1,0 +1,64 @@
+# Kahu — two commands: `make run` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+SYS_STAMP := $(VENV)/.system-packages
+KAHU_HOME ?= ./kahu-home
+PYTEST_ARGS ?=
+
+.PHONY: run test check lint format types bench install system-packages clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(STAMP)
+
+install: $(STAMP)
+
+# The test suite drives real DICOM peers (dcmtk) and a real PostgreSQL server.
+# Both come from Debian's packages; this target installs them when missing (needs root).
+system-packages: $(SYS_STAMP)
+$(SYS_STAMP): | $(BIN)/python
+	@need=""; \
+	command -v storescu >/dev/null || need="$$need dcmtk"; \
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$$need postgresql"; \
+	if [ -n "$$need" ]; then \
+	  echo "Installing system packages for the tests:$$need"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; \
+	fi
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/kahu serve --home $(KAHU_HOME)
+
+test: $(TEST_STAMP) $(SYS_STAMP)
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+format: $(TEST_STAMP)
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+types: $(TEST_STAMP)
+	$(BIN)/mypy
+
+check: lint types test
+
+bench: $(TEST_STAMP) $(SYS_STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

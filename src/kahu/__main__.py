@@ -1,0 +1,3 @@
+from kahu.cli import main
+
+main()

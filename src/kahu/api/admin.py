@@ -1,0 +1,110 @@
+"""Account and node routes: users, tokens, login, DICOM nodes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, Response
+
+from kahu.api.deps import AdminUser, CurrentUser, KahuDep
+from kahu.api.schemas import (
+    LoginRequest,
+    NodeCreate,
+    NodePublic,
+    TokenCreate,
+    TokenCreated,
+    TokenPublic,
+    UserCreate,
+    UserPublicModel,
+)
+from kahu.auth import users
+from kahu.dimse.nodes import Node
+
+router = APIRouter(prefix="/api/v1")
+
+
+def _token(t: users.TokenPublic) -> TokenPublic:
+    return TokenPublic(
+        id=t.id,
+        user=t.user,
+        name=t.name,
+        prefix=t.prefix,
+        created_at=t.created_at,
+        expires_at=t.expires_at,
+        revoked_at=t.revoked_at,
+        last_used_at=t.last_used_at,
+    )
+
+
+def _user(u: users.UserPublic) -> UserPublicModel:
+    return UserPublicModel(
+        name=u.name, is_admin=u.is_admin, disabled=u.disabled, created_at=u.created_at
+    )
+
+
+@router.post(
+    "/auth/login",
+    response_model=TokenCreated,
+    summary="Exchange a user name and password for an API token",
+)
+def login(body: LoginRequest, kahu: KahuDep) -> TokenCreated:
+    user = kahu.accounts.authenticate_password(body.username, body.password)
+    secret, token = kahu.accounts.create_token(
+        user.name, name="login", expires_in=timedelta(days=body.expires_in_days)
+    )
+    return TokenCreated(token=secret, **_token(token).model_dump())
+
+
+@router.get("/me", response_model=UserPublicModel)
+def me(user: CurrentUser) -> UserPublicModel:
+    return _user(user)
+
+
+@router.get("/users", response_model=list[UserPublicModel])
+def list_users(kahu: KahuDep, _admin: AdminUser) -> list[UserPublicModel]:
+    return [_user(u) for u in kahu.accounts.list_users()]
+
+
+@router.post("/users", response_model=UserPublicModel, status_code=201)
+def create_user(body: UserCreate, kahu: KahuDep, _admin: AdminUser) -> UserPublicModel:
+    return _user(kahu.accounts.create_user(body.name, body.password, is_admin=body.is_admin))
+
+
+@router.get("/tokens", response_model=list[TokenPublic], summary="Your API tokens")
+def list_tokens(kahu: KahuDep, user: CurrentUser) -> list[TokenPublic]:
+    return [_token(t) for t in kahu.accounts.list_tokens(user.name)]
+
+
+@router.post("/tokens", response_model=TokenCreated, status_code=201)
+def create_token(body: TokenCreate, kahu: KahuDep, user: CurrentUser) -> TokenCreated:
+    expires = timedelta(days=body.expires_in_days) if body.expires_in_days else None
+    secret, token = kahu.accounts.create_token(user.name, name=body.name, expires_in=expires)
+    return TokenCreated(token=secret, **_token(token).model_dump())
+
+
+@router.delete("/tokens/{token_id}", status_code=204)
+def revoke_token(token_id: int, kahu: KahuDep, user: CurrentUser) -> Response:
+    kahu.accounts.revoke_token(token_id, user=None if user.is_admin else user.name)
+    return Response(status_code=204)
+
+
+@router.get("/nodes", response_model=list[NodePublic])
+def list_nodes(kahu: KahuDep, _user: CurrentUser) -> list[NodePublic]:
+    return [_node(n) for n in kahu.nodes.list()]
+
+
+def _node(n: Node) -> NodePublic:
+    return NodePublic(
+        name=n.name, ae_title=n.ae_title, host=n.host, port=n.port, description=n.description
+    )
+
+
+@router.post("/nodes", response_model=NodePublic, status_code=201)
+def add_node(body: NodeCreate, kahu: KahuDep, _admin: AdminUser) -> NodePublic:
+    return _node(kahu.nodes.add(Node(**body.model_dump())))
+
+
+@router.delete("/nodes/{name}", status_code=204)
+def remove_node(name: str, kahu: KahuDep, _admin: AdminUser) -> Response:
+    kahu.nodes.remove(name)
+    return Response(status_code=204)

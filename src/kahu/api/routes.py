@@ -1,0 +1,187 @@
+"""Catalog routes: series, instances, datasets, upload, stats."""
+
+from __future__ import annotations
+
+import tempfile
+from typing import IO, Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, UploadFile
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile as StarletteUploadFile
+
+from kahu.api.deps import AdminUser, CurrentUser, KahuDep
+from kahu.api.schemas import (
+    DatasetPublic,
+    Document,
+    FileReportPublic,
+    InstancePublic,
+    SeriesPage,
+    SeriesPublic,
+    StatsPublic,
+    UploadReport,
+)
+from kahu.catalog.records import SeriesRow
+from kahu.dicom.uids import validate_uid
+from kahu.imports import FileReport, Importer
+
+router = APIRouter(prefix="/api/v1")
+
+UPLOAD_TYPES = (
+    "multipart/form-data",
+    "application/zip",
+    "application/dicom",
+    "application/octet-stream",
+    "application/x-zip-compressed",
+)
+
+
+def _series_public(row: SeriesRow) -> SeriesPublic:
+    return SeriesPublic(
+        series_instance_uid=row.series_instance_uid,
+        study_instance_uid=row.study_instance_uid,
+        patient_id=row.patient_id,
+        modality=row.modality,
+        series_description=row.series_description,
+        instance_count=row.instance_count,
+        size_bytes=row.size_bytes,
+        received_at=row.received_at,
+        updated_at=row.updated_at,
+        datasets=row.datasets,
+    )
+
+
+@router.get("/stats", response_model=StatsPublic, summary="Counts of the catalog")
+def stats(kahu: KahuDep, _user: CurrentUser) -> StatsPublic:
+    c = kahu.catalog.counts()
+    return StatsPublic(
+        patients=c.patients,
+        studies=c.studies,
+        series=c.series,
+        instances=c.instances,
+        size_bytes=c.size_bytes,
+    )
+
+
+@router.get("/series", response_model=SeriesPage, summary="List series, newest first")
+def list_series(
+    kahu: KahuDep,
+    _user: CurrentUser,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    dataset: Annotated[str | None, Query(max_length=64)] = None,
+) -> SeriesPage:
+    rows, total = kahu.catalog.list_series(limit=limit, offset=offset, dataset=dataset)
+    return SeriesPage(
+        total=total, limit=limit, offset=offset, items=[_series_public(r) for r in rows]
+    )
+
+
+@router.get(
+    "/series/{series_uid}",
+    response_model=Document,
+    summary="The full metadata document of a series",
+)
+def get_series(series_uid: str, kahu: KahuDep, _user: CurrentUser) -> Document:
+    row = kahu.catalog.get_series(validate_uid(series_uid, "SeriesInstanceUID"))
+    return Document(series_instance_uid=row.series_instance_uid, document=row.full_document())
+
+
+@router.get("/series/{series_uid}/instances", response_model=list[InstancePublic])
+def series_instances(series_uid: str, kahu: KahuDep, _user: CurrentUser) -> list[InstancePublic]:
+    uid = validate_uid(series_uid, "SeriesInstanceUID")
+    kahu.catalog.get_series(uid)
+    return [
+        InstancePublic(
+            sop_instance_uid=i.sop_instance_uid,
+            sop_class_uid=i.sop_class_uid,
+            transfer_syntax_uid=i.transfer_syntax_uid,
+            instance_number=i.instance_number,
+            size_bytes=i.size_bytes,
+            number_of_frames=i.number_of_frames,
+            rows=i.rows,
+            columns=i.columns,
+        )
+        for i in kahu.catalog.instances(series_uid=uid)
+    ]
+
+
+@router.delete("/series/{series_uid}", status_code=204, summary="Delete a series and its files")
+def delete_series(series_uid: str, kahu: KahuDep, _admin: AdminUser) -> Response:
+    kahu.ingestor.delete_series(series_uid)
+    return Response(status_code=204)
+
+
+@router.get("/datasets", response_model=list[DatasetPublic])
+def list_datasets(kahu: KahuDep, _user: CurrentUser) -> list[DatasetPublic]:
+    return [DatasetPublic(name=n, origin=o, series_count=c) for n, o, c in kahu.catalog.datasets()]
+
+
+def _summary(reports: list[FileReport]) -> UploadReport:
+    files = [FileReportPublic(**r.as_dict()) for r in reports]
+    return UploadReport(
+        stored=sum(r.status == "stored" for r in reports),
+        duplicate=sum(r.status == "duplicate" for r in reports),
+        rejected=sum(r.status == "rejected" for r in reports),
+        files=files,
+    )
+
+
+@router.post(
+    "/upload",
+    response_model=UploadReport,
+    summary="Upload DICOM files or zip archives",
+    description="multipart/form-data with one or more `files`, or a body of type "
+    "application/zip or application/dicom. Reports every file: stored, duplicate or rejected.",
+)
+async def upload(
+    request: Request,
+    kahu: KahuDep,
+    _user: CurrentUser,
+    dataset: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9 ._-]+$")] = None,
+) -> UploadReport:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in UPLOAD_TYPES:
+        raise HTTPException(
+            415,
+            f"unsupported content type {content_type or '(none)'!r}; send "
+            "multipart/form-data, application/zip or application/dicom",
+        )
+    importer = Importer(kahu.ingestor, kahu.settings.imports)
+    reports: list[FileReport] = []
+    if content_type == "multipart/form-data":
+        form = await request.form(max_files=10_000, max_fields=100)
+        uploads = [v for v in form.getlist("files") if isinstance(v, StarletteUploadFile)]
+        if not uploads:
+            raise HTTPException(400, "no 'files' in the form")
+        for item in uploads:
+            reports.extend(await _import_upload(importer, item, dataset))
+        await form.close()
+        return _summary(reports)
+    limit = kahu.settings.imports.max_archive_bytes
+    with tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024) as spool:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(413, f"body larger than {limit} bytes")
+            spool.write(chunk)
+        spool.seek(0)
+        name = request.headers.get("content-disposition", "body")[:200]
+        reports = await _run(importer, name, spool, dataset)  # type: ignore[arg-type]
+    return _summary(reports)
+
+
+async def _import_upload(
+    importer: Importer, item: UploadFile, dataset: str | None
+) -> list[FileReport]:
+    return await _run(importer, item.filename or "upload", item.file, dataset)
+
+
+async def _run(
+    importer: Importer, name: str, stream: IO[bytes], dataset: str | None
+) -> list[FileReport]:
+    def work() -> list[FileReport]:
+        return list(importer.import_stream(name, stream, dataset=dataset))
+
+    return await run_in_threadpool(work)

@@ -1,0 +1,76 @@
+"""``create_app(settings)``: the HTTP application; its lifespan runs the DIMSE server too."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from kahu import __version__
+from kahu.api import admin, routes
+from kahu.core import Kahu
+from kahu.errors import (
+    AuthenticationFailed,
+    Conflict,
+    InvalidInput,
+    KahuError,
+    NotFound,
+    PermissionDenied,
+)
+from kahu.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_STATUS: list[tuple[type[KahuError], int]] = [
+    (AuthenticationFailed, 401),
+    (PermissionDenied, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (InvalidInput, 400),
+]
+
+
+def _error_response(_request: Request, exc: Exception) -> JSONResponse:
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+    log.error("request failed: %s", exc)
+    return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+def create_app(settings: Settings, kahu: Kahu | None = None) -> FastAPI:
+    """Build the app. Pass ``kahu`` to share an instance (tests, CLI); else one is made."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        instance = kahu or Kahu(settings)
+        app.state.kahu = instance
+        instance.start()
+        try:
+            yield
+        finally:
+            if kahu is None:
+                instance.stop()
+
+    app = FastAPI(
+        title="Kahu",
+        version=__version__,
+        description="Imaging AI on a hospital's own data. Every route except /health needs a "
+        "bearer token (`kahu tokens create --user NAME` or POST /api/v1/auth/login).",
+        lifespan=lifespan,
+    )
+    if kahu is not None:
+        app.state.kahu = kahu
+    app.add_exception_handler(KahuError, _error_response)
+
+    @app.get("/health", tags=["health"], summary="Liveness (no authentication)")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(routes.router, tags=["catalog"])
+    app.include_router(admin.router, tags=["accounts"])
+    return app

@@ -1,0 +1,1 @@
+"""Users, API tokens and (later) projects, OIDC and audit: one authorization layer."""

@@ -1,0 +1,268 @@
+"""The one ingest path: validate, store durably, index, emit events.
+
+DIMSE C-STORE, STOW-RS, upload, ``kahu import`` and workflow results all call
+:meth:`Ingestor.ingest`; there is no other way into the catalog.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from kahu.catalog.records import IngestResult, InstanceFacts
+from kahu.catalog.repository import Catalog
+from kahu.dicom import values
+from kahu.dicom.metadata import flatten
+from kahu.dicom.structure import body_offset, check_complete
+from kahu.dicom.uids import validate_uid
+from kahu.errors import InvalidDicom, InvalidInput
+from kahu.events import EventBus, InstanceStored
+from kahu.storage.base import BlobStore
+
+log = logging.getLogger(__name__)
+
+#: Identifies file meta headers that Kahu generated (PS3.7 D.3.3.2); UUID-derived root 2.25.
+IMPLEMENTATION_CLASS_UID = "2.25.94287463281196405219287193625394622711"
+
+
+def _text(ds: Dataset, keyword: str, limit: int = 324) -> str | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    return text[:limit] or None
+
+
+def _number(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        return values.parse_is(str(value)) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _date(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    try:
+        return values.parse_da(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _time(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    try:
+        return values.parse_tm(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def as_part10(data: bytes) -> bytes:
+    """Return ``data`` as a Part 10 file.
+
+    A bare data set (no preamble, no file meta; common in older archives) gets a generated
+    file meta header in front of its bytes, which are kept as they are.
+    """
+    if not data:
+        raise InvalidDicom("empty file")
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return data
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
+        sop_class, sop_instance = ds.get("SOPClassUID"), ds.get("SOPInstanceUID")
+        implicit, little = ds.original_encoding
+    except Exception as exc:
+        raise InvalidDicom("not a DICOM file") from exc
+    if not sop_class or not sop_instance or implicit is None or not little:
+        raise InvalidDicom("not a DICOM file (no Part 10 header and no SOP identification)")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = validate_uid(str(sop_class), "SOPClassUID")
+    meta.MediaStorageSOPInstanceUID = validate_uid(str(sop_instance), "SOPInstanceUID")
+    meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = "KAHU"
+    out = io.BytesIO()
+    out.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(out, meta, enforce_standard=True)
+    return out.getvalue() + data
+
+
+def read_instance(data: bytes) -> tuple[Dataset, InstanceFacts]:
+    """Parse and validate a Part 10 file; raise :class:`InvalidDicom` / ``InvalidUID``."""
+    if not data:
+        raise InvalidDicom("empty file")
+    if len(data) < 132 or data[128:132] != b"DICM":
+        raise InvalidDicom("not a DICOM Part 10 file (no 'DICM' marker after the preamble)")
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    except Exception as exc:  # pydicom raises many kinds on garbage
+        raise InvalidDicom(f"unreadable DICOM: {exc}") from exc
+    transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID") or "")
+    if not transfer_syntax:
+        raise InvalidDicom("file meta information has no TransferSyntaxUID")
+    validate_uid(transfer_syntax, "TransferSyntaxUID")
+    check_complete(data, body_offset(data), transfer_syntax)
+    uids: dict[str, str] = {}
+    for keyword in ("SOPInstanceUID", "SOPClassUID", "SeriesInstanceUID", "StudyInstanceUID"):
+        value = ds.get(keyword)
+        if value is None or str(value) == "":
+            raise InvalidDicom(f"missing {keyword}")
+        uids[keyword] = validate_uid(str(value), keyword)
+    facts = InstanceFacts(
+        sop_instance_uid=uids["SOPInstanceUID"],
+        sop_class_uid=uids["SOPClassUID"],
+        series_instance_uid=uids["SeriesInstanceUID"],
+        study_instance_uid=uids["StudyInstanceUID"],
+        transfer_syntax_uid=transfer_syntax,
+        patient_id=_text(ds, "PatientID", 64) or "",
+        issuer_of_patient_id=_text(ds, "IssuerOfPatientID", 64) or "",
+        patient_name=_text(ds, "PatientName"),
+        patient_birth_date=_date(ds, "PatientBirthDate"),
+        patient_sex=_text(ds, "PatientSex", 16),
+        study_date=_date(ds, "StudyDate"),
+        study_time=_time(ds, "StudyTime"),
+        accession_number=_text(ds, "AccessionNumber", 64),
+        study_id=_text(ds, "StudyID", 16),
+        study_description=_text(ds, "StudyDescription", 256),
+        referring_physician_name=_text(ds, "ReferringPhysicianName"),
+        modality=_text(ds, "Modality", 16),
+        series_number=_number(ds, "SeriesNumber"),
+        series_description=_text(ds, "SeriesDescription", 256),
+        body_part_examined=_text(ds, "BodyPartExamined", 64),
+        series_date=_date(ds, "SeriesDate"),
+        instance_number=_number(ds, "InstanceNumber"),
+        number_of_frames=_number(ds, "NumberOfFrames"),
+        rows=_number(ds, "Rows"),
+        columns=_number(ds, "Columns"),
+    )
+    return ds, facts
+
+
+def blob_key(facts: InstanceFacts) -> str:
+    """Only validated UIDs reach this path."""
+    return f"{facts.study_instance_uid}/{facts.series_instance_uid}/{facts.sop_instance_uid}.dcm"
+
+
+class Ingestor:
+    """Validate, store durably, index and announce one instance at a time (thread-safe)."""
+
+    def __init__(self, catalog: Catalog, store: BlobStore, events: EventBus | None = None) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.events = events or EventBus()
+
+    def ingest(
+        self, data: bytes, *, dataset: str | None = None, source: str | None = None
+    ) -> IngestResult:
+        """Store one Part 10 file. Bad input is reported as ``rejected``; storage errors raise."""
+        try:
+            data = as_part10(data)
+            ds, facts = read_instance(data)
+        except InvalidInput as exc:
+            return IngestResult("rejected", reason=str(exc), source=source)
+        digest = hashlib.sha256(data).hexdigest()
+        known = self.catalog.instances(sop_uid=facts.sop_instance_uid)
+        if known:
+            return self._duplicate(
+                facts, known[0].sha256, known[0].series_instance_uid, digest, dataset, source
+            )
+        key = blob_key(facts)
+        self.store.put(key, data)
+
+        def document() -> dict[str, Any]:
+            return flatten(ds, facts.transfer_syntax_uid)
+
+        try:
+            outcome = self.catalog.add_instance(
+                facts,
+                blob_key=key,
+                size_bytes=len(data),
+                sha256=digest,
+                dataset=dataset,
+                document=document,
+            )
+        except BaseException:
+            self._discard(key)
+            raise
+        if not outcome.inserted:  # another writer stored it between our check and our insert
+            assert outcome.existing_sha256 is not None
+            return self._duplicate(
+                facts, outcome.existing_sha256, outcome.stored_series_uid, digest, dataset, source
+            )
+        self.events.publish(
+            InstanceStored(
+                facts.sop_instance_uid,
+                facts.series_instance_uid,
+                facts.study_instance_uid,
+                dataset,
+                outcome.new_series,
+            )
+        )
+        return self._result("stored", facts, source)
+
+    def _duplicate(
+        self,
+        facts: InstanceFacts,
+        stored_sha: str,
+        stored_series: str | None,
+        digest: str,
+        dataset: str | None,
+        source: str | None,
+    ) -> IngestResult:
+        if stored_series != facts.series_instance_uid:
+            return self._result(
+                "rejected",
+                facts,
+                source,
+                f"SOPInstanceUID already stored in series {stored_series}; kept the stored one",
+            )
+        if stored_sha != digest:
+            return self._result(
+                "rejected",
+                facts,
+                source,
+                "SOPInstanceUID already stored with different content; kept the stored one",
+            )
+        if dataset:
+            self.catalog.add_to_dataset(dataset, facts.series_instance_uid, origin="ae")
+        return self._result("duplicate", facts, source)
+
+    def _discard(self, key: str) -> None:
+        try:
+            self.store.delete(key)
+        except Exception:
+            log.exception("could not remove %s after a failed catalog write", key)
+
+    @staticmethod
+    def _result(
+        status: Any, facts: InstanceFacts, source: str | None, reason: str | None = None
+    ) -> IngestResult:
+        return IngestResult(
+            status,
+            facts.sop_instance_uid,
+            facts.series_instance_uid,
+            facts.study_instance_uid,
+            facts.sop_class_uid,
+            reason,
+            source,
+        )
+
+    def delete_series(self, series_uid: str) -> int:
+        """Delete a series' rows, then its files; return how many files were removed."""
+        keys = self.catalog.delete_series(validate_uid(series_uid, "SeriesInstanceUID"))
+        removed = 0
+        for key in keys:
+            try:
+                removed += self.store.delete(key)
+            except Exception:
+                log.exception("could not remove %s of deleted series %s", key, series_uid)
+        return removed

@@ -1,0 +1,65 @@
+"""The composition root: builds every part of one Kahu instance from its settings."""
+
+from __future__ import annotations
+
+import logging
+
+from kahu.auth.users import Accounts
+from kahu.catalog.database import Database, make_engine, migrate
+from kahu.catalog.dicom_query import DicomQuery
+from kahu.catalog.ingest import Ingestor
+from kahu.catalog.repository import Catalog
+from kahu.dimse.handlers import DimseHandlers
+from kahu.dimse.nodes import NodeRegistry
+from kahu.dimse.server import DicomServer
+from kahu.events import EventBus, SeriesCompletionMonitor
+from kahu.settings import Settings
+from kahu.storage.filesystem import FilesystemBlobStore
+
+log = logging.getLogger(__name__)
+
+
+class Kahu:
+    """One Kahu instance: catalog, blob store, ingest, accounts, DIMSE server."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.home.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.resolved_database_url)
+        migrate(engine)
+        self.db = Database(engine)
+        self.catalog = Catalog(self.db)
+        self.store = FilesystemBlobStore(settings.blob_root, fsync=settings.fsync)
+        self.events = EventBus()
+        self.ingestor = Ingestor(self.catalog, self.store, self.events)
+        self.accounts = Accounts(self.db)
+        self.nodes = NodeRegistry(self.db)
+        self.query = DicomQuery(self.db)
+        self.completion = SeriesCompletionMonitor(self.events, settings.dicom.series_quiet_seconds)
+        handlers = DimseHandlers(
+            settings.dicom, self.ingestor, self.catalog, self.query, self.nodes, self.store
+        )
+        self.dicom = DicomServer(settings.dicom, handlers)
+        self._started = False
+
+    def start(self) -> None:
+        """Start the background parts: series-complete monitor and, if enabled, DIMSE."""
+        if self._started:
+            return
+        self.completion.start()
+        if self.settings.dicom.enabled:
+            self.dicom.start()
+        self._started = True
+
+    def stop(self) -> None:
+        if self._started:
+            self.dicom.stop()
+            self.completion.stop()
+            self._started = False
+        self.db.dispose()
+
+    def __enter__(self) -> Kahu:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,261 @@
+"""Event handlers of the DIMSE server, named after the services of PS3.4."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pydicom
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataset import Dataset
+from pynetdicom import events
+from pynetdicom.presentation import build_context
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+)
+
+from kahu.catalog.dicom_query import DERIVED, UNIQUE_KEYS, DicomQuery, Level
+from kahu.catalog.ingest import Ingestor
+from kahu.catalog.records import InstanceRow
+from kahu.catalog.repository import Catalog
+from kahu.dimse.nodes import NodeRegistry
+from kahu.errors import InvalidInput, KahuError
+from kahu.settings import DicomSettings
+from kahu.storage.base import BlobStore
+
+log = logging.getLogger(__name__)
+
+PATIENT_ROOT = {
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet,
+}
+# PS3.4 C.4.1.1.4 / C.4.2.1.4 failure statuses
+UNABLE_TO_PROCESS = 0xC001
+IDENTIFIER_DOES_NOT_MATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+OUT_OF_RESOURCES = 0xA700
+PENDING = 0xFF00
+MOVE_DESTINATION_UNKNOWN = 0xA801
+
+
+class DimseHandlers:
+    """The server's behaviour, bound to pynetdicom events by :mod:`kahu.dimse.server`."""
+
+    def __init__(
+        self,
+        settings: DicomSettings,
+        ingestor: Ingestor,
+        catalog: Catalog,
+        query: DicomQuery,
+        nodes: NodeRegistry,
+        store: BlobStore,
+    ) -> None:
+        self.settings = settings
+        self.ingestor = ingestor
+        self.catalog = catalog
+        self.query = query
+        self.nodes = nodes
+        self.store = store
+
+    def bindings(self) -> list[tuple[Any, Any]]:
+        return [
+            (events.EVT_C_ECHO, self.handle_echo),
+            (events.EVT_C_STORE, self.handle_store),
+            (events.EVT_C_FIND, self.handle_find),
+            (events.EVT_C_MOVE, self.handle_move),
+            (events.EVT_C_GET, self.handle_get),
+        ]
+
+    # -- C-ECHO / C-STORE ---------------------------------------------------------------------
+
+    def handle_echo(self, event: events.Event) -> int:
+        return 0x0000
+
+    def _dataset_name(self, event: events.Event) -> str | None:
+        # the called AE title as the peer sent it (acceptor.ae_title is our own)
+        request = event.assoc.requestor.primitive
+        called = str(getattr(request, "called_ae_title", "") or "").strip()
+        if not self.settings.called_aet_is_dataset or called == self.settings.ae_title:
+            return None
+        return called
+
+    def handle_store(self, event: events.Event) -> Any:
+        calling = event.assoc.requestor.ae_title.strip()
+        try:
+            data = event.encoded_dataset(include_meta=True)
+            result = self.ingestor.ingest(
+                data, dataset=self._dataset_name(event), source=f"dimse:{calling}"
+            )
+        except KahuError as exc:
+            log.error("C-STORE from %s failed: %s", calling, exc)
+            return _status(OUT_OF_RESOURCES, f"storage failed: {exc}")
+        except Exception:
+            log.exception("C-STORE from %s failed", calling)
+            return _status(OUT_OF_RESOURCES, "internal error while storing")
+        if result.status == "rejected":
+            log.warning("C-STORE from %s rejected: %s", calling, result.reason)
+            return _status(CANNOT_UNDERSTAND, result.reason or "rejected")
+        return 0x0000
+
+    # -- C-FIND -------------------------------------------------------------------------------
+
+    def _level(self, event: events.Event, identifier: Dataset) -> Level:
+        raw = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+        try:
+            level = Level(raw)
+        except ValueError as exc:
+            raise InvalidInput(f"invalid QueryRetrieveLevel {raw!r}") from exc
+        model = event.request.AffectedSOPClassUID
+        if model not in PATIENT_ROOT and level is Level.PATIENT:
+            raise InvalidInput("Study Root has no PATIENT level")
+        return level
+
+    @staticmethod
+    def _filters(identifier: Dataset) -> dict[str, str]:
+        filters: dict[str, str] = {}
+        for elem in identifier:
+            if elem.VR == "SQ" or elem.keyword in ("QueryRetrieveLevel", "SpecificCharacterSet"):
+                continue
+            value = elem.value
+            if value is None:
+                continue
+            if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+                text = "\\".join(str(v) for v in value)
+            else:
+                text = str(value)
+            filters[elem.keyword] = text
+        return filters
+
+    def handle_find(self, event: events.Event) -> Iterator[tuple[int, Dataset | None]]:
+        identifier = event.identifier
+        try:
+            level = self._level(event, identifier)
+            rows = self.query.search(level, self._filters(identifier))
+        except InvalidInput as exc:
+            yield _status(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
+            return
+        except Exception:
+            log.exception("C-FIND failed")
+            yield UNABLE_TO_PROCESS, None
+            return
+        for row in rows:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            yield PENDING, _response(identifier, level, row)
+
+    # -- C-MOVE / C-GET -----------------------------------------------------------------------
+
+    def _instances(self, identifier: Dataset) -> list[InstanceRow]:
+        level = Level(str(identifier.get("QueryRetrieveLevel", "")).strip().upper())
+        filters = self._filters(identifier)
+        rows = self.query.search(level, filters)
+        key = UNIQUE_KEYS[level]
+        matched = [row[key] for row in rows]
+        out: list[InstanceRow] = []
+        for value in matched:
+            if level is Level.PATIENT:
+                for study in self.query.search(Level.STUDY, {"PatientID": value}):
+                    out.extend(self.catalog.instances(study_uid=study["StudyInstanceUID"]))
+            elif level is Level.STUDY:
+                out.extend(self.catalog.instances(study_uid=value))
+            elif level is Level.SERIES:
+                out.extend(self.catalog.instances(series_uid=value))
+            else:
+                out.extend(self.catalog.instances(sop_uid=value))
+        return out
+
+    def _read(self, row: InstanceRow) -> Dataset:
+        path = self.store.local_path(row.blob_key)
+        source: Any = path if path is not None else io.BytesIO(self.store.get(row.blob_key))
+        return pydicom.dcmread(source)
+
+    def _sub_operations(
+        self, event: events.Event, instances: list[InstanceRow]
+    ) -> Iterator[tuple[int, Dataset | None]]:
+        for row in instances:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            try:
+                yield PENDING, self._read(row)
+            except Exception:
+                log.exception("could not read %s for retrieval", row.sop_instance_uid)
+                failed = Dataset()
+                failed.FailedSOPInstanceUIDList = [row.sop_instance_uid]
+                yield OUT_OF_RESOURCES, failed
+                return
+
+    def handle_get(self, event: events.Event) -> Iterator[Any]:
+        try:
+            self._level(event, event.identifier)
+            instances = self._instances(event.identifier)
+        except (InvalidInput, ValueError) as exc:
+            yield 0
+            yield _status(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
+            return
+        yield len(instances)
+        yield from self._sub_operations(event, instances)
+
+    def handle_move(self, event: events.Event) -> Iterator[Any]:
+        destination = event.move_destination
+        aet = (
+            destination.decode(errors="replace")
+            if isinstance(destination, bytes)
+            else str(destination)
+        )
+        node = self.nodes.by_ae_title(aet.strip())
+        if node is None:
+            log.warning("C-MOVE to unknown destination %r", aet)
+            yield None, None
+            return
+        try:
+            self._level(event, event.identifier)
+            instances = self._instances(event.identifier)
+        except (InvalidInput, ValueError) as exc:
+            yield node.host, node.port
+            yield 0
+            yield _status(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
+            return
+        # propose exactly the stored (SOP class, transfer syntax) pairs: no transcoding
+        pairs = sorted({(i.sop_class_uid, i.transfer_syntax_uid) for i in instances})[:128]
+        contexts = [build_context(sop, [ts]) for sop, ts in pairs]
+        yield node.host, node.port, {"contexts": contexts}
+        yield len(instances)
+        yield from self._sub_operations(event, instances)
+
+
+def _status(code: int, comment: str) -> Any:
+    status = Dataset()
+    status.Status = code
+    status.ErrorComment = comment[:64]
+    return status
+
+
+def _response(identifier: Dataset, level: Level, row: dict[str, Any]) -> Dataset:
+    out = Dataset()
+    out.SpecificCharacterSet = "ISO_IR 192"
+    out.QueryRetrieveLevel = level.value
+    for elem in identifier:
+        keyword = elem.keyword or keyword_for_tag(elem.tag)
+        if keyword in ("QueryRetrieveLevel", "SpecificCharacterSet") or not keyword:
+            continue
+        value = row.get(keyword)
+        if keyword in DERIVED and keyword not in row:
+            value = None
+        vr = elem.VR if elem.VR not in ("UN", None) else dictionary_VR(elem.tag)
+        if value is None or value == []:
+            out.add_new(elem.tag, vr, None if vr != "SQ" else [])
+        else:
+            out.add_new(
+                elem.tag, vr, value if not isinstance(value, int) or vr != "IS" else str(value)
+            )
+    unique = UNIQUE_KEYS[level]
+    if unique not in out and row.get(unique) is not None:
+        setattr(out, unique, row[unique])
+    return out

@@ -1,0 +1,86 @@
+"""The DIMSE server: one pynetdicom AE listening for associations in background threads."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pynetdicom import AE, _config
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from kahu.dimse.handlers import DimseHandlers
+from kahu.settings import DicomSettings
+
+log = logging.getLogger(__name__)
+
+QUERY_RETRIEVE = [
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelGet,
+]
+
+
+def configure_pynetdicom() -> None:
+    """Process-wide pynetdicom switches Kahu relies on.
+
+    Accept every storage SOP class, private and unknown ones included, in whatever transfer
+    syntax is offered; send stored files as they are (no decode, no transcoding).
+    """
+    _config.UNRESTRICTED_STORAGE_SERVICE = True
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+
+
+class DicomServer:
+    def __init__(self, settings: DicomSettings, handlers: DimseHandlers) -> None:
+        self.settings = settings
+        self.handlers = handlers
+        self._server: Any = None
+
+    def _application_entity(self) -> AE:
+        ae = AE(ae_title=self.settings.ae_title)
+        ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs
+        ae.network_timeout = self.settings.network_timeout
+        ae.acse_timeout = 30
+        ae.dimse_timeout = self.settings.network_timeout
+        ae.maximum_associations = self.settings.max_associations
+        ae.require_called_aet = False  # any called AE title; it names the dataset
+        if self.settings.accepted_calling_aets:
+            ae.require_calling_aet = list(self.settings.accepted_calling_aets)
+        ae.add_supported_context(Verification)
+        for model in QUERY_RETRIEVE:
+            ae.add_supported_context(model)
+        return ae
+
+    def start(self) -> None:
+        configure_pynetdicom()
+        ae = self._application_entity()
+        self._server = ae.start_server(
+            (self.settings.host, self.settings.port),
+            block=False,
+            evt_handlers=self.handlers.bindings(),
+        )
+        log.info("DICOM server %s listening on port %d", self.settings.ae_title, self.port)
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            return self.settings.port
+        return int(self._server.server_address[1])
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None

@@ -1,0 +1,62 @@
+"""Kahu's exception tree.
+
+::
+
+    KahuError
+    ├── ConfigurationError        settings or environment unusable
+    ├── InvalidInput              the caller sent something we refuse (HTTP 400 / DIMSE failure)
+    │   ├── InvalidUID            a UID that breaks PS3.5 9.1 (never reaches a path)
+    │   ├── InvalidDicom          not DICOM, truncated, or missing required attributes
+    │   └── UnsafeArchive         zip with traversal, absolute paths or bomb-like ratios
+    ├── NotFound                  no such series, node, user, token (HTTP 404)
+    ├── Conflict                  already exists / would overwrite (HTTP 409)
+    ├── AuthenticationFailed      no or bad credentials (HTTP 401)
+    ├── PermissionDenied          authenticated but not allowed (HTTP 403)
+    └── StorageError              a write to the blob store or catalog failed (HTTP 500)
+"""
+
+from __future__ import annotations
+
+
+class KahuError(Exception):
+    """Base class of every error Kahu raises on purpose."""
+
+
+class ConfigurationError(KahuError):
+    pass
+
+
+class InvalidInput(KahuError):
+    pass
+
+
+class InvalidUID(InvalidInput):
+    pass
+
+
+class InvalidDicom(InvalidInput):
+    pass
+
+
+class UnsafeArchive(InvalidInput):
+    pass
+
+
+class NotFound(KahuError):
+    pass
+
+
+class Conflict(KahuError):
+    pass
+
+
+class AuthenticationFailed(KahuError):
+    pass
+
+
+class PermissionDenied(KahuError):
+    pass
+
+
+class StorageError(KahuError):
+    pass

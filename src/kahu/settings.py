@@ -1,0 +1,91 @@
+"""Kahu's settings, read from ``KAHU_*`` environment variables and passed in explicitly.
+
+Nothing here is built at import time: ``create_app(settings)`` and the CLI construct a
+:class:`Settings` and hand it down, so tests can run several instances side by side.
+
+Environment variables use ``__`` for nested sections, e.g. ``KAHU_DICOM__PORT=11112``,
+``KAHU_HTTP__PORT=8080``, ``KAHU_DATABASE_URL=postgresql+psycopg://...``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kahu.dicom.uids import validate_ae_title
+
+
+class HttpSettings(BaseModel):
+    """The HTTP server (REST API, DICOMweb, web pages)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class DicomSettings(BaseModel):
+    """The DIMSE server (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET)."""
+
+    enabled: bool = True
+    host: str = "0.0.0.0"  # noqa: S104 - a DICOM node must be reachable by the PACS
+    port: int = Field(default=11112, ge=0, le=65535)
+    ae_title: str = "KAHU"
+    #: Calling AE titles allowed to associate; empty means any.
+    accepted_calling_aets: list[str] = Field(default_factory=list)
+    #: Called AE titles besides our own become dataset names unless this is False.
+    called_aet_is_dataset: bool = True
+    max_associations: int = Field(default=16, ge=1)
+    #: Seconds without a new instance after which a series counts as complete.
+    series_quiet_seconds: float = Field(default=10.0, gt=0)
+    network_timeout: float = Field(default=60.0, gt=0)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _check_aet(cls, value: str) -> str:
+        return validate_ae_title(value)
+
+    @field_validator("accepted_calling_aets")
+    @classmethod
+    def _check_aets(cls, value: list[str]) -> list[str]:
+        return [validate_ae_title(v) for v in value]
+
+
+class ImportSettings(BaseModel):
+    """Bounds on archives received by upload or import (zip bombs)."""
+
+    max_archive_bytes: int = Field(default=20 * 1024**3, gt=0)
+    max_member_bytes: int = Field(default=4 * 1024**3, gt=0)
+    max_compression_ratio: float = Field(default=200.0, gt=1)
+    max_members: int = Field(default=200_000, gt=0)
+
+
+class Settings(BaseSettings):
+    """All settings of one Kahu instance."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KAHU_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    home: Path = Path("kahu-home")
+    #: SQLAlchemy URL; empty means SQLite at ``<home>/catalog.sqlite``.
+    database_url: str = ""
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    dicom: DicomSettings = Field(default_factory=DicomSettings)
+    imports: ImportSettings = Field(default_factory=ImportSettings)
+    #: fsync files and directories before acknowledging; only tests may turn it off.
+    fsync: bool = True
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'catalog.sqlite').resolve()}"
+
+    @property
+    def blob_root(self) -> Path:
+        return self.home / "blobs"
+
+    @property
+    def admin_password_file(self) -> Path:
+        return self.home / "admin-password.txt"

@@ -1,0 +1,49 @@
+"""The blob store interface: durable, atomic storage of whole files under validated keys."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+
+from kahu.errors import InvalidInput
+
+# Keys are built from validated UIDs; this second check keeps any other caller honest.
+_KEY_RE = re.compile(
+    r"^[0-9A-Za-z_-][0-9A-Za-z._-]{0,127}(/[0-9A-Za-z_-][0-9A-Za-z._-]{0,127}){0,7}$"
+)
+
+
+def validate_key(key: str) -> str:
+    """Refuse keys that could escape the store: absolute, ``..``, odd characters."""
+    if not _KEY_RE.match(key) or any(part in ("", ".", "..") for part in key.split("/")):
+        raise InvalidInput(f"invalid blob key: {key!r}")
+    return key
+
+
+class BlobStore(ABC):
+    """Whole-object storage. ``put`` is atomic and durable when it returns."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key``, replacing any object there, atomically and durably."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """Return the object's bytes; raise :class:`kahu.errors.NotFound` when absent."""
+
+    @abstractmethod
+    def delete(self, key: str) -> bool:
+        """Remove the object; return whether it existed."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """Every key under ``prefix`` (a key prefix ending at a ``/`` boundary, or empty)."""
+
+    def local_path(self, key: str) -> Path | None:
+        """A local file path for zero-copy serving, where the store has one."""
+        return None
