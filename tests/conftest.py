@@ -1,0 +1,91 @@
+"""Shared fixtures: real test files, settings in a temporary home, both catalog backends."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom.data
+import pytest
+
+from kahu.core import Kahu
+from kahu.settings import DicomSettings, Settings
+from tests.postgres import PostgresCluster
+
+TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
+
+
+def sample_path(name: str) -> Path:
+    """A file from pydicom's bundled test files or from pydicom-data."""
+    path = TEST_FILES / name
+    if path.exists():
+        return path
+    return Path(pydicom.data.get_testdata_file(name, read=False))  # type: ignore[arg-type]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return ""
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    return cluster.new_database()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Iterator[object]:
+    counter = iter(range(1000))
+
+    def make(database_url: str = "", **dicom: object) -> Settings:
+        home = tmp_path / f"home{next(counter)}"
+        return Settings(
+            home=home,
+            database_url=database_url,
+            dicom=DicomSettings(port=free_port(), host="127.0.0.1",
+                                series_quiet_seconds=0.3, **dicom),  # type: ignore[arg-type]
+        )
+
+    yield make
+
+
+@pytest.fixture
+def kahu(make_settings, database_url: str) -> Iterator[Kahu]:  # type: ignore[no-untyped-def]
+    """A Kahu instance on each backend, DIMSE server not started."""
+    instance = Kahu(make_settings(database_url))
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def sqlite_kahu(make_settings) -> Iterator[Kahu]:  # type: ignore[no-untyped-def]
+    instance = Kahu(make_settings())
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def running_kahu(make_settings) -> Iterator[Kahu]:  # type: ignore[no-untyped-def]
+    """SQLite-backed Kahu with its DIMSE server listening on a free loopback port."""
+    instance = Kahu(make_settings())
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("KAHU_TEST", "1")

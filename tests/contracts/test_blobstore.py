@@ -1,0 +1,62 @@
+"""BlobStore contract; every implementation subclasses :class:`BlobStoreContract`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kahu.errors import InvalidInput, NotFound
+from kahu.storage import BlobStore, FilesystemBlobStore
+
+
+class BlobStoreContract:
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> BlobStore:
+        raise NotImplementedError  # each implementation's subclass provides it
+
+    def test_put_get_roundtrip(self, store: BlobStore) -> None:
+        store.put("1.2/3.4/5.dcm", b"abc")
+        assert store.get("1.2/3.4/5.dcm") == b"abc"
+        assert store.exists("1.2/3.4/5.dcm")
+
+    def test_put_replaces(self, store: BlobStore) -> None:
+        store.put("a/b", b"1")
+        store.put("a/b", b"2")
+        assert store.get("a/b") == b"2"
+
+    def test_missing_is_not_found(self, store: BlobStore) -> None:
+        with pytest.raises(NotFound):
+            store.get("nope")
+        assert store.delete("nope") is False
+
+    def test_delete(self, store: BlobStore) -> None:
+        store.put("x/y/z", b"1")
+        assert store.delete("x/y/z") is True
+        assert not store.exists("x/y/z")
+
+    def test_keys_by_prefix(self, store: BlobStore) -> None:
+        for key in ("s1/a", "s1/b", "s2/c"):
+            store.put(key, b"")
+        assert sorted(store.keys("s1/")) == ["s1/a", "s1/b"]
+        assert sorted(store.keys()) == ["s1/a", "s1/b", "s2/c"]
+
+    @pytest.mark.parametrize("key", ["../escape", "/etc/passwd", "a/../../b"])
+    def test_escaping_keys_are_refused(self, store: BlobStore, key: str) -> None:
+        with pytest.raises(InvalidInput):
+            store.put(key, b"x")
+
+
+class TestFilesystemBlobStore(BlobStoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> BlobStore:
+        return FilesystemBlobStore(tmp_path / "blobs")
+
+    def test_no_temporary_files_are_left(self, store: BlobStore, tmp_path: Path) -> None:
+        store.put("a/b", b"data")
+        assert list((tmp_path / "blobs" / ".tmp").iterdir()) == []
+
+    def test_empty_folders_are_pruned_on_delete(self, store: BlobStore, tmp_path: Path) -> None:
+        store.put("a/b/c", b"1")
+        store.delete("a/b/c")
+        assert not (tmp_path / "blobs" / "a").exists()

@@ -1,0 +1,99 @@
+"""Small DICOM objects built in code for the classes pydicom's test files lack (PDF, KO, PR,
+private SOP classes) and CT series of any size. Real files are preferred wherever they exist."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+KEY_OBJECT_SELECTION = "1.2.840.10008.5.1.4.1.1.88.59"
+GRAYSCALE_PR = "1.2.840.10008.5.1.4.1.1.11.1"
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+PRIVATE_CLASS = "1.3.6.1.4.1.9590.100.1.2.999"
+
+
+def _base(sop_class: str, modality: str, *, study: str | None = None,
+          series: str | None = None, patient_id: str = "SYN001") -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    sop = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop
+    ds.StudyInstanceUID = study or generate_uid()
+    ds.SeriesInstanceUID = series or generate_uid()
+    ds.PatientID = patient_id
+    ds.PatientName = "Synthetic^Patient"
+    ds.PatientSex = "F"
+    ds.PatientBirthDate = "19700101"
+    ds.StudyDate = "20240315"
+    ds.StudyTime = "101500"
+    ds.Modality = modality
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    return ds
+
+
+def to_bytes(ds: Dataset) -> bytes:
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def encapsulated_pdf() -> bytes:
+    ds = _base(ENCAPSULATED_PDF, "DOC")
+    pdf = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.EncapsulatedDocument = pdf + (b"\0" if len(pdf) % 2 else b"")
+    ds.DocumentTitle = "Report"
+    return to_bytes(ds)
+
+
+def key_object() -> bytes:
+    ds = _base(KEY_OBJECT_SELECTION, "KO")
+    return to_bytes(ds)
+
+
+def presentation_state() -> bytes:
+    ds = _base(GRAYSCALE_PR, "PR")
+    ref = Dataset()
+    ref.SeriesInstanceUID = generate_uid()
+    ds.ReferencedSeriesSequence = [ref]
+    return to_bytes(ds)
+
+
+def private_class() -> bytes:
+    ds = _base(PRIVATE_CLASS, "OT")
+    return to_bytes(ds)
+
+
+def ct_series(count: int, size: int = 64, *, patient_id: str = "SYN001",
+              description: str = "synthetic CT") -> list[bytes]:
+    """``count`` CT slices of ``size``x``size`` 16-bit pixels in one series."""
+    study, series = generate_uid(), generate_uid()
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 2000, size=(size, size), dtype=np.uint16)
+    out = []
+    for index in range(count):
+        ds = _base(CT_IMAGE, "CT", study=study, series=series, patient_id=patient_id)
+        ds.SeriesDescription = description
+        ds.InstanceNumber = index + 1
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.BodyPartExamined = "CHEST"
+        ds.Rows = ds.Columns = size
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 0
+        ds.ImagePositionPatient = [0, 0, float(index)]
+        ds.PixelData = pixels.tobytes()
+        out.append(to_bytes(ds))
+    return out
