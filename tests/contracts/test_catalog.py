@@ -48,8 +48,8 @@ class TestIngest:
         ds.PatientName = "Changed^Name"
         changed = synthetic.to_bytes(ds)
         result = kahu.ingestor.ingest(changed)
-        assert result.status == "rejected"
-        assert "different content" in (result.reason or "")
+        assert result.status == "duplicate"
+        assert "kept the stored copy" in (result.reason or "")
         [row] = kahu.catalog.instances(sop_uid=result.sop_instance_uid)
         assert kahu.store.get(row.blob_key) == data
 
@@ -211,6 +211,12 @@ class TestDicomQuery:
         studies = [r["StudyInstanceUID"] for r in filled.query.search(Level.STUDY, {})]
         rows = filled.query.search(Level.STUDY, {"StudyInstanceUID": "\\".join(studies[:2])})
         assert {r["StudyInstanceUID"] for r in rows} == set(studies[:2])
+
+    def test_list_matching_on_text(self, filled: Kahu) -> None:
+        rows = filled.query.search(Level.PATIENT, {"PatientID": "1CT1\\4MR1"})
+        assert {r["PatientID"] for r in rows} == {"1CT1", "4MR1"}
+        rows = filled.query.search(Level.SERIES, {"Modality": "CT\\SR"})
+        assert {r["Modality"] for r in rows} == {"CT", "SR"}
 
     def test_wildcard_characters_in_data_do_not_leak(self, filled: Kahu) -> None:
         assert filled.query.search(Level.PATIENT, {"PatientID": "1CT%"}) == []

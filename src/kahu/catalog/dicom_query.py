@@ -151,9 +151,10 @@ def match_clause(attr: Attribute, raw: str, *, fuzzy: bool = False) -> ColumnEle
             raise InvalidInput(f"invalid number {value!r} in {attr.keyword}") from exc
         return column.in_(numbers)
     if "\\" in value:
-        return or_(
-            *(match_clause(attr, v, fuzzy=fuzzy) or column.is_not(None) for v in value.split("\\"))
-        )
+        clauses = [match_clause(attr, v, fuzzy=fuzzy) for v in value.split("\\")]
+        if any(c is None for c in clauses):
+            return None  # one universal value matches everything
+        return or_(*(c for c in clauses if c is not None))
     if attr.vr == "PN":
         # PN matching is case-insensitive (PS3.4 C.2.2.2.1); fuzzy also matches any name part
         pattern = _like_pattern(value).lower()

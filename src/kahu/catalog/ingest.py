@@ -225,16 +225,11 @@ class Ingestor:
                 source,
                 f"SOPInstanceUID already stored in series {stored_series}; kept the stored one",
             )
-        if stored_sha != digest:
-            return self._result(
-                "rejected",
-                facts,
-                source,
-                "SOPInstanceUID already stored with different content; kept the stored one",
-            )
+        # The same instance again, perhaps in another transfer syntax: the first copy stays.
+        reason = None if stored_sha == digest else "different encoding; kept the stored copy"
         if dataset:
             self.catalog.add_to_dataset(dataset, facts.series_instance_uid, origin="ae")
-        return self._result("duplicate", facts, source)
+        return self._result("duplicate", facts, source, reason)
 
     def _discard(self, key: str) -> None:
         try:
