@@ -151,12 +151,14 @@ async def upload(
     reports: list[FileReport] = []
     if content_type == "multipart/form-data":
         form = await request.form(max_files=10_000, max_fields=100)
-        uploads = [v for v in form.getlist("files") if isinstance(v, StarletteUploadFile)]
-        if not uploads:
-            raise HTTPException(400, "no 'files' in the form")
-        for item in uploads:
-            reports.extend(await _import_upload(importer, item, dataset))
-        await form.close()
+        try:
+            uploads = [v for v in form.getlist("files") if isinstance(v, StarletteUploadFile)]
+            if not uploads:
+                raise HTTPException(400, "no 'files' in the form")
+            for item in uploads:
+                reports.extend(await _import_upload(importer, item, dataset))
+        finally:
+            await form.close()
         return _summary(reports)
     limit = kahu.settings.imports.max_archive_bytes
     with tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024) as spool:
