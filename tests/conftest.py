@@ -56,11 +56,12 @@ def make_settings(tmp_path: Path) -> Iterator[object]:
         return Settings(
             home=home,
             database_url=database_url,
-            dicom=DicomSettings(port=free_port(), host="127.0.0.1",
-                                series_quiet_seconds=0.3, **dicom),  # type: ignore[arg-type]
+            dicom=DicomSettings(
+                port=free_port(), host="127.0.0.1", series_quiet_seconds=0.3, **dicom
+            ),  # type: ignore[arg-type]
         )
 
-    yield make
+    return make
 
 
 @pytest.fixture

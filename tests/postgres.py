@@ -38,11 +38,23 @@ class PostgresCluster:
         self._as_postgres = os.geteuid() == 0  # initdb refuses to run as root
         if self._as_postgres:
             shutil.chown(self.root, "postgres", "postgres")
-        self._run([initdb, "-D", str(self.data), "-U", "kahu", "--auth=trust", "-E", "UTF8",
-                   "--no-sync"])
-        self._run([pg_ctl, "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-o",
-                   f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c max_connections=200", "start"])
+        self._run(
+            [initdb, "-D", str(self.data), "-U", "kahu", "--auth=trust", "-E", "UTF8", "--no-sync"]
+        )
+        self._run(
+            [
+                pg_ctl,
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.root / "log"),
+                "-w",
+                "-o",
+                f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c max_connections=200",
+                "start",
+            ]
+        )
         self._counter = 0
 
     def _run(self, argv: list[str]) -> None:
@@ -59,8 +71,9 @@ class PostgresCluster:
 
         self._counter += 1
         name = f"kahu_test_{os.getpid()}_{self._counter}_{int(time.time() * 1000) % 100000}"
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=kahu dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=kahu dbname=postgres", autocommit=True
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 

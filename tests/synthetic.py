@@ -16,8 +16,14 @@ CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 PRIVATE_CLASS = "1.3.6.1.4.1.9590.100.1.2.999"
 
 
-def _base(sop_class: str, modality: str, *, study: str | None = None,
-          series: str | None = None, patient_id: str = "SYN001") -> Dataset:
+def _base(
+    sop_class: str,
+    modality: str,
+    *,
+    study: str | None = None,
+    series: str | None = None,
+    patient_id: str = "SYN001",
+) -> Dataset:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = sop_class
@@ -74,8 +80,9 @@ def private_class() -> bytes:
     return to_bytes(ds)
 
 
-def ct_series(count: int, size: int = 64, *, patient_id: str = "SYN001",
-              description: str = "synthetic CT") -> list[bytes]:
+def ct_series(
+    count: int, size: int = 64, *, patient_id: str = "SYN001", description: str = "synthetic CT"
+) -> list[bytes]:
     """``count`` CT slices of ``size``x``size`` 16-bit pixels in one series."""
     study, series = generate_uid(), generate_uid()
     rng = np.random.default_rng(0)

@@ -7,9 +7,19 @@ from kahu.dicom.structure import body_offset, check_complete
 from kahu.errors import InvalidDicom
 from tests.conftest import sample_path
 
-WHOLE = ["CT_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "JPEG2000.dcm",
-         "SC_rgb_jpeg.dcm", "UN_sequence.dcm", "rtplan.dcm", "test-SR.dcm", "liver.dcm",
-         "emri_small_jpeg_2k_lossless.dcm", "waveform_ecg.dcm"]
+WHOLE = [
+    "CT_small.dcm",
+    "MR_small_implicit.dcm",
+    "MR_small_bigendian.dcm",
+    "JPEG2000.dcm",
+    "SC_rgb_jpeg.dcm",
+    "UN_sequence.dcm",
+    "rtplan.dcm",
+    "test-SR.dcm",
+    "liver.dcm",
+    "emri_small_jpeg_2k_lossless.dcm",
+    "waveform_ecg.dcm",
+]
 
 
 def _ts(path: object) -> str:
@@ -29,7 +39,8 @@ class TestCompleteness:
             check_complete(data[:-3], body_offset(data), _ts(sample_path(name)))
 
     @pytest.mark.parametrize(
-        "name", ["MR_truncated.dcm", "rtplan_truncated.dcm", "emri_small_jpeg_2k_lossless_too_short.dcm"]
+        "name",
+        ["MR_truncated.dcm", "rtplan_truncated.dcm", "emri_small_jpeg_2k_lossless_too_short.dcm"],
     )
     def test_known_truncated_files_fail(self, name: str) -> None:
         data = sample_path(name).read_bytes()

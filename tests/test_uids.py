@@ -15,8 +15,21 @@ class TestUids:
 
     @pytest.mark.parametrize(
         "uid",
-        ["", "1..2", "1.02", "../../etc/passwd", "1.2.3.", ".1.2", "1.2.a", "1/2", "1." + "2" * 63,
-         "1.2 ", "1.2\x00", None, 12],
+        [
+            "",
+            "1..2",
+            "1.02",
+            "../../etc/passwd",
+            "1.2.3.",
+            ".1.2",
+            "1.2.a",
+            "1/2",
+            "1." + "2" * 63,
+            "1.2 ",
+            "1.2\x00",
+            None,
+            12,
+        ],
     )
     def test_invalid_is_refused_with_its_name(self, uid: object) -> None:
         assert not is_valid_uid(uid)

@@ -22,8 +22,13 @@ class TestDates:
 class TestTimes:
     @pytest.mark.parametrize(
         ("raw", "iso"),
-        [("101530", "10:15:30"), ("101530.25", "10:15:30.25"), ("1015", "10:15"), ("10", "10"),
-         ("10:15:30", "10:15:30")],
+        [
+            ("101530", "10:15:30"),
+            ("101530.25", "10:15:30.25"),
+            ("1015", "10:15"),
+            ("10", "10"),
+            ("10:15:30", "10:15:30"),
+        ],
     )
     def test_tm_keeps_given_precision(self, raw: str, iso: str) -> None:
         assert values.parse_tm(raw) == iso

@@ -371,13 +371,14 @@ def nodes_remove(name: str, home: HomeOpt = None, database_url: DbOpt = None) ->
 def nodes_echo(name: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Send a C-ECHO to a node."""
     from pynetdicom import AE
-    from pynetdicom.sop_class import Verification
+
+    from kahu.dicom.sop import VERIFICATION
 
     settings = _settings(home, database_url)
     with _open(settings) as kahu:
         node = kahu.nodes.get(name)
     ae = AE(ae_title=settings.dicom.ae_title)
-    ae.add_requested_context(Verification)
+    ae.add_requested_context(VERIFICATION)
     assoc = ae.associate(node.host, node.port, ae_title=node.ae_title)
     if not assoc.is_established:
         _fail(f"no association with {node.ae_title}@{node.host}:{node.port}")

@@ -29,8 +29,9 @@ class TestAuthentication:
             response = api.client.request(method.upper(), url)
             assert response.status_code == 401, (method, path, response.text)
             assert response.headers.get("www-authenticate") == "Bearer"
-            response = api.client.request(method.upper(), url,
-                                          headers={"Authorization": "Bearer kahu_forged"})
+            response = api.client.request(
+                method.upper(), url, headers={"Authorization": "Bearer kahu_forged"}
+            )
             assert response.status_code == 401, (method, path)
 
     def test_health_is_open(self, api: Api) -> None:
@@ -45,17 +46,20 @@ class TestAuthentication:
         assert api.kahu.accounts.ensure_admin(api.kahu.settings.admin_password_file) is None
 
     def test_login_gives_a_working_token(self, api: Api) -> None:
-        response = api.client.post("/api/v1/auth/login",
-                                   json={"username": "admin", "password": api.admin_password})
+        response = api.client.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": api.admin_password}
+        )
         assert response.status_code == 200
         token = response.json()["token"]
         assert api.client.get("/api/v1/me", headers=api.headers(token)).json()["name"] == "admin"
 
-    @pytest.mark.parametrize(("user", "password"), [("admin", "wrong password"),
-                                                     ("nobody", "whatever it is")])
+    @pytest.mark.parametrize(
+        ("user", "password"), [("admin", "wrong password"), ("nobody", "whatever it is")]
+    )
     def test_bad_login_is_401(self, api: Api, user: str, password: str) -> None:
-        response = api.client.post("/api/v1/auth/login",
-                                   json={"username": user, "password": password})
+        response = api.client.post(
+            "/api/v1/auth/login", json={"username": user, "password": password}
+        )
         assert response.status_code == 401
         assert response.json()["detail"] == "wrong user name or password"
 
@@ -73,15 +77,19 @@ class TestAuthentication:
         created = api.client.post("/api/v1/tokens", json={"name": "ci"}, headers=api.headers())
         token, token_id = created.json()["token"], created.json()["id"]
         assert api.client.get("/api/v1/me", headers=api.headers(token)).status_code == 200
-        assert api.client.delete(f"/api/v1/tokens/{token_id}",
-                                 headers=api.headers()).status_code == 204
+        assert (
+            api.client.delete(f"/api/v1/tokens/{token_id}", headers=api.headers()).status_code
+            == 204
+        )
         response = api.client.get("/api/v1/me", headers=api.headers(token))
-        assert response.status_code == 401 and response.json()["detail"] == "token revoked"
+        assert response.status_code == 401
+        assert response.json()["detail"] == "token revoked"
 
     def test_expired_token_stops_working(self, api: Api) -> None:
         token, _ = api.kahu.accounts.create_token("alice", expires_in=timedelta(seconds=-1))
         response = api.client.get("/api/v1/me", headers=api.headers(token))
-        assert response.status_code == 401 and response.json()["detail"] == "token expired"
+        assert response.status_code == 401
+        assert response.json()["detail"] == "token expired"
 
     def test_disabled_user_is_locked_out(self, api: Api) -> None:
         api.kahu.accounts.set_disabled("alice", True)
@@ -89,25 +97,30 @@ class TestAuthentication:
 
     def test_users_cannot_revoke_each_others_tokens(self, api: Api) -> None:
         [admin_token] = api.kahu.accounts.list_tokens("admin")
-        response = api.client.delete(f"/api/v1/tokens/{admin_token.id}",
-                                     headers=api.headers(api.user_token))
+        response = api.client.delete(
+            f"/api/v1/tokens/{admin_token.id}", headers=api.headers(api.user_token)
+        )
         assert response.status_code == 404
 
 
 class TestRoles:
     @pytest.mark.parametrize(
         ("method", "path", "body"),
-        [("GET", "/api/v1/users", None),
-         ("POST", "/api/v1/users", {"name": "eve", "password": "x" * 12}),
-         ("DELETE", "/api/v1/series/1.2.3", None),
-         ("POST", "/api/v1/nodes", {"name": "n", "ae_title": "N", "host": "h", "port": 104})],
+        [
+            ("GET", "/api/v1/users", None),
+            ("POST", "/api/v1/users", {"name": "eve", "password": "x" * 12}),
+            ("DELETE", "/api/v1/series/1.2.3", None),
+            ("POST", "/api/v1/nodes", {"name": "n", "ae_title": "N", "host": "h", "port": 104}),
+        ],
     )
-    def test_admin_routes_refuse_users(self, api: Api, method: str, path: str,
-                                       body: object) -> None:
+    def test_admin_routes_refuse_users(
+        self, api: Api, method: str, path: str, body: object
+    ) -> None:
         response = api.client.request(method, path, json=body, headers=api.headers(api.user_token))
         assert response.status_code == 403
 
     def test_short_passwords_are_refused(self, api: Api) -> None:
-        response = api.client.post("/api/v1/users", json={"name": "bob", "password": "short"},
-                                   headers=api.headers())
+        response = api.client.post(
+            "/api/v1/users", json={"name": "bob", "password": "short"}, headers=api.headers()
+        )
         assert response.status_code == 422

@@ -22,7 +22,9 @@ def _zip(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> 
 
 def _upload(api: Api, files: dict[str, bytes], **params: str) -> dict[str, object]:
     response = api.client.post(
-        "/api/v1/upload", params=params, headers=api.headers(),
+        "/api/v1/upload",
+        params=params,
+        headers=api.headers(),
         files=[("files", (name, data, "application/octet-stream")) for name, data in files.items()],
     )
     assert response.status_code == 200, response.text
@@ -32,26 +34,40 @@ def _upload(api: Api, files: dict[str, bytes], **params: str) -> dict[str, objec
 class TestUpload:
     def test_multipart_files_and_zip_are_reported_per_file(self, api: Api) -> None:
         ct = sample_path("CT_small.dcm").read_bytes()
-        archive = _zip({"a/mr.dcm": sample_path("MR_small.dcm").read_bytes(),
-                        "a/notes.txt": b"not dicom", "a/ct-again.dcm": ct})
+        archive = _zip(
+            {
+                "a/mr.dcm": sample_path("MR_small.dcm").read_bytes(),
+                "a/notes.txt": b"not dicom",
+                "a/ct-again.dcm": ct,
+            }
+        )
         report = _upload(api, {"ct.dcm": ct, "bundle.zip": archive}, dataset="UPLOADS")
         assert (report["stored"], report["duplicate"], report["rejected"]) == (2, 1, 1)
         statuses = {f["path"]: f["status"] for f in report["files"]}  # type: ignore[attr-defined]
-        assert statuses == {"ct.dcm": "stored", "bundle.zip:a/mr.dcm": "stored",
-                            "bundle.zip:a/notes.txt": "rejected",
-                            "bundle.zip:a/ct-again.dcm": "duplicate"}
+        assert statuses == {
+            "ct.dcm": "stored",
+            "bundle.zip:a/mr.dcm": "stored",
+            "bundle.zip:a/notes.txt": "rejected",
+            "bundle.zip:a/ct-again.dcm": "duplicate",
+        }
         datasets = api.client.get("/api/v1/datasets", headers=api.headers()).json()
         assert datasets == [{"name": "UPLOADS", "origin": "ae", "series_count": 2}]
 
     def test_raw_dicom_body(self, api: Api) -> None:
-        response = api.client.post("/api/v1/upload", content=sample_path("MR_small.dcm").read_bytes(),
-                                   headers={**api.headers(), "Content-Type": "application/dicom"})
+        response = api.client.post(
+            "/api/v1/upload",
+            content=sample_path("MR_small.dcm").read_bytes(),
+            headers={**api.headers(), "Content-Type": "application/dicom"},
+        )
         assert response.json()["stored"] == 1
 
     def test_raw_zip_body(self, api: Api) -> None:
         body = _zip({f"{i}.dcm": d for i, d in enumerate(synthetic.ct_series(3))})
-        response = api.client.post("/api/v1/upload", content=body,
-                                   headers={**api.headers(), "Content-Type": "application/zip"})
+        response = api.client.post(
+            "/api/v1/upload",
+            content=body,
+            headers={**api.headers(), "Content-Type": "application/zip"},
+        )
         assert response.json()["stored"] == 3
 
     @pytest.mark.parametrize("content_type", ["text/plain", "application/json", ""])
@@ -75,7 +91,8 @@ class TestUpload:
         assert len(bomb) < 100_000
         report = _upload(api, {"bomb.zip": bomb})
         [entry] = report["files"]  # type: ignore[misc]
-        assert entry["status"] == "rejected" and "ratio" in entry["reason"]
+        assert entry["status"] == "rejected"
+        assert "ratio" in entry["reason"]
 
     def test_archive_limits_are_settings(self, api: Api) -> None:
         api.kahu.settings.imports.max_members = 2
@@ -89,8 +106,9 @@ class TestUpload:
         assert reasons[1] == "empty file"
 
     def test_multipart_without_files(self, api: Api) -> None:
-        response = api.client.post("/api/v1/upload", files={"other": ("a.dcm", b"x")},
-                                   headers=api.headers())
+        response = api.client.post(
+            "/api/v1/upload", files={"other": ("a.dcm", b"x")}, headers=api.headers()
+        )
         assert response.status_code == 400
         assert response.json()["detail"] == "no 'files' in the form"
 
@@ -103,30 +121,40 @@ class TestSeriesRoutes:
 
     def test_list_get_instances(self, api: Api, series_uid: str) -> None:
         page = api.client.get("/api/v1/series", headers=api.headers()).json()
-        assert page["total"] == 1 and page["items"][0]["instance_count"] == 3
+        assert page["total"] == 1
+        assert page["items"][0]["instance_count"] == 3
         doc = api.client.get(f"/api/v1/series/{series_uid}", headers=api.headers()).json()
         assert doc["document"]["Modality"] == "CT"
         assert doc["document"]["BodyPartExamined"] == "CHEST"
-        instances = api.client.get(f"/api/v1/series/{series_uid}/instances",
-                                   headers=api.headers()).json()
+        instances = api.client.get(
+            f"/api/v1/series/{series_uid}/instances", headers=api.headers()
+        ).json()
         assert [i["instance_number"] for i in instances] == [1, 2, 3]
         stats = api.client.get("/api/v1/stats", headers=api.headers()).json()
         assert stats["instances"] == 3
 
     def test_delete_series(self, api: Api, series_uid: str) -> None:
-        assert api.client.delete(f"/api/v1/series/{series_uid}",
-                                 headers=api.headers()).status_code == 204
-        assert api.client.get(f"/api/v1/series/{series_uid}",
-                              headers=api.headers()).status_code == 404
+        assert (
+            api.client.delete(f"/api/v1/series/{series_uid}", headers=api.headers()).status_code
+            == 204
+        )
+        assert (
+            api.client.get(f"/api/v1/series/{series_uid}", headers=api.headers()).status_code == 404
+        )
         assert list(api.kahu.store.keys()) == []
 
     @pytest.mark.parametrize(
         ("url", "status"),
-        [("/api/v1/series/..%2F..%2Fetc", 404), ("/api/v1/series/1.2.abc", 400),
-         ("/api/v1/series/1.2.3%3Brm", 400),
-         ("/api/v1/series?limit=0", 422), ("/api/v1/series?limit=100000", 422),
-         ("/api/v1/series?offset=-1", 422), ("/api/v1/series?limit=abc", 422),
-         ("/api/v1/series/1.2.3", 404)],
+        [
+            ("/api/v1/series/..%2F..%2Fetc", 404),
+            ("/api/v1/series/1.2.abc", 400),
+            ("/api/v1/series/1.2.3%3Brm", 400),
+            ("/api/v1/series?limit=0", 422),
+            ("/api/v1/series?limit=100000", 422),
+            ("/api/v1/series?offset=-1", 422),
+            ("/api/v1/series?limit=abc", 422),
+            ("/api/v1/series/1.2.3", 404),
+        ],
     )
     def test_hostile_parameters(self, api: Api, series_uid: str, url: str, status: int) -> None:
         response = api.client.get(url, headers=api.headers())
@@ -139,7 +167,9 @@ class TestNodes:
         body = {"name": "pacs", "ae_title": "PACS", "host": "10.0.0.5", "port": 104}
         assert api.client.post("/api/v1/nodes", json=body, headers=api.headers()).status_code == 201
         assert api.client.post("/api/v1/nodes", json=body, headers=api.headers()).status_code == 409
-        assert api.client.get("/api/v1/nodes", headers=api.headers()).json()[0]["ae_title"] == "PACS"
+        assert (
+            api.client.get("/api/v1/nodes", headers=api.headers()).json()[0]["ae_title"] == "PACS"
+        )
         bad = {**body, "name": "x", "ae_title": "BAD\\AE"}
         assert api.client.post("/api/v1/nodes", json=bad, headers=api.headers()).status_code == 400
         assert api.client.delete("/api/v1/nodes/pacs", headers=api.headers()).status_code == 204

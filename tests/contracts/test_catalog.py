@@ -68,7 +68,8 @@ class TestIngest:
         _ingest(kahu, "MR_small.dcm")
         assert kahu.catalog.datasets() == [("STUDY1", "ae", 1)]
         rows, total = kahu.catalog.list_series(dataset="STUDY1")
-        assert total == 1 and rows[0].series_instance_uid == uid
+        assert total == 1
+        assert rows[0].series_instance_uid == uid
         assert kahu.catalog.get_series(uid).full_document()["dataset"] == ["STUDY1"]
 
     def test_duplicate_sent_to_another_ae_joins_that_dataset(self, kahu: Kahu) -> None:
@@ -95,8 +96,9 @@ class TestIngest:
             (sample_path("CT_small.dcm").read_bytes()[:-100], "truncated"),
         ],
     )
-    def test_bad_input_is_rejected_with_a_reason(self, kahu: Kahu, data: bytes, reason: str
-                                                 ) -> None:
+    def test_bad_input_is_rejected_with_a_reason(
+        self, kahu: Kahu, data: bytes, reason: str
+    ) -> None:
         kept = _ingest(kahu, "MR_small.dcm")
         result = kahu.ingestor.ingest(data)
         assert result.status == "rejected"
@@ -135,7 +137,9 @@ class TestIngest:
         seen: list[InstanceStored] = []
         kahu.events.subscribe(InstanceStored, seen.append)
         _ingest(kahu, "CT_small.dcm", dataset="X")
-        assert len(seen) == 1 and seen[0].new_series and seen[0].dataset == "X"
+        assert len(seen) == 1
+        assert seen[0].new_series
+        assert seen[0].dataset == "X"
 
     def test_concurrent_ingest_of_one_series(self, kahu: Kahu) -> None:
         files = synthetic.ct_series(24)
@@ -152,7 +156,8 @@ class TestIngest:
             t.join()
         assert results.count("stored") == 24
         rows, total = kahu.catalog.list_series()
-        assert total == 1 and rows[0].instance_count == 24
+        assert total == 1
+        assert rows[0].instance_count == 24
 
 
 class TestDelete:
@@ -185,8 +190,12 @@ class TestDicomQuery:
         return kahu
 
     def _uids(self, kahu: Kahu, level: Level, **filters: str) -> set[str]:
-        key = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID",
-               "SERIES": "Modality", "IMAGE": "SOPInstanceUID"}[level.value]
+        key = {
+            "PATIENT": "PatientID",
+            "STUDY": "StudyInstanceUID",
+            "SERIES": "Modality",
+            "IMAGE": "SOPInstanceUID",
+        }[level.value]
         return {r[key] for r in kahu.query.search(level, filters)}
 
     def test_single_value_and_universal(self, filled: Kahu) -> None:

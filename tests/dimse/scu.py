@@ -18,23 +18,30 @@ from pynetdicom.sop_class import (
 )
 
 
-def associate(port: int, contexts: list[Any], *, called: str = "KAHU", calling: str = "TESTSCU"
-              ) -> Any:
+def associate(
+    port: int, contexts: list[Any], *, called: str = "KAHU", calling: str = "TESTSCU"
+) -> Any:
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     assoc = ae.associate("127.0.0.1", port, contexts=contexts, ae_title=called)
     return assoc
 
 
-def store(port: int, files: list[bytes], *, called: str = "KAHU", calling: str = "TESTSCU"
-          ) -> list[int]:
+def store(
+    port: int, files: list[bytes], *, called: str = "KAHU", calling: str = "TESTSCU"
+) -> list[int]:
     """Send each Part 10 file's data set exactly as encoded in the file; return the statuses."""
     _config.STORE_SEND_CHUNKED_DATASET = True  # send the file's bytes, never re-encode them
     datasets = [pydicom.dcmread(io.BytesIO(f), stop_before_pixels=True) for f in files]
-    pairs = sorted({(str(d.file_meta.MediaStorageSOPClassUID),
-                     str(d.file_meta.TransferSyntaxUID)) for d in datasets})
-    assoc = associate(port, [build_context(s, [t]) for s, t in pairs], called=called,
-                      calling=calling)
+    pairs = sorted(
+        {
+            (str(d.file_meta.MediaStorageSOPClassUID), str(d.file_meta.TransferSyntaxUID))
+            for d in datasets
+        }
+    )
+    assoc = associate(
+        port, [build_context(s, [t]) for s, t in pairs], called=called, calling=calling
+    )
     assert assoc.is_established, "association rejected"
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
@@ -58,8 +65,11 @@ def echo(port: int) -> int:
 
 
 def find(port: int, query: Dataset, *, patient_root: bool = False) -> tuple[list[Dataset], int]:
-    model = (PatientRootQueryRetrieveInformationModelFind if patient_root
-             else StudyRootQueryRetrieveInformationModelFind)
+    model = (
+        PatientRootQueryRetrieveInformationModelFind
+        if patient_root
+        else StudyRootQueryRetrieveInformationModelFind
+    )
     assoc = associate(port, [build_context(model)])
     assert assoc.is_established
     found: list[Dataset] = []

@@ -39,60 +39,112 @@ def _query(level: str, **keys: object) -> Dataset:
 
 
 def _findscu(port: int, *args: str) -> str:
-    out = subprocess.run(["findscu", "-aec", "KAHU", "127.0.0.1", str(port), *args],
-                         capture_output=True, timeout=60, check=True)
+    out = subprocess.run(
+        ["findscu", "-aec", "KAHU", "127.0.0.1", str(port), *args],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
     return out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
 
 
 class TestFind:
     def test_study_level_with_wildcard_name(self, filled: Kahu) -> None:
-        found, status = scu.find(filled.dicom.port, _query(
-            "STUDY", PatientName="compressed*", StudyInstanceUID="", ModalitiesInStudy="",
-            NumberOfStudyRelatedInstances=""))
+        found, status = scu.find(
+            filled.dicom.port,
+            _query(
+                "STUDY",
+                PatientName="compressed*",
+                StudyInstanceUID="",
+                ModalitiesInStudy="",
+                NumberOfStudyRelatedInstances="",
+            ),
+        )
         assert status == 0
         assert sorted(str(d.PatientName) for d in found) == [
-            "CompressedSamples^CT1", "CompressedSamples^MR1"]
+            "CompressedSamples^CT1",
+            "CompressedSamples^MR1",
+        ]
         assert {d["ModalitiesInStudy"].value for d in found} == {"CT", "MR"}
 
     def test_series_level_by_modality_and_date_range(self, filled: Kahu) -> None:
-        found, _ = scu.find(filled.dicom.port, _query(
-            "SERIES", Modality="CT", StudyDate="20040101-20241231", SeriesInstanceUID="",
-            SeriesDescription="", NumberOfSeriesRelatedInstances=""))
+        found, _ = scu.find(
+            filled.dicom.port,
+            _query(
+                "SERIES",
+                Modality="CT",
+                StudyDate="20040101-20241231",
+                SeriesInstanceUID="",
+                SeriesDescription="",
+                NumberOfSeriesRelatedInstances="",
+            ),
+        )
         assert sorted(int(d.NumberOfSeriesRelatedInstances) for d in found) == [1, 4]
 
     def test_image_level_lists_instances(self, filled: Kahu) -> None:
         [series] = [r for r in filled.catalog.list_series()[0] if r.patient_id == "SYN-Q"]
-        found, _ = scu.find(filled.dicom.port, _query(
-            "IMAGE", StudyInstanceUID=series.study_instance_uid,
-            SeriesInstanceUID=series.series_instance_uid, SOPInstanceUID="", InstanceNumber=""))
+        found, _ = scu.find(
+            filled.dicom.port,
+            _query(
+                "IMAGE",
+                StudyInstanceUID=series.study_instance_uid,
+                SeriesInstanceUID=series.series_instance_uid,
+                SOPInstanceUID="",
+                InstanceNumber="",
+            ),
+        )
         assert sorted(int(d.InstanceNumber) for d in found) == [1, 2, 3, 4]
 
     def test_patient_root_patient_level(self, filled: Kahu) -> None:
-        found, _ = scu.find(filled.dicom.port, _query(
-            "PATIENT", PatientID="SYN*", PatientName="", NumberOfPatientRelatedStudies=""),
-            patient_root=True)
+        found, _ = scu.find(
+            filled.dicom.port,
+            _query("PATIENT", PatientID="SYN*", PatientName="", NumberOfPatientRelatedStudies=""),
+            patient_root=True,
+        )
         assert [(d.PatientID, int(d.NumberOfPatientRelatedStudies)) for d in found] == [
-            ("SYN-Q", 1)]
+            ("SYN-Q", 1)
+        ]
 
     def test_study_root_refuses_patient_level(self, filled: Kahu) -> None:
         found, status = scu.find(filled.dicom.port, _query("PATIENT", PatientID=""))
-        assert found == [] and status == 0xA900
+        assert found == []
+        assert status == 0xA900
 
     def test_bad_range_is_a_failure_not_a_crash(self, filled: Kahu) -> None:
         found, status = scu.find(filled.dicom.port, _query("STUDY", StudyDate="2004xx-"))
-        assert found == [] and status == 0xA900
+        assert found == []
+        assert status == 0xA900
 
     def test_findscu_study_root(self, filled: Kahu, dcmtk: None) -> None:
-        out = _findscu(filled.dicom.port, "-S", "-k", "QueryRetrieveLevel=STUDY",
-                       "-k", "PatientID=1CT1", "-k", "StudyInstanceUID", "-k", "StudyDate")
+        out = _findscu(
+            filled.dicom.port,
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "PatientID=1CT1",
+            "-k",
+            "StudyInstanceUID",
+            "-k",
+            "StudyDate",
+        )
         assert "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322" in out
         assert "20040119" in out
         assert "4MR1" not in out
 
     def test_findscu_patient_root_list_matching(self, filled: Kahu, dcmtk: None) -> None:
-        out = _findscu(filled.dicom.port, "-P", "-k", "QueryRetrieveLevel=PATIENT",
-                       "-k", "PatientID=1CT1\\4MR1", "-k", "PatientName")
-        assert "CompressedSamples^CT1" in out and "CompressedSamples^MR1" in out
+        out = _findscu(
+            filled.dicom.port,
+            "-P",
+            "-k",
+            "QueryRetrieveLevel=PATIENT",
+            "-k",
+            "PatientID=1CT1\\4MR1",
+            "-k",
+            "PatientName",
+        )
+        assert "CompressedSamples^CT1" in out
+        assert "CompressedSamples^MR1" in out
         assert "SYN-Q" not in out
 
 
@@ -109,7 +161,7 @@ def _bodies(kahu: Kahu) -> dict[str, bytes]:
     out = {}
     for row in kahu.catalog.instances():
         data = kahu.store.get(row.blob_key)
-        out[row.sop_instance_uid] = data[body_offset(data):]
+        out[row.sop_instance_uid] = data[body_offset(data) :]
     return out
 
 
@@ -117,9 +169,11 @@ class TestMove:
     def test_move_study_to_a_registered_node(self, filled: Kahu, destination: Kahu) -> None:
         filled.nodes.add(Node("dest", "DEST", "127.0.0.1", destination.dicom.port))
         [series] = [r for r in filled.catalog.list_series()[0] if r.patient_id == "SYN-Q"]
-        status = scu.move(filled.dicom.port,
-                          _query("STUDY", StudyInstanceUID=series.study_instance_uid), "DEST")
-        assert status.Status == 0 and status.NumberOfCompletedSuboperations == 4
+        status = scu.move(
+            filled.dicom.port, _query("STUDY", StudyInstanceUID=series.study_instance_uid), "DEST"
+        )
+        assert status.Status == 0
+        assert status.NumberOfCompletedSuboperations == 4
         source = _bodies(filled)
         moved = _bodies(destination)
         assert len(moved) == 4
@@ -132,28 +186,61 @@ class TestMove:
     def test_movescu(self, filled: Kahu, destination: Kahu, dcmtk: None) -> None:
         filled.nodes.add(Node("dest", "DEST", "127.0.0.1", destination.dicom.port))
         subprocess.run(
-            ["movescu", "-S", "-aec", "KAHU", "-aem", "DEST", "-k", "QueryRetrieveLevel=SERIES",
-             "-k", "PatientID=4MR1", "-k", "StudyInstanceUID=1.3.6.1.4.1.5962.1.2.4.20040826185059.5457",
-             "-k", "SeriesInstanceUID", "127.0.0.1", str(filled.dicom.port)],
-            check=True, timeout=60, capture_output=True,
+            [
+                "movescu",
+                "-S",
+                "-aec",
+                "KAHU",
+                "-aem",
+                "DEST",
+                "-k",
+                "QueryRetrieveLevel=SERIES",
+                "-k",
+                "PatientID=4MR1",
+                "-k",
+                "StudyInstanceUID=1.3.6.1.4.1.5962.1.2.4.20040826185059.5457",
+                "-k",
+                "SeriesInstanceUID",
+                "127.0.0.1",
+                str(filled.dicom.port),
+            ],
+            check=True,
+            timeout=60,
+            capture_output=True,
         )
         [row] = destination.catalog.instances()
         assert row.sop_instance_uid == str(
-            pydicom.dcmread(sample_path("MR_small.dcm"), stop_before_pixels=True).SOPInstanceUID)
+            pydicom.dcmread(sample_path("MR_small.dcm"), stop_before_pixels=True).SOPInstanceUID
+        )
 
 
 class TestGet:
-    def test_getscu_retrieves_series_unchanged(self, filled: Kahu, dcmtk: None, tmp_path: Path
-                                               ) -> None:
+    def test_getscu_retrieves_series_unchanged(
+        self, filled: Kahu, dcmtk: None, tmp_path: Path
+    ) -> None:
         tmp_path = tmp_path / "received"
         tmp_path.mkdir()
         [series] = [r for r in filled.catalog.list_series()[0] if r.patient_id == "SYN-Q"]
         subprocess.run(
-            ["getscu", "-S", "-aec", "KAHU", "-od", str(tmp_path),
-             "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={series.study_instance_uid}",
-             "-k", f"SeriesInstanceUID={series.series_instance_uid}",
-             "127.0.0.1", str(filled.dicom.port)],
-            check=True, timeout=60, capture_output=True,
+            [
+                "getscu",
+                "-S",
+                "-aec",
+                "KAHU",
+                "-od",
+                str(tmp_path),
+                "-k",
+                "QueryRetrieveLevel=SERIES",
+                "-k",
+                f"StudyInstanceUID={series.study_instance_uid}",
+                "-k",
+                f"SeriesInstanceUID={series.series_instance_uid}",
+                "127.0.0.1",
+                str(filled.dicom.port),
+            ],
+            check=True,
+            timeout=60,
+            capture_output=True,
         )
         received = sorted(tmp_path.iterdir())
         assert len(received) == 4
@@ -161,7 +248,10 @@ class TestGet:
         for path in received:
             data = path.read_bytes()
             uid = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
-            assert pydicom.dcmread(path).PixelData == pydicom.dcmread(
-                filled.store.local_path(filled.catalog.instances(sop_uid=uid)[0].blob_key)
-            ).PixelData
-            assert len(data[body_offset(data):]) == len(source[uid])
+            assert (
+                pydicom.dcmread(path).PixelData
+                == pydicom.dcmread(
+                    filled.store.local_path(filled.catalog.instances(sop_uid=uid)[0].blob_key)
+                ).PixelData
+            )
+            assert len(data[body_offset(data) :]) == len(source[uid])

@@ -18,12 +18,28 @@ from tests.dimse import scu
 
 #: Real files covering the storage classes and transfer syntaxes the issue names.
 CORPUS = [
-    "CT_small.dcm", "MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm",
-    "JPEG2000.dcm", "MR_small_jp2klossless.dcm", "SC_rgb_jpeg_dcmtk.dcm", "JPEG-lossy.dcm",
-    "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "rtdose.dcm", "rtplan.dcm",
-    "test-SR.dcm", "waveform_ecg.dcm", "image_dfl.dcm", "liver.dcm", "emri_small.dcm",
-    "eCT_Supplemental.dcm", "OBXXXX1A_rle_2frame.dcm", "examples_ybr_color.dcm",
-    "693_J2KR.dcm", "JPGLosslessP14SV1_1s_1f_8b.dcm",
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "MR_small_implicit.dcm",
+    "MR_small_bigendian.dcm",
+    "JPEG2000.dcm",
+    "MR_small_jp2klossless.dcm",
+    "SC_rgb_jpeg_dcmtk.dcm",
+    "JPEG-lossy.dcm",
+    "MR_small_RLE.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "rtdose.dcm",
+    "rtplan.dcm",
+    "test-SR.dcm",
+    "waveform_ecg.dcm",
+    "image_dfl.dcm",
+    "liver.dcm",
+    "emri_small.dcm",
+    "eCT_Supplemental.dcm",
+    "OBXXXX1A_rle_2frame.dcm",
+    "examples_ybr_color.dcm",
+    "693_J2KR.dcm",
+    "JPGLosslessP14SV1_1s_1f_8b.dcm",
 ]
 SYNTHETIC = {
     "encapsulated PDF": synthetic.encapsulated_pdf,
@@ -34,8 +50,13 @@ SYNTHETIC = {
 
 
 #: Variants of one SOP instance in other transfer syntaxes; renamed so each is a new instance.
-VARIANTS = {"MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_jp2klossless.dcm",
-            "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm"}
+VARIANTS = {
+    "MR_small_implicit.dcm",
+    "MR_small_bigendian.dcm",
+    "MR_small_jp2klossless.dcm",
+    "MR_small_RLE.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+}
 
 
 def corpus_file(name: str) -> bytes:
@@ -49,7 +70,7 @@ def corpus_file(name: str) -> bytes:
 
 
 def _body(data: bytes) -> bytes:
-    return data[body_offset(data):]
+    return data[body_offset(data) :]
 
 
 def _stored(kahu: Kahu, sop_uid: str) -> bytes:
@@ -62,8 +83,11 @@ class TestEcho:
         assert scu.echo(running_kahu.dicom.port) == 0
 
     def test_echoscu(self, running_kahu: Kahu, dcmtk: None) -> None:
-        subprocess.run(["echoscu", "-aec", "KAHU", "127.0.0.1", str(running_kahu.dicom.port)],
-                       check=True, timeout=30)
+        subprocess.run(
+            ["echoscu", "-aec", "KAHU", "127.0.0.1", str(running_kahu.dicom.port)],
+            check=True,
+            timeout=30,
+        )
 
 
 class TestStore:
@@ -76,8 +100,11 @@ class TestStore:
             ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
             stored = _stored(running_kahu, str(ds.SOPInstanceUID))
             assert _body(stored) == _body(data), name
-            meta = pydicom.dcmread(running_kahu.store.local_path(  # type: ignore[arg-type]
-                running_kahu.catalog.instances(sop_uid=str(ds.SOPInstanceUID))[0].blob_key))
+            meta = pydicom.dcmread(
+                running_kahu.store.local_path(  # type: ignore[arg-type]
+                    running_kahu.catalog.instances(sop_uid=str(ds.SOPInstanceUID))[0].blob_key
+                )
+            )
             assert meta.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID, name
 
     @pytest.mark.parametrize("kind", list(SYNTHETIC))
@@ -92,9 +119,19 @@ class TestStore:
     ) -> None:
         names = ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm", "test-SR.dcm", "waveform_ecg.dcm"]
         subprocess.run(
-            ["storescu", "-aet", "MODALITY", "-aec", "STUDY1", "127.0.0.1",
-             str(running_kahu.dicom.port), *(str(sample_path(n)) for n in names)],
-            check=True, timeout=60, capture_output=True,
+            [
+                "storescu",
+                "-aet",
+                "MODALITY",
+                "-aec",
+                "STUDY1",
+                "127.0.0.1",
+                str(running_kahu.dicom.port),
+                *(str(sample_path(n)) for n in names),
+            ],
+            check=True,
+            timeout=60,
+            capture_output=True,
         )
         assert running_kahu.catalog.datasets() == [("STUDY1", "ae", 5)]
         rows, total = running_kahu.catalog.list_series(dataset="STUDY1")
@@ -105,8 +142,12 @@ class TestStore:
         self, running_kahu: Kahu, dcmtk: None
     ) -> None:
         path = sample_path("MR_small_jp2klossless.dcm")
-        subprocess.run(["storescu", "-xv", "127.0.0.1", str(running_kahu.dicom.port), str(path)],
-                       check=True, timeout=60, capture_output=True)
+        subprocess.run(
+            ["storescu", "-xv", "127.0.0.1", str(running_kahu.dicom.port), str(path)],
+            check=True,
+            timeout=60,
+            capture_output=True,
+        )
         sent = pydicom.dcmread(path)
         stored = pydicom.dcmread(io.BytesIO(_stored(running_kahu, str(sent.SOPInstanceUID))))
         assert stored.file_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
@@ -121,9 +162,7 @@ class TestStore:
         assert scu.store(running_kahu.dicom.port, [data, data]) == [0, 0]
         assert running_kahu.catalog.counts().instances == 1
 
-    def test_invalid_uid_gets_a_failure_status_and_stores_nothing(
-        self, running_kahu: Kahu
-    ) -> None:
+    def test_invalid_uid_gets_a_failure_status_and_stores_nothing(self, running_kahu: Kahu) -> None:
         ds = pydicom.dcmread(sample_path("CT_small.dcm"))
         ds.SeriesInstanceUID = "1.2.840.abc"
         status = scu.store(running_kahu.dicom.port, [synthetic.to_bytes(ds)])
@@ -136,8 +175,9 @@ class TestStore:
         results: dict[int, list[int]] = {}
 
         def send(index: int) -> None:
-            results[index] = scu.store(running_kahu.dicom.port, series[index],
-                                       called=f"CONC{index}")
+            results[index] = scu.store(
+                running_kahu.dicom.port, series[index], called=f"CONC{index}"
+            )
 
         threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
         for t in threads:
@@ -159,8 +199,9 @@ class TestCallingAeTitles:
             from pynetdicom import build_context
             from pynetdicom.sop_class import Verification
 
-            assoc = scu.associate(kahu.dicom.port, [build_context(Verification)],
-                                  calling="INTRUDER")
+            assoc = scu.associate(
+                kahu.dicom.port, [build_context(Verification)], calling="INTRUDER"
+            )
             assert assoc.is_rejected
             assoc.dul.socket.close()
             assert scu.store(kahu.dicom.port, data, calling="PACS") == [0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from typing import IO, Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUploadFile
@@ -170,12 +170,12 @@ async def upload(
             spool.write(chunk)
         spool.seek(0)
         name = request.headers.get("content-disposition", "body")[:200]
-        reports = await _run(importer, name, spool, dataset)  # type: ignore[arg-type]
+        reports = await _run(importer, name, spool, dataset)
     return _summary(reports)
 
 
 async def _import_upload(
-    importer: Importer, item: UploadFile, dataset: str | None
+    importer: Importer, item: StarletteUploadFile, dataset: str | None
 ) -> list[FileReport]:
     return await _run(importer, item.filename or "upload", item.file, dataset)
 

@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Select, and_, distinct, exists, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute
@@ -130,7 +130,7 @@ def match_clause(attr: Attribute, raw: str, *, fuzzy: bool = False) -> ColumnEle
     value = raw.strip() if attr.vr != "PN" else raw.strip().rstrip("^ ")
     if value in ("", "*"):
         return None
-    column: ColumnElement[Any] = attr.column
+    column = cast("ColumnElement[Any]", attr.column)
     if attr.vr == "UI":
         uids = [u.strip() for u in value.split("\\")]
         for uid in uids:

@@ -13,8 +13,9 @@ from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from kahu.catalog.records import IngestResult, InstanceFacts
 from kahu.catalog.repository import Catalog
@@ -85,15 +86,15 @@ def as_part10(data: bytes) -> bytes:
     if not sop_class or not sop_instance or implicit is None or not little:
         raise InvalidDicom("not a DICOM file (no Part 10 header and no SOP identification)")
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = validate_uid(str(sop_class), "SOPClassUID")
-    meta.MediaStorageSOPInstanceUID = validate_uid(str(sop_instance), "SOPInstanceUID")
+    meta.MediaStorageSOPClassUID = UID(validate_uid(str(sop_class), "SOPClassUID"))
+    meta.MediaStorageSOPInstanceUID = UID(validate_uid(str(sop_instance), "SOPInstanceUID"))
     meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = "KAHU"
-    out = io.BytesIO()
+    out = DicomBytesIO()
     out.write(b"\0" * 128 + b"DICM")
     write_file_meta_info(out, meta, enforce_standard=True)
-    return out.getvalue() + data
+    return bytes(out.getvalue()) + data
 
 
 def read_instance(data: bytes) -> tuple[Dataset, InstanceFacts]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -233,11 +233,12 @@ class Catalog:
 
     @staticmethod
     def _series_select() -> Select[Any]:
-        return (
+        stmt = (
             select(Series, Study.study_instance_uid, Patient.patient_id)
             .join(Study, Series.study_pk == Study.id)
             .join(Patient, Study.patient_pk == Patient.id)
         )
+        return cast("Select[Any]", stmt)
 
     def _series_rows(self, s: Session, stmt: Select[Any]) -> list[SeriesRow]:
         rows = s.execute(stmt).all()

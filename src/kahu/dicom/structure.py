@@ -78,7 +78,7 @@ class _Walker:
         if length < 8 or value + 4 > len(self.data):
             return False
         group, elem = struct.unpack_from(self.end + "HH", self.data, value)
-        return group == 0xFFFE and elem == 0xE000
+        return bool(group == 0xFFFE and elem == 0xE000)
 
     def items(self, pos: int, stop: int) -> None:
         while pos < stop:

@@ -12,16 +12,12 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 from pynetdicom import events
 from pynetdicom.presentation import build_context
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-)
 
 from kahu.catalog.dicom_query import DERIVED, UNIQUE_KEYS, DicomQuery, Level
 from kahu.catalog.ingest import Ingestor
 from kahu.catalog.records import InstanceRow
 from kahu.catalog.repository import Catalog
+from kahu.dicom import sop
 from kahu.dimse.nodes import NodeRegistry
 from kahu.errors import InvalidInput, KahuError
 from kahu.settings import DicomSettings
@@ -29,11 +25,6 @@ from kahu.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
 
-PATIENT_ROOT = {
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelMove,
-    PatientRootQueryRetrieveInformationModelGet,
-}
 # PS3.4 C.4.1.1.4 / C.4.2.1.4 failure statuses
 UNABLE_TO_PROCESS = 0xC001
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
@@ -111,7 +102,7 @@ class DimseHandlers:
         except ValueError as exc:
             raise InvalidInput(f"invalid QueryRetrieveLevel {raw!r}") from exc
         model = event.request.AffectedSOPClassUID
-        if model not in PATIENT_ROOT and level is Level.PATIENT:
+        if model not in sop.PATIENT_ROOT and level is Level.PATIENT:
             raise InvalidInput("Study Root has no PATIENT level")
         return level
 

@@ -6,29 +6,12 @@ import logging
 from typing import Any
 
 from pynetdicom import AE, _config
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-    Verification,
-)
 
+from kahu.dicom import sop
 from kahu.dimse.handlers import DimseHandlers
 from kahu.settings import DicomSettings
 
 log = logging.getLogger(__name__)
-
-QUERY_RETRIEVE = [
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelMove,
-    PatientRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelGet,
-]
 
 
 def configure_pynetdicom() -> None:
@@ -59,8 +42,8 @@ class DicomServer:
         ae.require_called_aet = False  # any called AE title; it names the dataset
         if self.settings.accepted_calling_aets:
             ae.require_calling_aet = list(self.settings.accepted_calling_aets)
-        ae.add_supported_context(Verification)
-        for model in QUERY_RETRIEVE:
+        ae.add_supported_context(sop.VERIFICATION)
+        for model in sop.QUERY_RETRIEVE:
             ae.add_supported_context(model)
         return ae
 
@@ -70,7 +53,7 @@ class DicomServer:
         self._server = ae.start_server(
             (self.settings.host, self.settings.port),
             block=False,
-            evt_handlers=self.handlers.bindings(),
+            evt_handlers=self.handlers.bindings(),  # type: ignore[arg-type]
         )
         log.info("DICOM server %s listening on port %d", self.settings.ae_title, self.port)
 

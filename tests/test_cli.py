@@ -1,0 +1,205 @@
+"""The ``kahu`` command, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kahu.cli import app
+from tests import synthetic
+from tests.conftest import sample_path
+
+runner = CliRunner()
+
+
+def kahu(home: Path, *args: str, input: str | None = None) -> tuple[int, str]:
+    result = runner.invoke(app, [*args, "--home", str(home)], input=input)
+    return result.exit_code, result.output
+
+
+class TestHelp:
+    @pytest.mark.parametrize(
+        "command",
+        [
+            [],
+            ["serve"],
+            ["import"],
+            ["search"],
+            ["users"],
+            ["users", "add"],
+            ["tokens"],
+            ["tokens", "create"],
+            ["nodes"],
+            ["nodes", "add"],
+            ["series"],
+        ],
+    )
+    def test_every_command_has_help(self, command: list[str]) -> None:
+        result = runner.invoke(app, [*command, "--help"])
+        assert result.exit_code == 0
+        assert "Usage" in result.output
+
+    def test_module_entry_point(self) -> None:
+        out = subprocess.run(
+            [sys.executable, "-m", "kahu", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert "import" in out.stdout
+        assert "serve" in out.stdout
+
+
+class TestImport:
+    def test_import_files_folders_and_zips(self, tmp_path: Path) -> None:
+        folder = tmp_path / "in" / "nested"
+        folder.mkdir(parents=True)
+        for i, data in enumerate(synthetic.ct_series(3)):
+            (folder / f"{i}.dcm").write_bytes(data)
+        (folder / "readme.txt").write_text("not dicom")
+        archive = tmp_path / "in.zip"
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.write(sample_path("MR_small.dcm"), "mr.dcm")
+            zf.writestr("../escape.dcm", sample_path("CT_small.dcm").read_bytes())
+        home = tmp_path / "home"
+        code, out = kahu(
+            home,
+            "import",
+            str(tmp_path / "in"),
+            str(archive),
+            str(tmp_path / "missing"),
+            "--dataset",
+            "IMPORTED",
+        )
+        assert code == 0
+        assert "4 stored, 0 duplicate, 3 rejected" in out
+        assert "'..' in archive path" in out
+        assert "no such file or folder" in out
+        code, out = kahu(home, "import", str(archive), "--json")
+        rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        assert [r["status"] for r in rows] == ["duplicate", "rejected"]
+
+    def test_only_rejections_exit_non_zero(self, tmp_path: Path) -> None:
+        bad = tmp_path / "bad.dcm"
+        bad.write_bytes(b"nope")
+        code, out = kahu(tmp_path / "home", "import", str(bad))
+        assert code == 1
+        assert "rejected" in out
+
+
+class TestSearch:
+    def test_search_by_attributes(self, tmp_path: Path) -> None:
+        home = tmp_path / "home"
+        kahu(home, "import", str(sample_path("CT_small.dcm")), str(sample_path("MR_small.dcm")))
+        code, out = kahu(home, "search", "Modality=CT", "--json")
+        assert code == 0
+        [row] = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        assert row["PatientID"] == "1CT1"
+        code, out = kahu(home, "search", "PatientName=compressed*", "--level", "study")
+        assert "1CT1" in out
+        assert "4MR1" in out
+
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (["Modality"], "expected KEYWORD=VALUE"),
+            (["Colour=red"], "unknown matching key"),
+            (["StudyDate=2020xx"], "invalid DA value"),
+            (["--level", "galaxy"], "unknown level"),
+        ],
+    )
+    def test_bad_queries_are_explained(self, tmp_path: Path, args: list[str], message: str) -> None:
+        code, out = kahu(tmp_path / "home", "search", *args)
+        assert code == 2
+        assert message in out
+
+
+class TestAccounts:
+    def test_users_and_tokens(self, tmp_path: Path) -> None:
+        home = tmp_path / "home"
+        code, out = kahu(
+            home, "users", "add", "bob", "--password-stdin", input="a long enough password\n"
+        )
+        assert code == 0
+        code, out = kahu(
+            home, "users", "add", "bob", "--password-stdin", input="a long enough password\n"
+        )
+        assert code == 2
+        assert "exists" in out
+        code, out = kahu(home, "users", "add", "eve", "--password-stdin", input="short\n")
+        assert code == 2
+        assert "at least 12" in out
+        code, out = kahu(home, "tokens", "create", "--user", "bob", "--name", "ci")
+        assert code == 0
+        secret = out.splitlines()[0]
+        assert secret.startswith("kahu_")
+        code, out = kahu(home, "tokens", "list")
+        assert "bob" in out
+        assert secret not in out
+        assert kahu(home, "tokens", "revoke", "1")[0] == 0
+        assert "revoked" in kahu(home, "tokens", "list")[1]
+        code, out = kahu(home, "tokens", "create", "--user", "nobody")
+        assert code == 2
+        assert "no user" in out
+
+
+class TestNodes:
+    def test_add_list_echo_remove(self, tmp_path: Path, running_kahu) -> None:  # type: ignore[no-untyped-def]
+        home = tmp_path / "home"
+        port = str(running_kahu.dicom.port)
+        assert (
+            kahu(
+                home,
+                "nodes",
+                "add",
+                "self",
+                "--ae-title",
+                "KAHU",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                port,
+            )[0]
+            == 0
+        )
+        assert "self\tKAHU\t127.0.0.1:" in kahu(home, "nodes", "list")[1]
+        code, out = kahu(home, "nodes", "echo", "self")
+        assert code == 0
+        assert "success" in out
+        code, out = kahu(
+            home, "nodes", "add", "bad", "--ae-title", "X" * 20, "--host", "h", "--port", "1"
+        )
+        assert code == 2
+        assert "invalid AE title" in out
+        assert kahu(home, "nodes", "remove", "self")[0] == 0
+
+
+def test_environment_settings_apply(tmp_path: Path) -> None:
+    env = {**os.environ, "KAHU_HOME": str(tmp_path / "envhome"), "KAHU_DICOM__AE_TITLE": "ENVAE"}
+    out = subprocess.run(
+        [sys.executable, "-m", "kahu", "users", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "envhome" / "catalog.sqlite").exists()
+    env["KAHU_DICOM__AE_TITLE"] = "BAD\\AE"
+    out = subprocess.run(
+        [sys.executable, "-m", "kahu", "users", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert "AE title" in out.stderr + out.stdout
