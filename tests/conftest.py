@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,3 +91,9 @@ def running_kahu(make_settings) -> Iterator[Kahu]:  # type: ignore[no-untyped-de
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("KAHU_TEST", "1")
+
+
+@pytest.fixture(scope="session")
+def dcmtk() -> None:
+    if shutil.which("storescu") is None:
+        pytest.fail("dcmtk is not installed: run `make test`, which installs it")

@@ -1,0 +1,1 @@
+"""Kahu's benchmarks: `make bench` (python -m bench). Never part of `make test`."""
