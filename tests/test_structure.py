@@ -46,3 +46,22 @@ class TestCompleteness:
         data = sample_path(name).read_bytes()
         with pytest.raises(InvalidDicom):
             check_complete(data, body_offset(data), _ts(sample_path(name)))
+
+
+class TestFileMetaHeader:
+    @pytest.mark.parametrize("aet", [None, "MODALITY", "ODD"])
+    def test_pydicom_reads_the_header_we_write(self, aet: str | None) -> None:
+        from kahu.dicom.part10 import IMPLEMENTATION_CLASS_UID, file_meta_header
+
+        body = sample_path("CT_small.dcm").read_bytes()
+        body = body[body_offset(body) :]
+        data = file_meta_header("1.2.840.10008.5.1.4.1.1.2", "1.2.3.45", "1.2.840.10008.1.2.1", aet)
+        ds = pydicom.dcmread(__import__("io").BytesIO(data + body))
+        meta = ds.file_meta
+        assert meta.MediaStorageSOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+        assert meta.MediaStorageSOPInstanceUID == "1.2.3.45"
+        assert meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+        assert meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
+        assert meta.FileMetaInformationGroupLength == body_offset(data + body) - 144
+        assert meta.get("SourceApplicationEntityTitle") == aet
+        assert ds.PatientName == "CompressedSamples^CT1"

@@ -12,15 +12,14 @@ import logging
 from typing import Any
 
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from kahu.catalog.records import IngestResult, InstanceFacts
 from kahu.catalog.repository import Catalog
 from kahu.dicom import values
 from kahu.dicom.metadata import flatten
+from kahu.dicom.part10 import file_meta_header
 from kahu.dicom.structure import body_offset, check_complete
 from kahu.dicom.uids import validate_uid
 from kahu.errors import InvalidDicom, InvalidInput
@@ -28,9 +27,6 @@ from kahu.events import EventBus, InstanceStored
 from kahu.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
-
-#: Identifies file meta headers that Kahu generated (PS3.7 D.3.3.2); UUID-derived root 2.25.
-IMPLEMENTATION_CLASS_UID = "2.25.94287463281196405219287193625394622711"
 
 
 def _text(ds: Dataset, keyword: str, limit: int = 324) -> str | None:
@@ -85,16 +81,12 @@ def as_part10(data: bytes) -> bytes:
         raise InvalidDicom("not a DICOM file") from exc
     if not sop_class or not sop_instance or implicit is None or not little:
         raise InvalidDicom("not a DICOM file (no Part 10 header and no SOP identification)")
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(validate_uid(str(sop_class), "SOPClassUID"))
-    meta.MediaStorageSOPInstanceUID = UID(validate_uid(str(sop_instance), "SOPInstanceUID"))
-    meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
-    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
-    meta.ImplementationVersionName = "KAHU"
-    out = DicomBytesIO()
-    out.write(b"\0" * 128 + b"DICM")
-    write_file_meta_info(out, meta, enforce_standard=True)
-    return bytes(out.getvalue()) + data
+    header = file_meta_header(
+        validate_uid(str(sop_class), "SOPClassUID"),
+        validate_uid(str(sop_instance), "SOPInstanceUID"),
+        ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian,
+    )
+    return header + data
 
 
 def read_instance(data: bytes) -> tuple[Dataset, InstanceFacts]:
@@ -171,11 +163,9 @@ class Ingestor:
         except InvalidInput as exc:
             return IngestResult("rejected", reason=str(exc), source=source)
         digest = hashlib.sha256(data).hexdigest()
-        known = self.catalog.instances(sop_uid=facts.sop_instance_uid)
-        if known:
-            return self._duplicate(
-                facts, known[0].sha256, known[0].series_instance_uid, digest, dataset, source
-            )
+        known = self.catalog.existing_instance(facts.sop_instance_uid)
+        if known is not None:
+            return self._duplicate(facts, known[0], known[1], digest, dataset, source)
         key = blob_key(facts)
         self.store.put(key, data)
 

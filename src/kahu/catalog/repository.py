@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import Connection, Select, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from kahu.catalog.database import Database
@@ -47,13 +48,44 @@ class Catalog:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # series UID -> primary key, and (dataset, series) pairs, known to exist; both only
+        # ever grow by our own commits and shrink by our own deletes (others: IntegrityError)
+        self._series_pk: dict[str, int] = {}
+        self._members: set[tuple[str, int]] = set()
+        self._prepare()
 
     # -- writes -------------------------------------------------------------------------------
+    # Ingest is the hot path: Core statements built once, a series-id cache, and one short
+    # write transaction per instance (the fsync of its commit is the durability point).
 
-    def _insert(self, _session: Session, table: Any) -> Any:
+    def _insert(self, table: Any) -> Any:
         """INSERT that supports ``on_conflict_do_nothing`` on both backends."""
         dialect = postgresql if self.db.engine.dialect.name == "postgresql" else sqlite
         return dialect.insert(table)
+
+    def _prepare(self) -> None:
+        self._q_existing = (
+            select(Instance.sha256, Series.series_instance_uid)
+            .join(Series, Instance.series_pk == Series.id)
+            .where(Instance.sop_instance_uid == bindparam("sop"))
+        )
+        self._q_series_pk = select(Series.id).where(Series.series_instance_uid == bindparam("uid"))
+        self._q_insert_instance = self._insert(Instance).on_conflict_do_nothing()
+        self._q_count = (
+            update(Series)
+            .where(Series.id == bindparam("pk"))
+            .values(
+                instance_count=Series.instance_count + 1,
+                size_bytes=Series.size_bytes + bindparam("size"),
+                updated_at=bindparam("now"),
+            )
+        )
+
+    def existing_instance(self, sop_uid: str) -> tuple[str, str] | None:
+        """(sha256, series UID) of a stored instance, or ``None``."""
+        with self.db.engine.connect() as conn:
+            row = conn.execute(self._q_existing, {"sop": sop_uid}).first()
+        return (row[0], row[1]) if row else None
 
     def add_instance(
         self,
@@ -69,58 +101,67 @@ class Catalog:
 
         ``document`` builds the series' metadata document; it is called only for a new series.
         """
-        now = utcnow()
-        with self.db.write() as s:
-            existing = s.execute(
-                select(Instance.sha256, Series.series_instance_uid)
-                .join(Series, Instance.series_pk == Series.id)
-                .where(Instance.sop_instance_uid == facts.sop_instance_uid)
-            ).first()
-            if existing is not None:
-                return StoredOutcome(False, existing[0], False, existing[1])
+        try:
+            return self._add_instance(facts, blob_key, size_bytes, sha256, dataset, document)
+        except IntegrityError:
+            # the cached series was deleted by another process: forget it and try once more
+            self._series_pk.pop(facts.series_instance_uid, None)
+            return self._add_instance(facts, blob_key, size_bytes, sha256, dataset, document)
 
-            series_pk = s.scalar(
-                select(Series.id).where(Series.series_instance_uid == facts.series_instance_uid)
-            )
-            new_series = series_pk is None
+    def _add_instance(
+        self,
+        facts: InstanceFacts,
+        blob_key: str,
+        size_bytes: int,
+        sha256: str,
+        dataset: str | None,
+        document: Callable[[], dict[str, Any]],
+    ) -> StoredOutcome:
+        now = utcnow()
+        new_series = False
+        with self.db.write_connection() as conn:
+            series_pk = self._series_pk.get(facts.series_instance_uid)
             if series_pk is None:
-                series_pk = self._create_series(s, facts, document(), now)
-            s.execute(
-                self._insert(s, Instance)
-                .values(
-                    sop_instance_uid=facts.sop_instance_uid,
-                    series_pk=series_pk,
-                    sop_class_uid=facts.sop_class_uid,
-                    instance_number=facts.instance_number,
-                    transfer_syntax_uid=facts.transfer_syntax_uid,
-                    blob_key=blob_key,
-                    size_bytes=size_bytes,
-                    sha256=sha256,
-                    number_of_frames=facts.number_of_frames,
-                    rows=facts.rows,
-                    columns=facts.columns,
-                    received_at=now,
-                )
-                .on_conflict_do_nothing()
-            )
-            s.execute(
-                update(Series)
-                .where(Series.id == series_pk)
-                .values(
-                    instance_count=Series.instance_count + 1,
-                    size_bytes=Series.size_bytes + size_bytes,
-                    updated_at=now,
-                )
-            )
-            if dataset:
-                self._add_to_dataset(s, dataset, facts.series_instance_uid, "ae")
+                series_pk = conn.execute(
+                    self._q_series_pk, {"uid": facts.series_instance_uid}
+                ).scalar()
+                if series_pk is None:
+                    new_series = True
+                    series_pk = self._create_series(conn, facts, document(), now)
+            inserted = conn.execute(
+                self._q_insert_instance,
+                {
+                    "sop_instance_uid": facts.sop_instance_uid,
+                    "series_pk": series_pk,
+                    "sop_class_uid": facts.sop_class_uid,
+                    "instance_number": facts.instance_number,
+                    "transfer_syntax_uid": facts.transfer_syntax_uid,
+                    "blob_key": blob_key,
+                    "size_bytes": size_bytes,
+                    "sha256": sha256,
+                    "number_of_frames": facts.number_of_frames,
+                    "rows": facts.rows,
+                    "columns": facts.columns,
+                    "received_at": now,
+                },
+            ).rowcount
+            if not inserted:
+                row = conn.execute(self._q_existing, {"sop": facts.sop_instance_uid}).first()
+                assert row is not None
+                return StoredOutcome(False, row[0], False, row[1])
+            conn.execute(self._q_count, {"pk": series_pk, "size": size_bytes, "now": now})
+            if dataset and (dataset, series_pk) not in self._members:
+                self._join_dataset(conn, dataset, series_pk, "ae")
+        self._series_pk[facts.series_instance_uid] = series_pk
+        if dataset:
+            self._members.add((dataset, series_pk))
         return StoredOutcome(True, None, new_series)
 
     def _create_series(
-        self, s: Session, facts: InstanceFacts, document: dict[str, Any], now: datetime
+        self, conn: Connection, facts: InstanceFacts, document: dict[str, Any], now: datetime
     ) -> int:
-        s.execute(
-            self._insert(s, Patient)
+        conn.execute(
+            self._insert(Patient)
             .values(
                 patient_id=facts.patient_id,
                 issuer=facts.issuer_of_patient_id,
@@ -130,14 +171,14 @@ class Catalog:
             )
             .on_conflict_do_nothing()
         )
-        patient_pk = s.scalar(
+        patient_pk = conn.scalar(
             select(Patient.id).where(
                 Patient.patient_id == facts.patient_id,
                 Patient.issuer == facts.issuer_of_patient_id,
             )
         )
-        s.execute(
-            self._insert(s, Study)
+        conn.execute(
+            self._insert(Study)
             .values(
                 study_instance_uid=facts.study_instance_uid,
                 patient_pk=patient_pk,
@@ -151,11 +192,11 @@ class Catalog:
             )
             .on_conflict_do_nothing()
         )
-        study_pk = s.scalar(
+        study_pk = conn.scalar(
             select(Study.id).where(Study.study_instance_uid == facts.study_instance_uid)
         )
-        s.execute(
-            self._insert(s, Series)
+        conn.execute(
+            self._insert(Series)
             .values(
                 series_instance_uid=facts.series_instance_uid,
                 study_pk=study_pk,
@@ -172,29 +213,28 @@ class Catalog:
             )
             .on_conflict_do_nothing()
         )
-        series_pk = s.scalar(
-            select(Series.id).where(Series.series_instance_uid == facts.series_instance_uid)
-        )
+        series_pk = conn.scalar(self._q_series_pk, {"uid": facts.series_instance_uid})
         assert series_pk is not None
-        return series_pk
+        return int(series_pk)
 
     def add_to_dataset(self, name: str, series_uid: str, *, origin: str = "manual") -> None:
         """Add a series to a dataset, creating the dataset if it does not exist."""
-        with self.db.write() as s:
-            self._add_to_dataset(s, name, series_uid, origin)
+        with self.db.write_connection() as conn:
+            series_pk = conn.scalar(self._q_series_pk, {"uid": series_uid})
+            if series_pk is None:
+                raise NotFound(f"no series {series_uid}")
+            self._join_dataset(conn, name, series_pk, origin)
+        self._members.add((name, series_pk))
 
-    def _add_to_dataset(self, s: Session, name: str, series_uid: str, origin: str) -> None:
-        s.execute(
-            self._insert(s, Dataset)
+    def _join_dataset(self, conn: Connection, name: str, series_pk: int, origin: str) -> None:
+        conn.execute(
+            self._insert(Dataset)
             .values(name=name, description="", origin=origin, created_at=utcnow())
             .on_conflict_do_nothing()
         )
-        dataset_pk = s.scalar(select(Dataset.id).where(Dataset.name == name))
-        series_pk = s.scalar(select(Series.id).where(Series.series_instance_uid == series_uid))
-        if series_pk is None:
-            return
-        s.execute(
-            self._insert(s, DatasetSeries)
+        dataset_pk = conn.scalar(select(Dataset.id).where(Dataset.name == name))
+        conn.execute(
+            self._insert(DatasetSeries)
             .values(dataset_pk=dataset_pk, series_pk=series_pk, added_at=utcnow())
             .on_conflict_do_nothing()
         )
@@ -209,6 +249,8 @@ class Catalog:
                 raise NotFound(f"no series {series_uid}")
             series_pk, study_pk = row
             keys = list(s.scalars(select(Instance.blob_key).where(Instance.series_pk == series_pk)))
+            self._series_pk.pop(series_uid, None)
+            self._members = {m for m in self._members if m[1] != series_pk}
             s.execute(delete(Instance).where(Instance.series_pk == series_pk))
             s.execute(delete(DatasetSeries).where(DatasetSeries.series_pk == series_pk))
             s.execute(delete(Series).where(Series.id == series_pk))

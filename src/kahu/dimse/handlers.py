@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pydicom
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 from pynetdicom import events
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import build_context
 
 from kahu.catalog.dicom_query import DERIVED, UNIQUE_KEYS, DicomQuery, Level
@@ -18,6 +19,8 @@ from kahu.catalog.ingest import Ingestor
 from kahu.catalog.records import InstanceRow
 from kahu.catalog.repository import Catalog
 from kahu.dicom import sop
+from kahu.dicom.part10 import file_meta_header
+from kahu.dicom.uids import validate_uid
 from kahu.dimse.nodes import NodeRegistry
 from kahu.errors import InvalidInput, KahuError
 from kahu.settings import DicomSettings
@@ -78,10 +81,21 @@ class DimseHandlers:
     def handle_store(self, event: events.Event) -> Any:
         calling = event.assoc.requestor.ae_title.strip()
         try:
-            data = event.encoded_dataset(include_meta=True)
+            # the data set as received, behind a file meta header of our own making
+            # (pynetdicom's include_meta=True costs more than the rest of the store)
+            request = cast(C_STORE, event.request)
+            data = file_meta_header(
+                validate_uid(str(request.AffectedSOPClassUID or ""), "AffectedSOPClassUID"),
+                validate_uid(str(request.AffectedSOPInstanceUID or ""), "AffectedSOPInstanceUID"),
+                str(event.context.transfer_syntax),
+                calling,
+            ) + event.encoded_dataset(include_meta=False)
             result = self.ingestor.ingest(
                 data, dataset=self._dataset_name(event), source=f"dimse:{calling}"
             )
+        except InvalidInput as exc:
+            log.warning("C-STORE from %s rejected: %s", calling, exc)
+            return _status(CANNOT_UNDERSTAND, str(exc))
         except KahuError as exc:
             log.error("C-STORE from %s failed: %s", calling, exc)
             return _status(OUT_OF_RESOURCES, f"storage failed: {exc}")
