@@ -12,6 +12,9 @@ from fastapi.responses import JSONResponse
 from kahu import __version__
 from kahu.api import admin, routes
 from kahu.core import Kahu
+from kahu.dicomweb import router as dicomweb
+from kahu.dicomweb.stow import PayloadTooLarge, UnsupportedMediaType
+from kahu.dicomweb.wado import NotAcceptable
 from kahu.errors import (
     AuthenticationFailed,
     Conflict,
@@ -25,6 +28,9 @@ from kahu.settings import Settings
 log = logging.getLogger(__name__)
 
 _STATUS: list[tuple[type[KahuError], int]] = [
+    (NotAcceptable, 406),
+    (UnsupportedMediaType, 415),
+    (PayloadTooLarge, 413),
     (AuthenticationFailed, 401),
     (PermissionDenied, 403),
     (NotFound, 404),
@@ -73,4 +79,5 @@ def create_app(settings: Settings, kahu: Kahu | None = None) -> FastAPI:
 
     app.include_router(routes.router, tags=["catalog"])
     app.include_router(admin.router, tags=["accounts"])
+    app.include_router(dicomweb.router)
     return app

@@ -8,6 +8,7 @@ from kahu.auth.users import Accounts
 from kahu.catalog.database import Database, make_engine, migrate
 from kahu.catalog.dicom_query import DicomQuery
 from kahu.catalog.ingest import Ingestor
+from kahu.catalog.instance_metadata import MetadataIndex
 from kahu.catalog.repository import Catalog
 from kahu.dimse.handlers import DimseHandlers
 from kahu.dimse.nodes import NodeRegistry
@@ -35,6 +36,7 @@ class Kahu:
         self.accounts = Accounts(self.db)
         self.nodes = NodeRegistry(self.db)
         self.query = DicomQuery(self.db)
+        self.metadata = MetadataIndex(self.db, self.store, self.events)
         self.completion = SeriesCompletionMonitor(self.events, settings.dicom.series_quiet_seconds)
         handlers = DimseHandlers(
             settings.dicom, self.ingestor, self.catalog, self.query, self.nodes, self.store
@@ -47,6 +49,7 @@ class Kahu:
         if self._started:
             return
         self.completion.start()
+        self.metadata.start()
         if self.settings.dicom.enabled:
             self.dicom.start()
         self._started = True
@@ -55,6 +58,7 @@ class Kahu:
         if self._started:
             self.dicom.stop()
             self.completion.stop()
+            self.metadata.stop()
             self._started = False
         self.db.dispose()
 

@@ -154,14 +154,29 @@ class Ingestor:
         self.events = events or EventBus()
 
     def ingest(
-        self, data: bytes, *, dataset: str | None = None, source: str | None = None
+        self,
+        data: bytes,
+        *,
+        dataset: str | None = None,
+        source: str | None = None,
+        expect_study: str | None = None,
     ) -> IngestResult:
-        """Store one Part 10 file. Bad input is reported as ``rejected``; storage errors raise."""
+        """Store one Part 10 file. Bad input is reported as ``rejected``; storage errors raise.
+
+        ``expect_study`` refuses an instance of another study (STOW-RS to /studies/{uid}).
+        """
         try:
             data = as_part10(data)
             ds, facts = read_instance(data)
         except InvalidInput as exc:
             return IngestResult("rejected", reason=str(exc), source=source)
+        if expect_study is not None and facts.study_instance_uid != expect_study:
+            return self._result(
+                "rejected",
+                facts,
+                source,
+                f"instance belongs to study {facts.study_instance_uid}, not {expect_study}",
+            )
         digest = hashlib.sha256(data).hexdigest()
         known = self.catalog.existing_instance(facts.sop_instance_uid)
         if known is not None:

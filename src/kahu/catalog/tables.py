@@ -136,6 +136,17 @@ class Instance(Base):
     series: Mapped[Series] = relationship(back_populates="instances")
 
 
+class InstanceMetadata(Base):
+    """DICOM JSON (PS3.18 F.2) of an instance without bulk data, for WADO-RS metadata."""
+
+    __tablename__ = "instance_metadata"
+
+    instance_pk: Mapped[int] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True
+    )
+    dicom_json: Mapped[str] = mapped_column(Text)
+
+
 class Dataset(Base):
     __tablename__ = "datasets"
 

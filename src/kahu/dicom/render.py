@@ -1,0 +1,84 @@
+"""Rendering an instance to an 8-bit PNG or JPEG (WADO-RS rendered resources, thumbnails)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
+
+from kahu.errors import InvalidInput
+
+
+class CannotRender(InvalidInput):
+    """The instance has no pixel data Kahu can decode."""
+
+
+def _frame(ds: Dataset, frame: int) -> NDArray[np.generic]:
+    if "PixelData" not in ds and "FloatPixelData" not in ds:
+        raise CannotRender("the instance has no pixel data")
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # missing decoder plugin, corrupt stream
+        syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
+        raise CannotRender(f"cannot decode pixel data ({syntax}): {exc}") from exc
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if frames > 1:
+        if not 1 <= frame <= frames:
+            raise InvalidInput(f"frame {frame} out of range 1-{frames}")
+        pixels = pixels[frame - 1]
+    elif frame != 1:
+        raise InvalidInput(f"frame {frame} out of range 1-1")
+    return pixels
+
+
+def to_uint8(
+    ds: Dataset, pixels: NDArray[np.generic], window: tuple[float, float] | None = None
+) -> NDArray[np.uint8]:
+    """Grayscale: modality LUT, then the given window, the stored VOI, or the full range."""
+    if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
+        if pixels.dtype == np.uint8:
+            return np.asarray(pixels[..., :3], dtype=np.uint8)
+        top = float(pixels.max()) or 1.0
+        return (pixels[..., :3].astype(np.float64) / top * 255).astype(np.uint8)
+    values = apply_modality_lut(pixels, ds).astype(np.float64)
+    if window is not None:
+        center, width = window
+        low, high = center - width / 2, center + width / 2
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        values = apply_voi_lut(values, ds).astype(np.float64)
+        low, high = float(values.min()), float(values.max())
+    else:
+        low, high = float(values.min()), float(values.max())
+    span = (high - low) or 1.0
+    scaled = np.clip((values - low) / span, 0.0, 1.0) * 255.0
+    out = scaled.astype(np.uint8)
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+        out = 255 - out
+    return out
+
+
+def render(
+    ds: Dataset,
+    *,
+    frame: int = 1,
+    media_type: str = "image/png",
+    window: tuple[float, float] | None = None,
+    viewport: tuple[int, int] | None = None,
+    quality: int = 90,
+) -> bytes:
+    """Encode one frame of ``ds`` as PNG or JPEG, fitted into ``viewport`` if given."""
+    image = Image.fromarray(to_uint8(ds, _frame(ds, frame), window))
+    if viewport is not None:
+        image.thumbnail(viewport)
+    out = io.BytesIO()
+    if media_type == "image/jpeg":
+        image.convert("RGB" if image.mode not in ("L", "RGB") else image.mode).save(
+            out, format="JPEG", quality=quality
+        )
+    else:
+        image.save(out, format="PNG")
+    return out.getvalue()

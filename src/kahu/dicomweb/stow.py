@@ -1,0 +1,128 @@
+"""STOW-RS (PS3.18 10.5): store instances, answer per instance, never all-or-nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from kahu.api.deps import KahuDep
+from kahu.catalog.records import IngestResult
+from kahu.core import Kahu
+from kahu.dicom.json_model import BASE_MARKER
+from kahu.dicomweb.common import dicom_json, uids
+from kahu.dicomweb.multipart import parse_media_type, split_related
+from kahu.errors import InvalidInput, StorageError
+
+router = APIRouter()
+
+# Failure Reason (0008,1197) values, PS3.18 Table 10.5.3-2 / PS3.4 Annex B
+PROCESSING_FAILURE = 0x0110
+OUT_OF_RESOURCES = 0xA700
+DATA_SET_MISMATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+STUDY_MISMATCH = 0xC122  # "Referenced SOP Instance is not in the study" (dcm4chee, Orthanc)
+
+
+class UnsupportedMediaType(InvalidInput):
+    """The request body is not multipart/related application/dicom (HTTP 415)."""
+
+
+class PayloadTooLarge(InvalidInput):
+    """The request body exceeds the configured limit (HTTP 413)."""
+
+
+def _uid(tag: str, vr: str, value: str | None) -> tuple[str, dict[str, Any]]:
+    return tag, ({"vr": vr, "Value": [value]} if value else {"vr": vr})
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks.extend(chunk)
+        if len(chunks) > limit:
+            raise PayloadTooLarge(f"request body larger than {limit} bytes")
+    return bytes(chunks)
+
+
+def _store_parts(
+    kahu: Kahu, parts: list[tuple[dict[str, str], bytes]], root_type: str, study: str | None
+) -> list[tuple[IngestResult, int]]:
+    results: list[tuple[IngestResult, int]] = []
+    for headers, content in parts:
+        part_type = parse_media_type(headers.get("content-type", root_type)).type
+        if part_type != "application/dicom":
+            results.append(
+                (
+                    IngestResult(
+                        "rejected", reason=f"part of type {part_type!r} is not application/dicom"
+                    ),
+                    DATA_SET_MISMATCH,
+                )
+            )
+            continue
+        try:
+            result = kahu.ingestor.ingest(content, source="stow", expect_study=study)
+        except StorageError as exc:
+            results.append((IngestResult("rejected", reason=str(exc)), OUT_OF_RESOURCES))
+            continue
+        reason = CANNOT_UNDERSTAND
+        if result.reason and "belongs to study" in result.reason:
+            reason = STUDY_MISMATCH
+        results.append((result, reason))
+    return results
+
+
+async def _stow(request: Request, kahu: Kahu, study: str | None) -> Response:
+    media = parse_media_type(request.headers.get("content-type", ""))
+    root_type = media.params.get("type", "application/dicom").lower()
+    if media.type != "multipart/related" or root_type != "application/dicom":
+        raise UnsupportedMediaType(
+            f'STOW-RS takes multipart/related; type="application/dicom", not {media.type!r}'
+            + (f" of {root_type!r}" if media.type == "multipart/related" else "")
+        )
+    body = await _body(request, kahu.settings.imports.max_archive_bytes)
+    parts = split_related(body, media.params.get("boundary", ""))
+    del body
+    results = await run_in_threadpool(_store_parts, kahu, parts, root_type, study)
+    stored, failed = [], []
+    for result, reason in results:
+        item = dict(
+            [
+                _uid("00081150", "UI", result.sop_class_uid),
+                _uid("00081155", "UI", result.sop_instance_uid),
+            ]
+        )
+        if result.status == "rejected":
+            item["00081197"] = {"vr": "US", "Value": [reason]}
+            item["00000902"] = {"vr": "LO", "Value": [(result.reason or "rejected")[:64]]}
+            failed.append(item)
+        else:
+            url = (
+                f"{BASE_MARKER}studies/{result.study_instance_uid}/series/"
+                f"{result.series_instance_uid}/instances/{result.sop_instance_uid}"
+            )
+            item["00081190"] = {"vr": "UR", "Value": [url]}
+            stored.append(item)
+    payload: dict[str, Any] = {}
+    if study is not None:
+        payload["00081190"] = {"vr": "UR", "Value": [f"{BASE_MARKER}studies/{study}"]}
+    if stored:
+        payload["00081199"] = {"vr": "SQ", "Value": stored}
+    if failed:
+        payload["00081198"] = {"vr": "SQ", "Value": failed}
+    status = 200 if not failed else 409 if not stored else 202
+    return dicom_json(payload, request, status_code=status)
+
+
+@router.post("/studies", summary="STOW-RS: store instances")
+async def store_instances(request: Request, kahu: KahuDep) -> Response:
+    return await _stow(request, kahu, None)
+
+
+@router.post("/studies/{study}", summary="STOW-RS: store instances of one study")
+async def store_study_instances(study: str, request: Request, kahu: KahuDep) -> Response:
+    uids(study)
+    return await _stow(request, kahu, study)
