@@ -9,6 +9,7 @@ Environment variables use ``__`` for nested sections, e.g. ``KAHU_DICOM__PORT=11
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
@@ -22,6 +23,16 @@ class HttpSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    #: The URL clients reach Kahu at (behind a proxy, or for clients that send a bare Host
+    #: header); used in RetrieveURL and BulkDataURI. Empty: derived from each request.
+    public_url: str = ""
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", value):
+            raise ValueError(f"public_url must be an http(s) URL, not {value!r}")
+        return value.rstrip("/")
 
 
 class DicomSettings(BaseModel):

@@ -16,7 +16,8 @@ DICOM_JSON = "application/dicom+json"
 
 def base_url(request: Request) -> str:
     """The URL of the DICOMweb root, ending in '/'."""
-    return str(request.url_for("dicomweb_root"))
+    public = request.app.state.kahu.settings.http.public_url
+    return f"{public}/dicomweb/" if public else f"{request.base_url}dicomweb/"
 
 
 def dicom_json(payload: Any, request: Request, status_code: int = 200) -> Response:

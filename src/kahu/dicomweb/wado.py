@@ -177,11 +177,13 @@ def _uncompressed_frames(ds: Dataset, numbers: list[int], count: int) -> list[by
     data = ds.PixelData
     if len(data) < size * count:
         raise InvalidInput("pixel data is shorter than its frames")
-    frames = [data[(n - 1) * size : n * size] for n in numbers]
-    if ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.2" and bits > 8:
-        dtype = np.dtype(f">u{bits // 8}")
-        frames = [np.frombuffer(f, dtype).astype(dtype.newbyteorder("<")).tobytes() for f in frames]
-    return frames
+    if ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.2":
+        # big endian: OW is swapped in 16-bit words (8-bit pixels included), OB not at all
+        width = 2 if ds["PixelData"].VR == "OW" and bits <= 16 else bits // 8
+        if width > 1:
+            dtype = np.dtype(f">u{width}")
+            data = np.frombuffer(data, dtype).astype(dtype.newbyteorder("<")).tobytes()
+    return [data[(n - 1) * size : n * size] for n in numbers]
 
 
 @router.get(
