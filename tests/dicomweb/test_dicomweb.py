@@ -303,6 +303,31 @@ class TestWado:
         )
         assert bad.status_code == 400
 
+    @pytest.mark.parametrize(
+        ("name", "size"),
+        [
+            ("JPEG2000.dcm", (256, 1024)),
+            ("SC_rgb_jpeg_dcmtk.dcm", (100, 100)),
+            ("MR_small_jpeg_ls_lossless.dcm", (64, 64)),
+            ("MR_small_RLE.dcm", (64, 64)),
+            ("emri_small_jpeg_2k_lossless.dcm", (64, 64)),
+        ],
+    )
+    def test_compressed_images_render(self, web: Web, name: str, size: tuple[int, int]) -> None:
+        _import(web, name)
+        ds = pydicom.dcmread(sample_path(name), stop_before_pixels=True)
+        base = (
+            f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
+            f"{ds.SOPInstanceUID}"
+        )
+        frames = int(ds.get("NumberOfFrames") or 1)
+        response = web.get(f"{base}/frames/{frames}/rendered")
+        assert response.status_code == 200, response.text
+        image = Image.open(io.BytesIO(response.content))
+        assert image.size == size
+        low, high = image.convert("L").getextrema()
+        assert low < high  # an image, not a blank
+
     def test_rendering_without_pixels_is_406(self, web: Web) -> None:
         _import(web, "test-SR.dcm")
         ds = pydicom.dcmread(sample_path("test-SR.dcm"))
