@@ -1,4 +1,4 @@
-"""Run the benchmarks, print a table, write JSON and markdown under bench/results/."""
+"""Run the benchmarks, print tables, write JSON and markdown under bench/results/."""
 
 from __future__ import annotations
 
@@ -7,35 +7,48 @@ import json
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
-from bench import ingest
+from bench import ingest, web
 
 RESULTS = Path(__file__).parent / "results"
 
 
+def _table(rows: list[dict[str, Any]]) -> str:
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Kahu benchmarks")
+    parser = argparse.ArgumentParser(description="Kahu benchmarks (make bench)")
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--only", choices=["ingest", "web"])
     args = parser.parse_args()
-    rows = ingest.run(args.instances, args.rounds)
-    RESULTS.mkdir(exist_ok=True)
     meta = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": platform.platform(),
         "python": platform.python_version(),
     }
-    (RESULTS / "ingest.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    header = "| benchmark | system | instances/s | MB/s | ratio to bare | runs (s) |"
-    lines = [header, "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(
-            f"| {r['benchmark']} | {r['system']} | {r['instances_per_s']} | "
-            f"{r['mb_per_s']} | {r.get('ratio_to_bare', '')} | {r['seconds']} |"
+    RESULTS.mkdir(exist_ok=True)
+    suites = {
+        "ingest": lambda: ingest.run(args.instances, args.rounds),
+        "web": lambda: web.run(min(args.instances, 500) if args.instances < 500 else 500),
+    }
+    for name, suite in suites.items():
+        if args.only and args.only != name:
+            continue
+        rows = suite()
+        table = _table(rows)
+        (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+        (RESULTS / f"{name}.md").write_text(
+            f"Measured {meta['when']} on {meta['machine']}\n\n{table}\n"
         )
-    table = "\n".join(lines)
-    (RESULTS / "ingest.md").write_text(f"Measured {meta['when']} on {meta['machine']}\n\n{table}\n")
-    print(table)
+        print(f"\n## {name}\n\n{table}")
 
 
 if __name__ == "__main__":

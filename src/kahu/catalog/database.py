@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,6 +66,12 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # SQLite has one writer at a time and its busy handler waits by sleeping with
+        # back-off; threads of this process queue on a lock instead (other processes still
+        # meet the busy timeout). PostgreSQL needs no such lock.
+        self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
+            threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -77,7 +85,7 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A session whose transaction commits on success and rolls back on error."""
-        with self._sessions() as session:
+        with self._write_lock, self._sessions() as session:
             session.connection(execution_options={"kahu_write": True})
             try:
                 yield session
@@ -89,7 +97,11 @@ class Database:
     @contextmanager
     def write_connection(self) -> Iterator[Connection]:
         """A Core connection in a write transaction (the ingest hot path)."""
-        with self.engine.connect().execution_options(kahu_write=True) as conn, conn.begin():
+        with (
+            self._write_lock,
+            self.engine.connect().execution_options(kahu_write=True) as conn,
+            conn.begin(),
+        ):
             yield conn
 
     def dispose(self) -> None:

@@ -97,7 +97,9 @@ class MetadataIndex:
         with self.db.read() as s:
             rows = s.execute(stmt).all()
         missing = [sop for sop, text in rows if text is None]
-        if missing and self.ensure(missing):
+        if missing:
+            # filled here or, meanwhile, by the background thread: read again either way
+            self.ensure(missing)
             with self.db.read() as s:
                 rows = s.execute(stmt).all()
         return [text for _, text in rows if text is not None]
