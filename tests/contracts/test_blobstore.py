@@ -20,6 +20,11 @@ class BlobStoreContract:
         assert store.get("1.2/3.4/5.dcm") == b"abc"
         assert store.exists("1.2/3.4/5.dcm")
 
+    def test_put_many(self, store: BlobStore) -> None:
+        items = [(f"s{i % 3}/o{i}", bytes([i]) * i) for i in range(100)]
+        store.put_many(items)
+        assert all(store.get(k) == v for k, v in items)
+
     def test_put_replaces(self, store: BlobStore) -> None:
         store.put("a/b", b"1")
         store.put("a/b", b"2")
@@ -54,6 +59,14 @@ class TestFilesystemBlobStore(BlobStoreContract):
 
     def test_no_temporary_files_are_left(self, store: BlobStore, tmp_path: Path) -> None:
         store.put("a/b", b"data")
+        assert list((tmp_path / "blobs" / ".tmp").iterdir()) == []
+
+    def test_failed_batch_leaves_no_temporary_files(self, store: BlobStore, tmp_path: Path) -> None:
+        from kahu.errors import StorageError
+
+        (tmp_path / "blobs" / "taken").write_bytes(b"a file where a folder must go")
+        with pytest.raises(StorageError):
+            store.put_many([("ok/a", b"1"), ("taken/b", b"2")])
         assert list((tmp_path / "blobs" / ".tmp").iterdir()) == []
 
     def test_empty_folders_are_pruned_on_delete(self, store: BlobStore, tmp_path: Path) -> None:

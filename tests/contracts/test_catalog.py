@@ -160,6 +160,52 @@ class TestIngest:
         assert rows[0].instance_count == 24
 
 
+class TestIngestMany:
+    def test_batch_reports_each_file_in_order(self, kahu: Kahu) -> None:
+        stored_before = sample_path("MR_small.dcm").read_bytes()
+        kahu.ingestor.ingest(stored_before)
+        series = synthetic.ct_series(3)
+        batch = [series[0], b"junk", stored_before, series[1], series[0], series[2]]
+        results = kahu.ingestor.ingest_many(batch, dataset="BATCH")
+        assert [r.status for r in results] == [
+            "stored",
+            "rejected",
+            "duplicate",
+            "stored",
+            "duplicate",
+            "stored",
+        ]
+        rows, total = kahu.catalog.list_series(dataset="BATCH")
+        assert total == 2  # the new series and the MR one sent again to this AE
+        [ct] = [r for r in rows if r.modality == "CT"]
+        assert ct.instance_count == 3
+        assert ct.size_bytes == sum(len(d) for d in series)
+
+    def test_storage_failure_leaves_nothing_behind(
+        self, kahu: Kahu, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from kahu.errors import StorageError
+
+        def fail(_items: object) -> None:
+            raise StorageError("disk full")
+
+        monkeypatch.setattr(kahu.store, "put_many", fail)
+        with pytest.raises(StorageError):
+            kahu.ingestor.ingest_many(synthetic.ct_series(2))
+        assert kahu.catalog.counts().instances == 0
+
+    def test_catalog_failure_removes_the_new_files(
+        self, kahu: Kahu, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def fail(*_args: object, **_kwargs: object) -> None:
+            raise RuntimeError("database went away")
+
+        monkeypatch.setattr(kahu.catalog, "add_instances", fail)
+        with pytest.raises(RuntimeError):
+            kahu.ingestor.ingest_many(synthetic.ct_series(2))
+        assert list(kahu.store.keys()) == []
+
+
 class TestDelete:
     def test_delete_series_removes_rows_and_files(self, kahu: Kahu) -> None:
         keep = _ingest(kahu, "MR_small.dcm")

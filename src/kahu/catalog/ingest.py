@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pydicom
@@ -16,7 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from kahu.catalog.records import IngestResult, InstanceFacts
-from kahu.catalog.repository import Catalog
+from kahu.catalog.repository import Catalog, NewInstance
 from kahu.dicom import values
 from kahu.dicom.metadata import flatten
 from kahu.dicom.part10 import file_meta_header
@@ -145,6 +148,15 @@ def blob_key(facts: InstanceFacts) -> str:
     return f"{facts.study_instance_uid}/{facts.series_instance_uid}/{facts.sop_instance_uid}.dcm"
 
 
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    data: bytes
+    ds: Dataset
+    facts: InstanceFacts
+    digest: str
+    key: str
+
+
 class Ingestor:
     """Validate, store durably, index and announce one instance at a time (thread-safe)."""
 
@@ -165,6 +177,49 @@ class Ingestor:
 
         ``expect_study`` refuses an instance of another study (STOW-RS to /studies/{uid}).
         """
+        return self.ingest_many([data], dataset=dataset, source=source, expect_study=expect_study)[
+            0
+        ]
+
+    def ingest_many(
+        self,
+        items: Sequence[bytes],
+        *,
+        dataset: str | None = None,
+        source: str | None = None,
+        expect_study: str | None = None,
+    ) -> list[IngestResult]:
+        """Store several files with one group commit: each file is fsync'ed, each folder once,
+        and one catalog transaction records them all. Results come in the order given."""
+        results: list[IngestResult | None] = [None] * len(items)
+        accepted: list[tuple[int, _Candidate]] = []
+        batch: set[str] = set()
+        for index, data in enumerate(items):
+            prepared = self._prepare(data, source, expect_study)
+            if isinstance(prepared, IngestResult):
+                results[index] = prepared
+            elif prepared.facts.sop_instance_uid in batch:
+                results[index] = self._result("duplicate", prepared.facts, source)
+            else:
+                batch.add(prepared.facts.sop_instance_uid)
+                accepted.append((index, prepared))
+        known = self.catalog.existing_instances([c.facts.sop_instance_uid for _, c in accepted])
+        fresh: list[tuple[int, _Candidate]] = []
+        for index, candidate in accepted:
+            stored = known.get(candidate.facts.sop_instance_uid)
+            if stored is None:
+                fresh.append((index, candidate))
+            else:
+                results[index] = self._duplicate(
+                    candidate.facts, stored[0], stored[1], candidate.digest, dataset, source
+                )
+        if fresh:
+            self._store(fresh, dataset, source, results)
+        return [r for r in results if r is not None]
+
+    def _prepare(
+        self, data: bytes, source: str | None, expect_study: str | None
+    ) -> IngestResult | _Candidate:
         try:
             data = as_part10(data)
             ds, facts = read_instance(data)
@@ -177,43 +232,57 @@ class Ingestor:
                 source,
                 f"instance belongs to study {facts.study_instance_uid}, not {expect_study}",
             )
-        digest = hashlib.sha256(data).hexdigest()
-        known = self.catalog.existing_instance(facts.sop_instance_uid)
-        if known is not None:
-            return self._duplicate(facts, known[0], known[1], digest, dataset, source)
-        key = blob_key(facts)
-        self.store.put(key, data)
+        return _Candidate(data, ds, facts, hashlib.sha256(data).hexdigest(), blob_key(facts))
 
-        def document() -> dict[str, Any]:
-            return flatten(ds, facts.transfer_syntax_uid)
-
+    def _store(
+        self,
+        fresh: list[tuple[int, _Candidate]],
+        dataset: str | None,
+        source: str | None,
+        results: list[IngestResult | None],
+    ) -> None:
+        self.store.put_many([(c.key, c.data) for _, c in fresh])
         try:
-            outcome = self.catalog.add_instance(
-                facts,
-                blob_key=key,
-                size_bytes=len(data),
-                sha256=digest,
+            outcomes = self.catalog.add_instances(
+                [
+                    NewInstance(
+                        c.facts,
+                        c.key,
+                        len(c.data),
+                        c.digest,
+                        partial(flatten, c.ds, c.facts.transfer_syntax_uid),
+                    )
+                    for _, c in fresh
+                ],
                 dataset=dataset,
-                document=document,
             )
         except BaseException:
-            self._discard(key)
+            for _, candidate in fresh:
+                self._discard(candidate.key)
             raise
-        if not outcome.inserted:  # another writer stored it between our check and our insert
-            assert outcome.existing_sha256 is not None
-            return self._duplicate(
-                facts, outcome.existing_sha256, outcome.stored_series_uid, digest, dataset, source
+        for (index, c), outcome in zip(fresh, outcomes, strict=True):
+            if not outcome.inserted:  # another writer stored it between check and insert
+                assert outcome.existing_sha256 is not None
+                results[index] = self._duplicate(
+                    c.facts,
+                    outcome.existing_sha256,
+                    outcome.stored_series_uid,
+                    c.digest,
+                    dataset,
+                    source,
+                )
+                continue
+            self.events.publish(
+                InstanceStored(
+                    c.facts.sop_instance_uid,
+                    c.facts.series_instance_uid,
+                    c.facts.study_instance_uid,
+                    dataset,
+                    outcome.new_series,
+                    header=c.ds,
+                )
             )
-        self.events.publish(
-            InstanceStored(
-                facts.sop_instance_uid,
-                facts.series_instance_uid,
-                facts.study_instance_uid,
-                dataset,
-                outcome.new_series,
-            )
-        )
-        return self._result("stored", facts, source)
+            results[index] = self._result("stored", c.facts, source)
 
     def _duplicate(
         self,

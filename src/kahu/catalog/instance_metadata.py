@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pydicom
+from pydicom.dataset import Dataset
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -33,19 +34,25 @@ class MetadataIndex:
     def __init__(self, db: Database, store: BlobStore, events: EventBus | None = None) -> None:
         self.db = db
         self.store = store
-        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[str, Dataset | None] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         if events is not None:
-            events.subscribe(InstanceStored, lambda e: self._queue.put(e.sop_instance_uid))
+            events.subscribe(
+                InstanceStored, lambda e: self._queue.put((e.sop_instance_uid, e.header))
+            )
 
     def _insert(self) -> Any:
         dialect = postgresql if self.db.engine.dialect.name == "postgresql" else sqlite
         return dialect.insert(InstanceMetadata).on_conflict_do_nothing()
 
-    def ensure(self, sop_uids: Sequence[str]) -> int:
-        """Compute and store the JSON of those instances that have none; return how many."""
+    def ensure(self, sop_uids: Sequence[str], headers: dict[str, Dataset] | None = None) -> int:
+        """Compute and store the JSON of those instances that have none; return how many.
+
+        ``headers`` are already parsed data sets by SOPInstanceUID (else the files are read).
+        """
         if not sop_uids:
             return 0
+        headers = headers or {}
         stmt = (
             select(
                 Instance.id,
@@ -67,7 +74,9 @@ class MetadataIndex:
         rows = []
         for pk, sop, key, series, study in missing:
             try:
-                ds = pydicom.dcmread(io.BytesIO(self.store.get(key)), stop_before_pixels=True)
+                ds = headers.get(sop) or pydicom.dcmread(
+                    io.BytesIO(self.store.get(key)), stop_before_pixels=True
+                )
                 rows.append(
                     {"instance_pk": pk, "dicom_json": instance_json(ds, study, series, sop)}
                 )
@@ -114,7 +123,7 @@ class MetadataIndex:
         with self.db.read() as s:
             uids = list(s.scalars(stmt))
         for uid in uids:
-            self._queue.put(uid)
+            self._queue.put((uid, None))
         return len(uids)
 
     def start(self) -> None:
@@ -148,9 +157,11 @@ class MetadataIndex:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            uids = [u for u in batch if u is not None]
+            work = [item for item in batch if item is not None]
+            headers = {sop: ds for sop, ds in work if ds is not None}
+            uids = [sop for sop, _ in work]
             try:
-                self.ensure(uids)
+                self.ensure(uids, headers)
             except Exception:
                 log.exception("metadata indexing failed for %d instances", len(uids))
             finally:

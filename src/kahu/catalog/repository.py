@@ -35,6 +35,15 @@ class StoredOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class NewInstance:
+    facts: InstanceFacts
+    blob_key: str
+    size_bytes: int
+    sha256: str
+    document: Callable[[], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
 class Counts:
     patients: int
     studies: int
@@ -81,81 +90,82 @@ class Catalog:
             )
         )
 
-    def existing_instance(self, sop_uid: str) -> tuple[str, str] | None:
-        """(sha256, series UID) of a stored instance, or ``None``."""
+    def existing_instances(self, sop_uids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """{SOPInstanceUID: (sha256, series UID)} of those already stored."""
+        if not sop_uids:
+            return {}
         with self.db.engine.connect() as conn:
-            row = conn.execute(self._q_existing, {"sop": sop_uid}).first()
-        return (row[0], row[1]) if row else None
+            rows = conn.execute(
+                select(Instance.sop_instance_uid, Instance.sha256, Series.series_instance_uid)
+                .join(Series, Instance.series_pk == Series.id)
+                .where(Instance.sop_instance_uid.in_(list(sop_uids)))
+            ).all()
+        return {sop: (sha, series) for sop, sha, series in rows}
 
-    def add_instance(
-        self,
-        facts: InstanceFacts,
-        *,
-        blob_key: str,
-        size_bytes: int,
-        sha256: str,
-        dataset: str | None,
-        document: Callable[[], dict[str, Any]],
-    ) -> StoredOutcome:
-        """Record an instance whose file is already stored; idempotent per SOPInstanceUID.
+    def add_instances(
+        self, items: Sequence[NewInstance], *, dataset: str | None
+    ) -> list[StoredOutcome]:
+        """Record instances whose files are already stored, in one transaction.
 
-        ``document`` builds the series' metadata document; it is called only for a new series.
+        Idempotent per SOPInstanceUID; each series' document is built only for a new series.
         """
         try:
-            return self._add_instance(facts, blob_key, size_bytes, sha256, dataset, document)
+            return self._add_instances(items, dataset)
         except IntegrityError:
-            # the cached series was deleted by another process: forget it and try once more
-            self._series_pk.pop(facts.series_instance_uid, None)
-            return self._add_instance(facts, blob_key, size_bytes, sha256, dataset, document)
+            # a cached series was deleted by another process: forget them and try once more
+            self._series_pk.clear()
+            return self._add_instances(items, dataset)
 
-    def _add_instance(
-        self,
-        facts: InstanceFacts,
-        blob_key: str,
-        size_bytes: int,
-        sha256: str,
-        dataset: str | None,
-        document: Callable[[], dict[str, Any]],
-    ) -> StoredOutcome:
+    def _add_instances(
+        self, items: Sequence[NewInstance], dataset: str | None
+    ) -> list[StoredOutcome]:
         now = utcnow()
-        new_series = False
+        outcomes: list[StoredOutcome] = []
+        learned: dict[str, int] = {}
+        joined: set[tuple[str, int]] = set()
         with self.db.write_connection() as conn:
-            series_pk = self._series_pk.get(facts.series_instance_uid)
-            if series_pk is None:
-                series_pk = conn.execute(
-                    self._q_series_pk, {"uid": facts.series_instance_uid}
-                ).scalar()
+            for item in items:
+                facts = item.facts
+                uid = facts.series_instance_uid
+                new_series = False
+                series_pk = learned.get(uid) or self._series_pk.get(uid)
                 if series_pk is None:
-                    new_series = True
-                    series_pk = self._create_series(conn, facts, document(), now)
-            inserted = conn.execute(
-                self._q_insert_instance,
-                {
-                    "sop_instance_uid": facts.sop_instance_uid,
-                    "series_pk": series_pk,
-                    "sop_class_uid": facts.sop_class_uid,
-                    "instance_number": facts.instance_number,
-                    "transfer_syntax_uid": facts.transfer_syntax_uid,
-                    "blob_key": blob_key,
-                    "size_bytes": size_bytes,
-                    "sha256": sha256,
-                    "number_of_frames": facts.number_of_frames,
-                    "rows": facts.rows,
-                    "columns": facts.columns,
-                    "received_at": now,
-                },
-            ).rowcount
-            if not inserted:
-                row = conn.execute(self._q_existing, {"sop": facts.sop_instance_uid}).first()
-                assert row is not None
-                return StoredOutcome(False, row[0], False, row[1])
-            conn.execute(self._q_count, {"pk": series_pk, "size": size_bytes, "now": now})
-            if dataset and (dataset, series_pk) not in self._members:
-                self._join_dataset(conn, dataset, series_pk, "ae")
-        self._series_pk[facts.series_instance_uid] = series_pk
-        if dataset:
-            self._members.add((dataset, series_pk))
-        return StoredOutcome(True, None, new_series)
+                    series_pk = conn.execute(self._q_series_pk, {"uid": uid}).scalar()
+                    if series_pk is None:
+                        new_series = True
+                        series_pk = self._create_series(conn, facts, item.document(), now)
+                learned[uid] = series_pk
+                inserted = conn.execute(
+                    self._q_insert_instance,
+                    {
+                        "sop_instance_uid": facts.sop_instance_uid,
+                        "series_pk": series_pk,
+                        "sop_class_uid": facts.sop_class_uid,
+                        "instance_number": facts.instance_number,
+                        "transfer_syntax_uid": facts.transfer_syntax_uid,
+                        "blob_key": item.blob_key,
+                        "size_bytes": item.size_bytes,
+                        "sha256": item.sha256,
+                        "number_of_frames": facts.number_of_frames,
+                        "rows": facts.rows,
+                        "columns": facts.columns,
+                        "received_at": now,
+                    },
+                ).rowcount
+                if not inserted:
+                    row = conn.execute(self._q_existing, {"sop": facts.sop_instance_uid}).first()
+                    assert row is not None
+                    outcomes.append(StoredOutcome(False, row[0], False, row[1]))
+                    continue
+                conn.execute(self._q_count, {"pk": series_pk, "size": item.size_bytes, "now": now})
+                member = (dataset, series_pk) if dataset else None
+                if member and member not in self._members and member not in joined:
+                    self._join_dataset(conn, member[0], series_pk, "ae")
+                    joined.add(member)
+                outcomes.append(StoredOutcome(True, None, new_series))
+        self._series_pk.update(learned)
+        self._members |= joined
+        return outcomes
 
     def _create_series(
         self, conn: Connection, facts: InstanceFacts, document: dict[str, Any], now: datetime

@@ -50,29 +50,33 @@ async def _body(request: Request, limit: int) -> bytes:
 def _store_parts(
     kahu: Kahu, parts: list[tuple[dict[str, str], bytes]], root_type: str, study: str | None
 ) -> list[tuple[IngestResult, int]]:
-    results: list[tuple[IngestResult, int]] = []
-    for headers, content in parts:
+    """Ingest the DICOM parts as one group commit; report every part in order."""
+    results: list[tuple[IngestResult, int] | None] = [None] * len(parts)
+    dicom: list[tuple[int, bytes]] = []
+    for index, (headers, content) in enumerate(parts):
         part_type = parse_media_type(headers.get("content-type", root_type)).type
-        if part_type != "application/dicom":
-            results.append(
-                (
-                    IngestResult(
-                        "rejected", reason=f"part of type {part_type!r} is not application/dicom"
-                    ),
-                    DATA_SET_MISMATCH,
-                )
+        if part_type == "application/dicom":
+            dicom.append((index, content))
+        else:
+            results[index] = (
+                IngestResult(
+                    "rejected", reason=f"part of type {part_type!r} is not application/dicom"
+                ),
+                DATA_SET_MISMATCH,
             )
-            continue
-        try:
-            result = kahu.ingestor.ingest(content, source="stow", expect_study=study)
-        except StorageError as exc:
-            results.append((IngestResult("rejected", reason=str(exc)), OUT_OF_RESOURCES))
-            continue
-        reason = CANNOT_UNDERSTAND
-        if result.reason and "belongs to study" in result.reason:
-            reason = STUDY_MISMATCH
-        results.append((result, reason))
-    return results
+    try:
+        stored = kahu.ingestor.ingest_many([c for _, c in dicom], source="stow", expect_study=study)
+    except StorageError as exc:
+        stored = [IngestResult("rejected", reason=str(exc))] * len(dicom)
+        reasons = [OUT_OF_RESOURCES] * len(dicom)
+    else:
+        reasons = [
+            STUDY_MISMATCH if r.reason and "belongs to study" in r.reason else CANNOT_UNDERSTAND
+            for r in stored
+        ]
+    for (index, _), result, reason in zip(dicom, stored, reasons, strict=True):
+        results[index] = (result, reason)
+    return [r for r in results if r is not None]
 
 
 async def _stow(request: Request, kahu: Kahu, study: str | None) -> Response:

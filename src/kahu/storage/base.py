@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from kahu.errors import InvalidInput
@@ -28,6 +28,11 @@ class BlobStore(ABC):
     @abstractmethod
     def put(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key``, replacing any object there, atomically and durably."""
+
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Store several objects; durable when it returns. Stores may group their syncs."""
+        for key, data in items:
+            self.put(key, data)
 
     @abstractmethod
     def get(self, key: str) -> bytes:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from kahu.errors import NotFound, StorageError
 from kahu.storage.base import BlobStore, validate_key
+
+_GROUP = 64  # files written before their renames and folder syncs
 
 
 class FilesystemBlobStore(BlobStore):
@@ -42,26 +44,43 @@ class FilesystemBlobStore(BlobStore):
             self._known_dirs.add(directory)
 
     def put(self, key: str, data: bytes) -> None:
-        target = self._path(key)
-        tmp = self._tmp / f"{uuid.uuid4().hex}.part"
+        self.put_many([(key, data)])
+
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Write every file, fsync each, rename each into place, then fsync each folder once.
+
+        One folder sync covers all renames into it: a batch of a series costs one, not one
+        per file.
+        """
+        for start in range(0, len(items), _GROUP):
+            self._put_group(items[start : start + _GROUP])
+
+    def _put_group(self, items: Sequence[tuple[str, bytes]]) -> None:
+        staged: list[tuple[Path, Path]] = []
         try:
-            self._ensure_dir(target.parent)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, target)
+            for key, data in items:
+                target = self._path(key)
+                self._ensure_dir(target.parent)
+                tmp = self._tmp / f"{uuid.uuid4().hex}.part"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                staged.append((tmp, target))
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    if self.fsync:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+            for tmp, target in staged:
+                os.replace(tmp, target)
             if self.fsync:
-                _fsync_dir(target.parent)
+                for folder in {target.parent for _, target in staged}:
+                    _fsync_dir(folder)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise StorageError(f"could not store {key}: {exc}") from exc
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+            raise StorageError(f"could not store {len(items)} object(s): {exc}") from exc
 
     def get(self, key: str) -> bytes:
         try:
