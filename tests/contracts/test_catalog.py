@@ -291,3 +291,35 @@ class TestDicomQuery:
             filled.query.search(Level.STUDY, {"StudyDate": "2004xx01"})
         with pytest.raises(InvalidInput):
             filled.query.search(Level.STUDY, {"StudyInstanceUID": "1.2.x"})
+
+
+class TestCharacterSets:
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "chrFren.dcm",
+            "chrGerm.dcm",
+            "chrGreek.dcm",
+            "chrArab.dcm",
+            "chrH31.dcm",
+            "chrH32.dcm",
+            "chrI2.dcm",
+            "chrJapMulti.dcm",
+            "chrKoreanMulti.dcm",
+            "chrRuss.dcm",
+            "chrX1.dcm",
+        ],
+    )
+    def test_names_are_decoded_with_their_character_set(self, kahu: Kahu, name: str) -> None:
+        from pathlib import Path
+
+        import pydicom.data
+
+        path = Path(pydicom.data.__file__).parent / "charset_files" / name
+        expected = str(pydicom.dcmread(path).PatientName)
+        result = kahu.ingestor.ingest(path.read_bytes())
+        assert result.status == "stored", result.reason
+        [row] = kahu.query.search(Level.PATIENT, {"PatientID": ""})
+        assert row["PatientName"] == expected
+        doc = kahu.catalog.get_series(result.series_instance_uid or "").document
+        assert doc["PatientName"] == expected

@@ -9,13 +9,17 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from collections.abc import Sequence
+import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import pydicom
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from kahu.catalog.records import IngestResult, InstanceFacts
@@ -23,7 +27,7 @@ from kahu.catalog.repository import Catalog, NewInstance
 from kahu.dicom import values
 from kahu.dicom.metadata import flatten
 from kahu.dicom.part10 import file_meta_header
-from kahu.dicom.structure import body_offset, check_complete
+from kahu.dicom.structure import ElementIndex, check_complete, read_meta
 from kahu.dicom.uids import validate_uid
 from kahu.errors import InvalidDicom, InvalidInput
 from kahu.events import EventBus, InstanceStored
@@ -32,7 +36,7 @@ from kahu.storage.base import BlobStore
 log = logging.getLogger(__name__)
 
 
-def _text(ds: Dataset, keyword: str, limit: int = 324) -> str | None:
+def _text(ds: Any, keyword: str, limit: int = 324) -> str | None:
     value = ds.get(keyword)
     if value is None or value == "":
         return None
@@ -40,7 +44,7 @@ def _text(ds: Dataset, keyword: str, limit: int = 324) -> str | None:
     return text[:limit] or None
 
 
-def _number(ds: Dataset, keyword: str) -> int | None:
+def _number(ds: Any, keyword: str) -> int | None:
     value = ds.get(keyword)
     if value is None or value == "":
         return None
@@ -50,7 +54,7 @@ def _number(ds: Dataset, keyword: str) -> int | None:
         return None
 
 
-def _date(ds: Dataset, keyword: str) -> str | None:
+def _date(ds: Any, keyword: str) -> str | None:
     value = ds.get(keyword)
     try:
         return values.parse_da(str(value)) if value else None
@@ -58,7 +62,7 @@ def _date(ds: Dataset, keyword: str) -> str | None:
         return None
 
 
-def _time(ds: Dataset, keyword: str) -> str | None:
+def _time(ds: Any, keyword: str) -> str | None:
     value = ds.get(keyword)
     try:
         return values.parse_tm(str(value)) if value else None
@@ -92,55 +96,174 @@ def as_part10(data: bytes) -> bytes:
     return header + data
 
 
-def read_instance(data: bytes) -> tuple[Dataset, InstanceFacts]:
-    """Parse and validate a Part 10 file; raise :class:`InvalidDicom` / ``InvalidUID``."""
+#: Top-level attributes the catalog reads from every instance (the rest waits for pydicom).
+FACT_KEYWORDS = (
+    "SpecificCharacterSet",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "SeriesInstanceUID",
+    "StudyInstanceUID",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDescription",
+    "ReferringPhysicianName",
+    "Modality",
+    "SeriesNumber",
+    "SeriesDescription",
+    "BodyPartExamined",
+    "SeriesDate",
+    "InstanceNumber",
+    "NumberOfFrames",
+    "Rows",
+    "Columns",
+)
+_FACT_TAGS = [int(tag_for_keyword(k) or 0) for k in FACT_KEYWORDS]
+
+
+_BINARY = {"US": "H", "UL": "L", "SS": "h", "SL": "l"}
+_VRS = {tag: dictionary_VR(tag) for tag in _FACT_TAGS}
+
+
+class _Facts:
+    """The catalog's attributes of one instance, decoded from their raw bytes.
+
+    Plain ASCII values (nearly all of them) are decoded directly; text in another character
+    set goes through pydicom with the instance's SpecificCharacterSet.
+    """
+
+    def __init__(self, data: bytes, found: tuple[ElementIndex, bool, bool]) -> None:
+        self.data = data
+        self.index, self.explicit, self.little = found
+        self._charset: Dataset | None = None
+
+    def _pydicom(self, keyword: str) -> Any:
+        if self._charset is None:
+            self._charset = Dataset()
+            for tag in _FACT_TAGS:
+                entry = self.index.get(tag)
+                if entry is not None:
+                    vr, offset, length = entry
+                    self._charset[tag] = RawDataElement(
+                        Tag(tag),
+                        vr.decode("ascii") if vr else None,
+                        length,
+                        self.data[offset : offset + length],
+                        offset,
+                        not self.explicit,
+                        self.little,
+                    )
+        return self._charset.get(keyword)
+
+    def get(self, keyword: str) -> Any:
+        tag = int(tag_for_keyword(keyword) or 0)
+        entry = self.index.get(tag)
+        if entry is None:
+            return None
+        vr_bytes, offset, length = entry
+        vr = vr_bytes.decode("ascii") if vr_bytes else _VRS[tag]
+        raw = self.data[offset : offset + length]
+        if vr in _BINARY:
+            size = struct.calcsize(_BINARY[vr])
+            if length < size:
+                return None
+            return struct.unpack_from(("<" if self.little else ">") + _BINARY[vr], raw)[0]
+        if b"\x1b" in raw:  # ISO 2022 escape sequences are 7-bit, but not ASCII text
+            return self._pydicom(keyword)
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            return self._pydicom(keyword)
+        return text.strip(" \0")
+
+
+def _facts_source(data: bytes, transfer_syntax: str, body: int) -> Any:
+    """Something with ``get(keyword)`` for the catalog's attributes.
+
+    The completeness walk has found every top-level element already, so the full parse of a
+    rich header (hundreds of elements) is left for the few places that need it.
+    """
+    found = check_complete(data, body, transfer_syntax)
+    if found is None:  # deflated: pydicom inflates and parses it all
+        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    return _Facts(data, found)
+
+
+def read_instance(data: bytes) -> tuple[InstanceFacts, Callable[[], Dataset]]:
+    """Validate a Part 10 file and read what the catalog keeps of it.
+
+    Returns the facts and a function that parses the whole header (without pixel data) with
+    pydicom, for the places that need every attribute. Raises :class:`InvalidDicom` or
+    ``InvalidUID``.
+    """
     if not data:
         raise InvalidDicom("empty file")
     if len(data) < 132 or data[128:132] != b"DICM":
         raise InvalidDicom("not a DICOM Part 10 file (no 'DICM' marker after the preamble)")
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-    except Exception as exc:  # pydicom raises many kinds on garbage
-        raise InvalidDicom(f"unreadable DICOM: {exc}") from exc
-    transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID") or "")
+    body, meta = read_meta(data)
+    transfer_syntax = meta.get(0x00020010, b"").decode("ascii", "replace").strip("\0 ")
     if not transfer_syntax:
         raise InvalidDicom("file meta information has no TransferSyntaxUID")
     validate_uid(transfer_syntax, "TransferSyntaxUID")
-    check_complete(data, body_offset(data), transfer_syntax)
-    uids: dict[str, str] = {}
-    for keyword in ("SOPInstanceUID", "SOPClassUID", "SeriesInstanceUID", "StudyInstanceUID"):
-        value = ds.get(keyword)
-        if value is None or str(value) == "":
-            raise InvalidDicom(f"missing {keyword}")
-        uids[keyword] = validate_uid(str(value), keyword)
-    facts = InstanceFacts(
-        sop_instance_uid=uids["SOPInstanceUID"],
-        sop_class_uid=uids["SOPClassUID"],
-        series_instance_uid=uids["SeriesInstanceUID"],
-        study_instance_uid=uids["StudyInstanceUID"],
-        transfer_syntax_uid=transfer_syntax,
-        patient_id=_text(ds, "PatientID", 64) or "",
-        issuer_of_patient_id=_text(ds, "IssuerOfPatientID", 64) or "",
-        patient_name=_text(ds, "PatientName"),
-        patient_birth_date=_date(ds, "PatientBirthDate"),
-        patient_sex=_text(ds, "PatientSex", 16),
-        study_date=_date(ds, "StudyDate"),
-        study_time=_time(ds, "StudyTime"),
-        accession_number=_text(ds, "AccessionNumber", 64),
-        study_id=_text(ds, "StudyID", 16),
-        study_description=_text(ds, "StudyDescription", 256),
-        referring_physician_name=_text(ds, "ReferringPhysicianName"),
-        modality=_text(ds, "Modality", 16),
-        series_number=_number(ds, "SeriesNumber"),
-        series_description=_text(ds, "SeriesDescription", 256),
-        body_part_examined=_text(ds, "BodyPartExamined", 64),
-        series_date=_date(ds, "SeriesDate"),
-        instance_number=_number(ds, "InstanceNumber"),
-        number_of_frames=_number(ds, "NumberOfFrames"),
-        rows=_number(ds, "Rows"),
-        columns=_number(ds, "Columns"),
-    )
-    return ds, facts
+    try:
+        ds = _facts_source(data, transfer_syntax, body)
+        uids: dict[str, str] = {}
+        for keyword in ("SOPInstanceUID", "SOPClassUID", "SeriesInstanceUID", "StudyInstanceUID"):
+            value = ds.get(keyword)
+            if value is None or str(value) == "":
+                raise InvalidDicom(f"missing {keyword}")
+            uids[keyword] = validate_uid(str(value), keyword)
+        facts = InstanceFacts(
+            sop_instance_uid=uids["SOPInstanceUID"],
+            sop_class_uid=uids["SOPClassUID"],
+            series_instance_uid=uids["SeriesInstanceUID"],
+            study_instance_uid=uids["StudyInstanceUID"],
+            transfer_syntax_uid=transfer_syntax,
+            patient_id=_text(ds, "PatientID", 64) or "",
+            issuer_of_patient_id=_text(ds, "IssuerOfPatientID", 64) or "",
+            patient_name=_text(ds, "PatientName"),
+            patient_birth_date=_date(ds, "PatientBirthDate"),
+            patient_sex=_text(ds, "PatientSex", 16),
+            study_date=_date(ds, "StudyDate"),
+            study_time=_time(ds, "StudyTime"),
+            accession_number=_text(ds, "AccessionNumber", 64),
+            study_id=_text(ds, "StudyID", 16),
+            study_description=_text(ds, "StudyDescription", 256),
+            referring_physician_name=_text(ds, "ReferringPhysicianName"),
+            modality=_text(ds, "Modality", 16),
+            series_number=_number(ds, "SeriesNumber"),
+            series_description=_text(ds, "SeriesDescription", 256),
+            body_part_examined=_text(ds, "BodyPartExamined", 64),
+            series_date=_date(ds, "SeriesDate"),
+            instance_number=_number(ds, "InstanceNumber"),
+            number_of_frames=_number(ds, "NumberOfFrames"),
+            rows=_number(ds, "Rows"),
+            columns=_number(ds, "Columns"),
+        )
+    except InvalidInput:
+        raise
+    except Exception as exc:  # pydicom raises many kinds on garbage
+        raise InvalidDicom(f"unreadable DICOM: {exc}") from exc
+
+    def header() -> Dataset:
+        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+
+    return facts, header
+
+
+def document_of(facts: InstanceFacts, header: Callable[[], Dataset]) -> dict[str, Any]:
+    """The series document from a first instance; a header pydicom cannot parse is flagged."""
+    try:
+        return flatten(header(), facts.transfer_syntax_uid)
+    except Exception as exc:
+        log.warning("metadata of %s not extracted: %s", facts.sop_instance_uid, exc)
+        return {"Modality": facts.modality, "_invalid": {"_header": str(exc)[:200]}}
 
 
 def blob_key(facts: InstanceFacts) -> str:
@@ -151,7 +274,7 @@ def blob_key(facts: InstanceFacts) -> str:
 @dataclass(frozen=True, slots=True)
 class _Candidate:
     data: bytes
-    ds: Dataset
+    header: Callable[[], Dataset]
     facts: InstanceFacts
     digest: str
     key: str
@@ -222,7 +345,7 @@ class Ingestor:
     ) -> IngestResult | _Candidate:
         try:
             data = as_part10(data)
-            ds, facts = read_instance(data)
+            facts, header = read_instance(data)
         except InvalidInput as exc:
             return IngestResult("rejected", reason=str(exc), source=source)
         if expect_study is not None and facts.study_instance_uid != expect_study:
@@ -232,7 +355,7 @@ class Ingestor:
                 source,
                 f"instance belongs to study {facts.study_instance_uid}, not {expect_study}",
             )
-        return _Candidate(data, ds, facts, hashlib.sha256(data).hexdigest(), blob_key(facts))
+        return _Candidate(data, header, facts, hashlib.sha256(data).hexdigest(), blob_key(facts))
 
     def _store(
         self,
@@ -250,7 +373,7 @@ class Ingestor:
                         c.key,
                         len(c.data),
                         c.digest,
-                        partial(flatten, c.ds, c.facts.transfer_syntax_uid),
+                        partial(document_of, c.facts, c.header),
                     )
                     for _, c in fresh
                 ],
@@ -279,7 +402,6 @@ class Ingestor:
                     c.facts.study_instance_uid,
                     dataset,
                     outcome.new_series,
-                    header=c.ds,
                 )
             )
             results[index] = self._result("stored", c.facts, source)

@@ -1,9 +1,10 @@
 """DICOM JSON of every instance, computed after the store is acknowledged.
 
-Encoding a rich header as DICOM JSON costs milliseconds, so it stays off the C-STORE path: a
-background thread takes each stored instance, and :meth:`MetadataIndex.ensure` fills any gap
-on demand (after a crash, or for a request that comes first). WADO-RS metadata then joins the
-stored strings.
+Encoding a rich header as DICOM JSON costs milliseconds of pure Python. Done beside a live
+C-STORE stream it takes the GIL from the receiving thread and triples its latency, so the
+background thread waits until ingest has been quiet for :data:`IDLE_SECONDS`;
+:meth:`MetadataIndex.ensure` fills any gap on demand (a request that comes first, a crash).
+WADO-RS metadata then joins the stored strings.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import io
 import logging
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +30,9 @@ from kahu.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
 _BATCH = 64
+IDLE_SECONDS = 1.0
+#: parsed headers are kept for the background thread only while its queue is this short
+MAX_HEADERS = 512
 
 
 class MetadataIndex:
@@ -36,10 +41,22 @@ class MetadataIndex:
         self.store = store
         self._queue: queue.Queue[tuple[str, Dataset | None] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._last_ingest = 0.0
+        self._stopping = threading.Event()
         if events is not None:
-            events.subscribe(
-                InstanceStored, lambda e: self._queue.put((e.sop_instance_uid, e.header))
-            )
+            events.subscribe(InstanceStored, self._on_stored)
+
+    def _on_stored(self, event: InstanceStored) -> None:
+        self._last_ingest = time.monotonic()
+        header = event.header if self._queue.qsize() < MAX_HEADERS else None
+        self._queue.put((event.sop_instance_uid, header))
+
+    def _wait_for_quiet(self) -> None:
+        while not self._stopping.is_set():
+            quiet_for = time.monotonic() - self._last_ingest
+            if quiet_for >= IDLE_SECONDS:
+                return
+            self._stopping.wait(IDLE_SECONDS - quiet_for)
 
     def _insert(self) -> Any:
         dialect = postgresql if self.db.engine.dialect.name == "postgresql" else sqlite
@@ -133,6 +150,7 @@ class MetadataIndex:
 
     def stop(self) -> None:
         if self._thread is not None:
+            self._stopping.set()
             self._queue.put(None)
             self._thread.join(timeout=30)
             self._thread = None
@@ -151,6 +169,8 @@ class MetadataIndex:
     def _run(self) -> None:
         while True:
             first = self._queue.get()
+            if first is not None:
+                self._wait_for_quiet()
             batch = [first]
             while len(batch) < _BATCH:
                 try:

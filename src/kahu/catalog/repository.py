@@ -78,6 +78,9 @@ class Catalog:
             .join(Series, Instance.series_pk == Series.id)
             .where(Instance.sop_instance_uid == bindparam("sop"))
         )
+        self._q_known = select(
+            Instance.sop_instance_uid, Instance.sha256, Instance.series_pk
+        ).where(Instance.sop_instance_uid.in_(bindparam("sops", expanding=True)))
         self._q_series_pk = select(Series.id).where(Series.series_instance_uid == bindparam("uid"))
         self._q_insert_instance = self._insert(Instance).on_conflict_do_nothing()
         self._q_count = (
@@ -95,12 +98,18 @@ class Catalog:
         if not sop_uids:
             return {}
         with self.db.engine.connect() as conn:
-            rows = conn.execute(
-                select(Instance.sop_instance_uid, Instance.sha256, Series.series_instance_uid)
-                .join(Series, Instance.series_pk == Series.id)
-                .where(Instance.sop_instance_uid.in_(list(sop_uids)))
-            ).all()
-        return {sop: (sha, series) for sop, sha, series in rows}
+            # the common answer is "none": one lookup in the unique index, no join
+            rows = conn.execute(self._q_known, {"sops": list(sop_uids)}).all()
+            if not rows:
+                return {}
+            series = dict(
+                conn.execute(
+                    select(Series.id, Series.series_instance_uid).where(
+                        Series.id.in_({pk for _, _, pk in rows})
+                    )
+                ).all()
+            )
+        return {sop: (sha, series[pk]) for sop, sha, pk in rows}
 
     def add_instances(
         self, items: Sequence[NewInstance], *, dataset: str | None

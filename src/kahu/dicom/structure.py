@@ -21,11 +21,16 @@ EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 DEFLATED = frozenset({"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"})
 
 
+#: (VR or None when implicit, offset of the value, length) of a top-level element
+ElementIndex = dict[int, tuple[bytes | None, int, int]]
+
+
 class _Walker:
     def __init__(self, data: bytes, explicit: bool, little: bool) -> None:
         self.data = data
         self.explicit = explicit
         self.end = "<" if little else ">"
+        self.top: ElementIndex = {}
 
     def _fail(self, pos: int, why: str) -> InvalidDicom:
         return InvalidDicom(f"truncated or malformed DICOM at byte {pos}: {why}")
@@ -52,9 +57,11 @@ class _Walker:
         (length,) = struct.unpack_from(self.end + "H", data, pos + 6)
         return tag, vr, length, pos + 8
 
-    def dataset(self, pos: int, stop: int, until_item_end: bool = False) -> int:
+    def dataset(self, pos: int, stop: int, until_item_end: bool = False, top: bool = False) -> int:
         while pos < stop:
             tag, vr, length, value = self.header(pos)
+            if top and length != _UNDEFINED:
+                self.top[tag] = (vr, value, length)
             if tag == _ITEM_END and until_item_end:
                 return value
             if length == _UNDEFINED:
@@ -121,30 +128,46 @@ class _Walker:
         return self.undefined(tag, vr, pos)
 
 
-def check_complete(data: bytes, body_offset: int, transfer_syntax_uid: str) -> None:
-    """Raise :class:`InvalidDicom` unless every element from ``body_offset`` on is complete."""
+def check_complete(
+    data: bytes, body_offset: int, transfer_syntax_uid: str
+) -> tuple[ElementIndex, bool, bool] | None:
+    """Raise :class:`InvalidDicom` unless every element from ``body_offset`` on is complete.
+
+    Returns the top-level elements found on the way with the data set's (explicit VR, little
+    endian) encoding, or ``None`` for a deflated data set (which is not walked: its inflation
+    proves the stream whole).
+    """
     if transfer_syntax_uid in DEFLATED:
-        return  # the inflate step of the parse already proved the stream whole
+        return None
     explicit = transfer_syntax_uid != IMPLICIT_VR_LITTLE_ENDIAN
     if explicit and body_offset + 6 <= len(data):
         # Some writers encode the data set in implicit VR under an explicit transfer syntax;
         # like pydicom, trust the first element's bytes over the declared syntax.
         vr = data[body_offset + 4 : body_offset + 6]
         explicit = vr.isalpha() and vr.isupper()
-    walker = _Walker(data, explicit=explicit, little=transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN)
-    walker.dataset(body_offset, len(data))
+    little = transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN
+    walker = _Walker(data, explicit=explicit, little=little)
+    walker.dataset(body_offset, len(data), top=True)
+    return walker.top, explicit, little
 
 
-def body_offset(data: bytes) -> int:
-    """Where the data set starts in a Part 10 file: after the preamble and the meta group."""
+def read_meta(data: bytes) -> tuple[int, dict[int, bytes]]:
+    """Where the data set starts in a Part 10 file, and the raw values of its meta group."""
     pos = 132
     walker = _Walker(data, explicit=True, little=True)
+    meta: dict[int, bytes] = {}
     while pos + 4 <= len(data):
         (group,) = struct.unpack_from("<H", data, pos)
         if group != 0x0002:
             break
-        _, _, length, value = walker.header(pos)
-        if value + length > len(data):
-            raise InvalidDicom("file meta information is cut off")
+        tag, _, length, value = walker.header(pos)
+        if length == _UNDEFINED or value + length > len(data):
+            raise InvalidDicom("file meta information is cut off or malformed")
+        meta[tag] = data[value : value + length]
         pos = value + length
-    return pos
+    return pos, meta
+
+
+def body_offset(data: bytes) -> int:
+    """Where the data set starts in a Part 10 file: after the preamble and the meta group."""
+    return read_meta(data)[0]
