@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -19,8 +19,6 @@ class InstanceStored:
     study_instance_uid: str
     dataset: str | None
     new_series: bool
-    #: the parsed header (no pixel data), so subscribers need not read the file again
-    header: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,7 +170,7 @@ class _Facts:
         vr = vr_bytes.decode("ascii") if vr_bytes else _VRS[tag]
         raw = self.data[offset : offset + length]
         if vr in _BINARY:
-            size = struct.calcsize(_BINARY[vr])
+            size = struct.calcsize("<" + _BINARY[vr])
             if length < size:
                 return None
             return struct.unpack_from(("<" if self.little else ">") + _BINARY[vr], raw)[0]

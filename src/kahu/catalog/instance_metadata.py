@@ -9,7 +9,6 @@ WADO-RS metadata then joins the stored strings.
 
 from __future__ import annotations
 
-import io
 import logging
 import queue
 import threading
@@ -17,29 +16,25 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import pydicom
-from pydicom.dataset import Dataset
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kahu.catalog.database import Database
 from kahu.catalog.tables import Instance, InstanceMetadata, Series, Study
-from kahu.dicom.json_model import instance_json
+from kahu.dicom.json_model import instance_json_from_bytes
 from kahu.events import EventBus, InstanceStored
 from kahu.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
 _BATCH = 64
 IDLE_SECONDS = 1.0
-#: parsed headers are kept for the background thread only while its queue is this short
-MAX_HEADERS = 512
 
 
 class MetadataIndex:
     def __init__(self, db: Database, store: BlobStore, events: EventBus | None = None) -> None:
         self.db = db
         self.store = store
-        self._queue: queue.Queue[tuple[str, Dataset | None] | None] = queue.Queue()
+        self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._last_ingest = 0.0
         self._stopping = threading.Event()
@@ -48,8 +43,7 @@ class MetadataIndex:
 
     def _on_stored(self, event: InstanceStored) -> None:
         self._last_ingest = time.monotonic()
-        header = event.header if self._queue.qsize() < MAX_HEADERS else None
-        self._queue.put((event.sop_instance_uid, header))
+        self._queue.put(event.sop_instance_uid)
 
     def _wait_for_quiet(self) -> None:
         while not self._stopping.is_set():
@@ -62,14 +56,10 @@ class MetadataIndex:
         dialect = postgresql if self.db.engine.dialect.name == "postgresql" else sqlite
         return dialect.insert(InstanceMetadata).on_conflict_do_nothing()
 
-    def ensure(self, sop_uids: Sequence[str], headers: dict[str, Dataset] | None = None) -> int:
-        """Compute and store the JSON of those instances that have none; return how many.
-
-        ``headers`` are already parsed data sets by SOPInstanceUID (else the files are read).
-        """
+    def ensure(self, sop_uids: Sequence[str]) -> int:
+        """Compute and store the JSON of those instances that have none; return how many."""
         if not sop_uids:
             return 0
-        headers = headers or {}
         stmt = (
             select(
                 Instance.id,
@@ -91,12 +81,8 @@ class MetadataIndex:
         rows = []
         for pk, sop, key, series, study in missing:
             try:
-                ds = headers.get(sop) or pydicom.dcmread(
-                    io.BytesIO(self.store.get(key)), stop_before_pixels=True
-                )
-                rows.append(
-                    {"instance_pk": pk, "dicom_json": instance_json(ds, study, series, sop)}
-                )
+                text = instance_json_from_bytes(self.store.get(key), study, series, sop)
+                rows.append({"instance_pk": pk, "dicom_json": text})
             except Exception:
                 log.exception("could not encode metadata of %s", sop)
         if rows:
@@ -140,7 +126,7 @@ class MetadataIndex:
         with self.db.read() as s:
             uids = list(s.scalars(stmt))
         for uid in uids:
-            self._queue.put((uid, None))
+            self._queue.put(uid)
         return len(uids)
 
     def start(self) -> None:
@@ -177,11 +163,9 @@ class MetadataIndex:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            work = [item for item in batch if item is not None]
-            headers = {sop: ds for sop, ds in work if ds is not None}
-            uids = [sop for sop, _ in work]
+            uids = [item for item in batch if item is not None]
             try:
-                self.ensure(uids, headers)
+                self.ensure(uids)
             except Exception:
                 log.exception("metadata indexing failed for %d instances", len(uids))
             finally:

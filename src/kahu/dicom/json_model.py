@@ -7,20 +7,40 @@ strings, never by parsing them.
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
+import pydicom
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+
+from kahu.dicom.json_fast import encode_instance
+from kahu.dicom.structure import DEFLATED, read_meta
 
 BASE_MARKER = "kahu-base:/"
 PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 
 
+def instance_base(study: str, series: str, instance: str) -> str:
+    return f"{BASE_MARKER}studies/{study}/series/{series}/instances/{instance}"
+
+
+def instance_json_from_bytes(data: bytes, study: str, series: str, instance: str) -> str:
+    """DICOM JSON text of a stored Part 10 file (the fast encoder; pydicom when deflated)."""
+    body, meta = read_meta(data)
+    syntax = meta.get(0x00020010, b"").decode("ascii", "replace").strip("\0 ")
+    if syntax in DEFLATED:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        return instance_json(ds, study, series, instance)
+    doc = encode_instance(data, body, syntax, instance_base(study, series, instance))
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
 def instance_json(ds: Dataset, study: str, series: str, instance: str) -> str:
-    """DICOM JSON text of an instance, bulk data by reference (BulkDataURI)."""
-    base = f"{BASE_MARKER}studies/{study}/series/{series}/instances/{instance}"
+    """DICOM JSON text of a parsed instance, bulk data by reference (BulkDataURI)."""
+    base = instance_base(study, series, instance)
 
     def bulk(elem: DataElement) -> str:
         return f"{base}/bulkdata/{elem.tag:08X}"
