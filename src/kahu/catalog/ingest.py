@@ -271,6 +271,13 @@ def blob_key(facts: InstanceFacts) -> str:
     return f"{facts.study_instance_uid}/{facts.series_instance_uid}/{facts.sop_instance_uid}.dcm"
 
 
+def _origin(source: str | None) -> str:
+    """How a dataset named at ingest came to be: 'ae' (called AE title), 'upload', 'import'."""
+    if not source or source.startswith("dimse"):
+        return "ae"
+    return source.split(":")[0][:16]
+
+
 @dataclass(frozen=True, slots=True)
 class _Candidate:
     data: bytes
@@ -378,6 +385,7 @@ class Ingestor:
                     for _, c in fresh
                 ],
                 dataset=dataset,
+                origin=_origin(source),
             )
         except BaseException:
             for _, candidate in fresh:
@@ -425,7 +433,7 @@ class Ingestor:
         # The same instance again, perhaps in another transfer syntax: the first copy stays.
         reason = None if stored_sha == digest else "different encoding; kept the stored copy"
         if dataset:
-            self.catalog.add_to_dataset(dataset, facts.series_instance_uid, origin="ae")
+            self.catalog.add_to_dataset(dataset, facts.series_instance_uid, origin=_origin(source))
         return self._result("duplicate", facts, source, reason)
 
     def _discard(self, key: str) -> None:

@@ -112,21 +112,21 @@ class Catalog:
         return {sop: (sha, series[pk]) for sop, sha, pk in rows}
 
     def add_instances(
-        self, items: Sequence[NewInstance], *, dataset: str | None
+        self, items: Sequence[NewInstance], *, dataset: str | None, origin: str = "ae"
     ) -> list[StoredOutcome]:
         """Record instances whose files are already stored, in one transaction.
 
         Idempotent per SOPInstanceUID; each series' document is built only for a new series.
         """
         try:
-            return self._add_instances(items, dataset)
+            return self._add_instances(items, dataset, origin)
         except IntegrityError:
             # a cached series was deleted by another process: forget them and try once more
             self._series_pk.clear()
-            return self._add_instances(items, dataset)
+            return self._add_instances(items, dataset, origin)
 
     def _add_instances(
-        self, items: Sequence[NewInstance], dataset: str | None
+        self, items: Sequence[NewInstance], dataset: str | None, origin: str
     ) -> list[StoredOutcome]:
         now = utcnow()
         outcomes: list[StoredOutcome] = []
@@ -169,7 +169,7 @@ class Catalog:
                 conn.execute(self._q_count, {"pk": series_pk, "size": item.size_bytes, "now": now})
                 member = (dataset, series_pk) if dataset else None
                 if member and member not in self._members and member not in joined:
-                    self._join_dataset(conn, member[0], series_pk, "ae")
+                    self._join_dataset(conn, member[0], series_pk, origin)
                     joined.add(member)
                 outcomes.append(StoredOutcome(True, None, new_series))
         self._series_pk.update(learned)
