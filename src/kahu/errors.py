@@ -3,7 +3,6 @@
 ::
 
     KahuError
-    ├── ConfigurationError        settings or environment unusable
     ├── InvalidInput              the caller sent something we refuse (HTTP 400 / DIMSE failure)
     │   ├── InvalidUID            a UID that breaks PS3.5 9.1 (never reaches a path)
     │   ├── InvalidDicom          not DICOM, truncated, or missing required attributes
@@ -20,10 +19,6 @@ from __future__ import annotations
 
 class KahuError(Exception):
     """Base class of every error Kahu raises on purpose."""
-
-
-class ConfigurationError(KahuError):
-    pass
 
 
 class InvalidInput(KahuError):

@@ -197,11 +197,6 @@ def _to_dicom(vr: str, value: Any) -> Any:
     return value
 
 
-@dataclass
-class QueryResult:
-    rows: list[dict[str, Any]]
-
-
 class DicomQuery:
     """Run a C-FIND/QIDO style query against the catalog."""
 

@@ -405,13 +405,3 @@ class Catalog:
         )
         with self.db.read() as s:
             return [(name, origin, count) for name, origin, count in s.execute(stmt).all()]
-
-    def series_uids(self, uids: Sequence[str]) -> set[str]:
-        with self.db.read() as s:
-            return set(
-                s.scalars(
-                    select(Series.series_instance_uid).where(
-                        Series.series_instance_uid.in_(list(uids))
-                    )
-                )
-            )

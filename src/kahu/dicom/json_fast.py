@@ -67,7 +67,6 @@ class _Encoder(_Walker):
         self.bulk_uri = bulk_uri
         self.frames_uri = frames_uri
         self.charset: list[str] = ["iso8859"]
-        self.charset_raw: bytes = b""
         self.pixel_representation = 0
 
     def _resolve(self, vr: str) -> str:
@@ -204,11 +203,16 @@ class _Encoder(_Walker):
             if tag == 0x00280103 and len(raw) >= 2:
                 self.pixel_representation = raw[0] if self.little else raw[1]
             if tag == 0x00080005:
-                self.charset_raw = raw
                 names = [v.strip() for v in raw.decode("ascii", "replace").split("\\")]
                 self.charset = convert_encodings(names or [""])
             out[f"{tag:08X}"] = self.element(tag, vr, raw)
         return out, pos
+
+    def _item(self, length: int, value: int) -> tuple[dict[str, Any], int]:
+        if length == _UNDEFINED:
+            return self.encode(value, len(self.data), in_item=True)
+        item, _ = self.encode(value, value + length)
+        return item, value + length
 
     def defined_items(self, pos: int, stop: int) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -216,11 +220,7 @@ class _Encoder(_Walker):
             tag, _, length, value = self.header(pos)
             if tag != _ITEM:
                 break
-            if length == _UNDEFINED:
-                item, pos = self.encode(value, len(self.data), in_item=True)
-            else:
-                item, _ = self.encode(value, value + length)
-                pos = value + length
+            item, pos = self._item(length, value)
             items.append(item)
         return items
 
@@ -230,11 +230,7 @@ class _Encoder(_Walker):
             tag, _, length, value = self.header(pos)
             if tag == _SEQ_END:
                 return items, value
-            if length == _UNDEFINED:
-                item, pos = self.encode(value, len(self.data), in_item=True)
-            else:
-                item, _ = self.encode(value, value + length)
-                pos = value + length
+            item, pos = self._item(length, value)
             items.append(item)
 
 

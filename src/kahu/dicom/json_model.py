@@ -20,7 +20,6 @@ from kahu.dicom.json_fast import encode_instance
 from kahu.dicom.structure import DEFLATED, read_meta
 
 BASE_MARKER = "kahu-base:/"
-PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 
 
 def instance_base(study: str, series: str, instance: str) -> str:

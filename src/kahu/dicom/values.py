@@ -7,7 +7,7 @@ the caller keeps such text raw and flags it.
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 _DA_RE = re.compile(r"^(\d{4})\.?(\d{2})\.?(\d{2})$")
 _TM_RE = re.compile(r"^(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d{1,6}))?)?)?$")
@@ -103,8 +103,3 @@ def parse_is(text: str) -> int:
     if not re.match(r"^[+-]?\d+$", stripped):
         raise ValueError(f"not an IS value: {text!r}")
     return int(stripped)
-
-
-def time_of(text: str) -> time:
-    """A normalized TM back to ``datetime.time`` (used for range matching)."""
-    return time.fromisoformat(text)

@@ -14,32 +14,16 @@ class MediaType:
     type: str
     params: dict[str, str]
 
-    @property
-    def essence(self) -> str:
-        return self.type
 
-
-def parse_media_type(header: str) -> MediaType:
-    """``multipart/related; type="application/dicom"; boundary=x`` into its parts."""
-    pieces = _split_params(header)
-    essence = pieces[0].strip().lower() if pieces else ""
-    params: dict[str, str] = {}
-    for piece in pieces[1:]:
-        key, sep, value = piece.partition("=")
-        if sep:
-            params[key.strip().lower()] = value.strip().strip('"')
-    return MediaType(essence, params)
-
-
-def _split_params(header: str) -> list[str]:
-    """Split on ';' outside quotes (a quoted boundary may hold ';')."""
+def _split(text: str, separator: str) -> list[str]:
+    """Split on ``separator`` outside double quotes (a quoted boundary may hold ';' or ',')."""
     out: list[str] = []
     current: list[str] = []
     quoted = False
-    for char in header:
+    for char in text:
         if char == '"':
             quoted = not quoted
-        if char == ";" and not quoted:
+        if char == separator and not quoted:
             out.append("".join(current))
             current = []
         else:
@@ -48,23 +32,22 @@ def _split_params(header: str) -> list[str]:
     return out
 
 
+def parse_media_type(header: str) -> MediaType:
+    """``multipart/related; type="application/dicom"; boundary=x`` into its parts."""
+    pieces = _split(header, ";")
+    params: dict[str, str] = {}
+    for piece in pieces[1:]:
+        key, sep, value = piece.partition("=")
+        if sep:
+            params[key.strip().lower()] = value.strip().strip('"')
+    return MediaType(pieces[0].strip().lower(), params)
+
+
 def parse_accept(header: str | None) -> list[MediaType]:
     """The media ranges of an Accept header, in the order given (quality values ignored)."""
     if not header:
         return []
-    ranges: list[str] = []
-    current: list[str] = []
-    quoted = False
-    for char in header:
-        if char == '"':
-            quoted = not quoted
-        if char == "," and not quoted:
-            ranges.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    ranges.append("".join(current))
-    return [parse_media_type(r) for r in ranges if r.strip()]
+    return [parse_media_type(r) for r in _split(header, ",") if r.strip()]
 
 
 def split_related(body: bytes, boundary: str) -> list[tuple[dict[str, str], bytes]]:

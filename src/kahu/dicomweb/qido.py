@@ -21,7 +21,6 @@ from kahu.errors import InvalidInput
 
 router = APIRouter()
 
-RESERVED = {"includefield", "limit", "offset", "fuzzymatching", "orderby"}
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 1_000
 

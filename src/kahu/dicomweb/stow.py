@@ -19,7 +19,6 @@ from kahu.errors import InvalidInput, StorageError
 router = APIRouter()
 
 # Failure Reason (0008,1197) values, PS3.18 Table 10.5.3-2 / PS3.4 Annex B
-PROCESSING_FAILURE = 0x0110
 OUT_OF_RESOURCES = 0xA700
 DATA_SET_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
