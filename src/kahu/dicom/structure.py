@@ -73,32 +73,13 @@ class _Walker:
                     f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) declares {length} bytes, "
                     f"{len(self.data) - value} remain",
                 )
-            if vr == b"SQ" or (vr is None and self._is_defined_sequence(value, length)):
-                self.items(value, value + length)
+            # A defined length that fits is all a cut can break: what lies inside was written
+            # before the end of the file, so it is not walked (its structure is pydicom's
+            # business when the header is parsed).
             pos = value + length
         if until_item_end:
             raise self._fail(pos, "item without its delimiter")
         return pos
-
-    def _is_defined_sequence(self, value: int, length: int) -> bool:
-        # implicit VR: a value that starts with an item tag is a sequence
-        if length < 8 or value + 4 > len(self.data):
-            return False
-        group, elem = struct.unpack_from(self.end + "HH", self.data, value)
-        return bool(group == 0xFFFE and elem == 0xE000)
-
-    def items(self, pos: int, stop: int) -> None:
-        while pos < stop:
-            tag, _, length, value = self.header(pos)
-            if tag != _ITEM:
-                raise self._fail(pos, "sequence content is not an item")
-            if length == _UNDEFINED:
-                pos = self.dataset(value, len(self.data), until_item_end=True)
-            else:
-                if value + length > len(self.data):
-                    raise self._fail(pos, f"item declares {length} bytes")
-                self.dataset(value, value + length)
-                pos = value + length
 
     def undefined(self, tag: int, vr: bytes | None, pos: int) -> int:
         """Skip an undefined-length sequence or encapsulated pixel data; return what follows."""
@@ -117,8 +98,6 @@ class _Walker:
                 raise self._fail(
                     pos, f"item declares {length} bytes, {len(self.data) - value} remain"
                 )
-            if vr == b"SQ" or (vr is None and tag != 0x7FE00010):
-                self.dataset(value, value + length)
             pos = value + length
 
     def undefined_element(self, tag: int, vr: bytes | None, pos: int) -> int:
