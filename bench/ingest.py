@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -90,6 +91,7 @@ def run(count: int = 1000, rounds: int = 2) -> list[dict[str, Any]]:
     try:
         folder = work / "ct"
         total = make_ct_series(folder, count)
+        os.sync()  # flush the generated files now, not during the first measured round
         results: dict[str, list[float]] = {"bare pynetdicom SCP": [], "kahu": []}
         for round_ in range(rounds):
             port = free_port()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import subprocess
@@ -57,6 +58,7 @@ def run(
     work = Path(tempfile.mkdtemp(prefix="kahu-bench-web-"))
     try:
         make_ct_series(work / "ct", count)
+        os.sync()
         files = [p.read_bytes() for p in sorted((work / "ct").iterdir())]
         proc, url, token = _server(work / "home")
         headers = {
