@@ -31,6 +31,9 @@ class _Walker:
         self.explicit = explicit
         self.end = "<" if little else ">"
         self.top: ElementIndex = {}
+        self._implicit = struct.Struct(self.end + "HHL")
+        self._long = struct.Struct(self.end + "L")
+        self._short = struct.Struct(self.end + "H")
 
     def _fail(self, pos: int, why: str) -> InvalidDicom:
         return InvalidDicom(f"truncated or malformed DICOM at byte {pos}: {why}")
@@ -40,22 +43,17 @@ class _Walker:
         data = self.data
         if pos + 8 > len(data):
             raise self._fail(pos, "element header cut off")
-        group, elem = struct.unpack_from(self.end + "HH", data, pos)
+        # one unpack reads tag and the implicit 32-bit length; explicit VRs re-read below
+        group, elem, length = self._implicit.unpack_from(data, pos)
         tag = (group << 16) | elem
-        if group == 0xFFFE:  # item and delimiters: always implicit form
-            (length,) = struct.unpack_from(self.end + "L", data, pos + 4)
-            return tag, None, length, pos + 8
-        if not self.explicit:
-            (length,) = struct.unpack_from(self.end + "L", data, pos + 4)
+        if group == 0xFFFE or not self.explicit:  # items and delimiters are always implicit
             return tag, None, length, pos + 8
         vr = data[pos + 4 : pos + 6]
         if vr in _LONG_VRS:
             if pos + 12 > len(data):
                 raise self._fail(pos, "element header cut off")
-            (length,) = struct.unpack_from(self.end + "L", data, pos + 8)
-            return tag, vr, length, pos + 12
-        (length,) = struct.unpack_from(self.end + "H", data, pos + 6)
-        return tag, vr, length, pos + 8
+            return tag, vr, self._long.unpack_from(data, pos + 8)[0], pos + 12
+        return tag, vr, self._short.unpack_from(data, pos + 6)[0], pos + 8
 
     def dataset(self, pos: int, stop: int, until_item_end: bool = False, top: bool = False) -> int:
         while pos < stop:
