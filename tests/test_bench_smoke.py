@@ -1,0 +1,22 @@
+"""`make bench` stays runnable: both suites at a tiny scale (figures are not checked here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import ingest, web
+
+
+def test_ingest_suite_runs(dcmtk: None) -> None:
+    rows = ingest.run(count=8, rounds=1)
+    assert [r["system"] for r in rows] == ["bare pynetdicom SCP", "kahu"]
+    assert all(r["instances"] == 8 and r["instances_per_s"] > 0 for r in rows)
+    assert "ratio_to_bare" in rows[1]
+
+
+@pytest.mark.timeout(300)
+def test_web_suite_runs() -> None:
+    stow, metadata = web.run(count=12, clients=2, batch=5, metadata_runs=3)
+    assert stow["instances"] == 12
+    assert metadata["runs"] >= 3
+    assert metadata["p50_ms"] > 0
