@@ -156,7 +156,7 @@ async def upload(
             if not uploads:
                 raise HTTPException(400, "no 'files' in the form")
             for item in uploads:
-                reports.extend(await _import_upload(importer, item, dataset))
+                reports.extend(await _run(importer, item.filename or "upload", item.file, dataset))
         finally:
             await form.close()
         return _summary(reports)
@@ -172,12 +172,6 @@ async def upload(
         name = request.headers.get("content-disposition", "body")[:200]
         reports = await _run(importer, name, spool, dataset)
     return _summary(reports)
-
-
-async def _import_upload(
-    importer: Importer, item: StarletteUploadFile, dataset: str | None
-) -> list[FileReport]:
-    return await _run(importer, item.filename or "upload", item.file, dataset)
 
 
 async def _run(
