@@ -26,7 +26,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Kahu benchmarks (make bench)")
     parser.add_argument("--instances", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=["ingest", "web"])
     args = parser.parse_args()
     meta = {

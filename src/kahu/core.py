@@ -60,6 +60,7 @@ class Kahu:
             self.completion.stop()
             self.metadata.stop()
             self._started = False
+        self.ingestor.close()
         self.db.dispose()
 
     def __enter__(self) -> Kahu:

@@ -46,6 +46,23 @@ class BlobStoreContract:
         assert sorted(store.keys("s1/")) == ["s1/a", "s1/b"]
         assert sorted(store.keys()) == ["s1/a", "s1/b", "s2/c"]
 
+    def test_staged_data_is_invisible_until_published(self, store: BlobStore) -> None:
+        staged = store.stage(b"payload")
+        assert staged.size == 7
+        assert list(store.keys()) == []
+        store.publish([(staged, "s/a")])
+        assert store.get("s/a") == b"payload"
+
+    def test_discarded_data_never_appears(self, store: BlobStore) -> None:
+        store.discard(store.stage(b"payload"))
+        assert list(store.keys()) == []
+
+    def test_publishing_to_an_invalid_key_publishes_nothing(self, store: BlobStore) -> None:
+        good, bad = store.stage(b"1"), store.stage(b"2")
+        with pytest.raises(InvalidInput):
+            store.publish([(good, "ok/a"), (bad, "../escape")])
+        assert list(store.keys()) == []
+
     @pytest.mark.parametrize("key", ["../escape", "/etc/passwd", "a/../../b"])
     def test_escaping_keys_are_refused(self, store: BlobStore, key: str) -> None:
         with pytest.raises(InvalidInput):
@@ -68,6 +85,29 @@ class TestFilesystemBlobStore(BlobStoreContract):
         with pytest.raises(StorageError):
             store.put_many([("ok/a", b"1"), ("taken/b", b"2")])
         assert list((tmp_path / "blobs" / ".tmp").iterdir()) == []
+
+    def test_failed_publish_leaves_nothing(self, store: BlobStore, tmp_path: Path) -> None:
+        from kahu.errors import StorageError
+
+        (tmp_path / "blobs" / "taken").write_bytes(b"a file where a folder must go")
+        staged = [(store.stage(b"1"), "ok/a"), (store.stage(b"2"), "taken/b")]
+        with pytest.raises(StorageError):
+            store.publish(staged)
+        assert not store.exists("ok/a")
+        assert list((tmp_path / "blobs" / ".tmp").iterdir()) == []
+
+    def test_stale_staged_files_are_swept_at_start(self, tmp_path: Path) -> None:
+        import os
+
+        FilesystemBlobStore(tmp_path / "blobs")
+        stale = tmp_path / "blobs" / ".tmp" / "dead.part"
+        fresh = tmp_path / "blobs" / ".tmp" / "live.part"
+        stale.write_bytes(b"left by a crash")
+        fresh.write_bytes(b"another process is writing this")
+        os.utime(stale, (0, 0))
+        FilesystemBlobStore(tmp_path / "blobs")
+        assert not stale.exists()
+        assert fresh.exists()
 
     def test_empty_folders_are_pruned_on_delete(self, store: BlobStore, tmp_path: Path) -> None:
         store.put("a/b/c", b"1")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import threading
+from typing import Any
 
 import pydicom
 import pytest
@@ -186,10 +188,10 @@ class TestIngestMany:
     ) -> None:
         from kahu.errors import StorageError
 
-        def fail(_items: object) -> None:
+        def fail(_data: object) -> None:
             raise StorageError("disk full")
 
-        monkeypatch.setattr(kahu.store, "put_many", fail)
+        monkeypatch.setattr(kahu.store, "stage", fail)
         with pytest.raises(StorageError):
             kahu.ingestor.ingest_many(synthetic.ct_series(2))
         assert kahu.catalog.counts().instances == 0
@@ -204,6 +206,74 @@ class TestIngestMany:
         with pytest.raises(RuntimeError):
             kahu.ingestor.ingest_many(synthetic.ct_series(2))
         assert list(kahu.store.keys()) == []
+        assert _staging_leftovers(kahu) == []
+
+    def test_failed_commit_after_publishing_removes_the_files(
+        self, kahu: Kahu, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        original = kahu.catalog.add_instances
+
+        def commit_fails(*args: Any, before_commit: Any, **kwargs: Any) -> Any:
+            def publish_then_fail(outcomes: Any) -> None:
+                before_commit(outcomes)
+                assert len(list(kahu.store.keys())) == 2  # the files were in place
+                raise RuntimeError("commit failed")
+
+            return original(*args, before_commit=publish_then_fail, **kwargs)
+
+        monkeypatch.setattr(kahu.catalog, "add_instances", commit_fails)
+        with pytest.raises(RuntimeError):
+            kahu.ingestor.ingest_many(synthetic.ct_series(2))
+        assert list(kahu.store.keys()) == []
+        assert kahu.catalog.counts().instances == 0
+        assert _staging_leftovers(kahu) == []
+
+    def test_rejected_and_duplicate_instances_leave_no_staged_files(self, kahu: Kahu) -> None:
+        series = synthetic.ct_series(2)
+        kahu.ingestor.ingest_many(series)
+        results = kahu.ingestor.ingest_many([*series, b"not dicom", series[0][:500]])
+        assert [r.status for r in results] == ["duplicate", "duplicate", "rejected", "rejected"]
+        assert len(list(kahu.store.keys())) == 2
+        assert _staging_leftovers(kahu) == []
+
+    def test_racing_copies_of_one_instance_keep_the_file_the_catalog_describes(
+        self, kahu: Kahu
+    ) -> None:
+        import hashlib
+
+        for _ in range(10):
+            first = synthetic.ct_series(1)[0]
+            ds = pydicom.dcmread(io.BytesIO(first))
+            ds.SeriesDescription = "another encoding of the same instance"
+            buffer = io.BytesIO()
+            ds.save_as(buffer, enforce_file_format=True)
+            copies = [first, buffer.getvalue()]
+            start = threading.Barrier(2)
+            statuses: list[str] = []
+
+            def send(data: bytes) -> None:
+                start.wait()
+                statuses.append(kahu.ingestor.ingest(data).status)
+
+            threads = [threading.Thread(target=send, args=(c,)) for c in copies]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert sorted(statuses) == ["duplicate", "stored"]
+            [row] = kahu.catalog.instances(sop_uid=ds.SOPInstanceUID)
+            assert hashlib.sha256(kahu.store.get(row.blob_key)).hexdigest() == row.sha256
+
+    def test_a_duplicate_keeps_the_first_copy_byte_for_byte(self, kahu: Kahu) -> None:
+        first = synthetic.ct_series(1)[0]
+        kahu.ingestor.ingest(first)
+        ds = pydicom.dcmread(io.BytesIO(first))
+        ds.SeriesDescription = "changed"
+        again = io.BytesIO()
+        ds.save_as(again, enforce_file_format=True)
+        assert kahu.ingestor.ingest(again.getvalue()).status == "duplicate"
+        [key] = kahu.store.keys()
+        assert kahu.store.get(key) == first
 
 
 class TestDelete:
@@ -323,3 +393,7 @@ class TestCharacterSets:
         assert row["PatientName"] == expected
         doc = kahu.catalog.get_series(result.series_instance_uid or "").document
         assert doc["PatientName"] == expected
+
+
+def _staging_leftovers(kahu: Kahu) -> list[str]:
+    return [p.name for p in (kahu.settings.blob_root / ".tmp").iterdir()]

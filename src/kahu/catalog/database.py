@@ -72,6 +72,8 @@ class Database:
         self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
             threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
+        # ...and, holding that lock, reuse one connection: no pool checkout and reset per write
+        self._writer: Connection | None = None
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -93,12 +95,19 @@ class Database:
     @contextmanager
     def write_connection(self) -> Iterator[Connection]:
         """A Core connection in a write transaction (the ingest hot path)."""
-        with (
-            self._write_lock,
-            self.engine.connect().execution_options(kahu_write=True) as conn,
-            conn.begin(),
-        ):
-            yield conn
+        if isinstance(self._write_lock, contextlib.nullcontext):
+            with self.engine.connect().execution_options(kahu_write=True) as conn, conn.begin():
+                yield conn
+            return
+        with self._write_lock:
+            if self._writer is None or self._writer.invalidated or self._writer.closed:
+                self._writer = self.engine.connect().execution_options(kahu_write=True)
+            with self._writer.begin():
+                yield self._writer
 
     def dispose(self) -> None:
+        with self._write_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         self.engine.dispose()

@@ -11,6 +11,7 @@ import io
 import logging
 import struct
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -23,7 +24,7 @@ from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from kahu.catalog.records import IngestResult, InstanceFacts
-from kahu.catalog.repository import Catalog, NewInstance
+from kahu.catalog.repository import Catalog, NewInstance, StoredOutcome
 from kahu.dicom import values
 from kahu.dicom.metadata import flatten
 from kahu.dicom.part10 import file_meta_header
@@ -31,7 +32,7 @@ from kahu.dicom.structure import ElementIndex, check_complete, read_meta
 from kahu.dicom.uids import validate_uid
 from kahu.errors import InvalidDicom, InvalidInput
 from kahu.events import EventBus, InstanceStored
-from kahu.storage.base import BlobStore
+from kahu.storage.base import BlobStore, Staged
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +272,10 @@ def blob_key(facts: InstanceFacts) -> str:
     return f"{facts.study_instance_uid}/{facts.series_instance_uid}/{facts.sop_instance_uid}.dcm"
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def _origin(source: str | None) -> str:
     """How a dataset named at ingest came to be: 'ae' (called AE title), 'upload', 'import'."""
     if not source or source.startswith("dimse"):
@@ -283,17 +288,35 @@ class _Candidate:
     data: bytes
     header: Callable[[], Dataset]
     facts: InstanceFacts
-    digest: str
+    digest: Future[str]  # computed on a staging thread (hashlib releases the GIL)
     key: str
 
 
 class Ingestor:
-    """Validate, store durably, index and announce one instance at a time (thread-safe)."""
+    """Validate, store durably, index and announce instances (thread-safe).
 
-    def __init__(self, catalog: Catalog, store: BlobStore, events: EventBus | None = None) -> None:
+    Each file's durable write (temporary file + fsync) starts on a staging thread as soon as
+    the bytes are in Part 10 form, so the disk works while this thread parses, hashes and
+    prepares the catalog transaction. The file is renamed into place inside that transaction,
+    only for instances the catalog does not hold yet, and the transaction commits after the
+    rename is durable: success is never reported before both file and rows are on disk.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: BlobStore,
+        events: EventBus | None = None,
+        *,
+        staging_threads: int = 8,
+    ) -> None:
         self.catalog = catalog
         self.store = store
         self.events = events or EventBus()
+        self._staging = ThreadPoolExecutor(staging_threads, thread_name_prefix="kahu-staging")
+
+    def close(self) -> None:
+        self._staging.shutdown(wait=True)
 
     def ingest(
         self,
@@ -322,36 +345,41 @@ class Ingestor:
         """Store several files with one group commit: each file is fsync'ed, each folder once,
         and one catalog transaction records them all. Results come in the order given."""
         results: list[IngestResult | None] = [None] * len(items)
-        accepted: list[tuple[int, _Candidate]] = []
-        batch: set[str] = set()
+        writes: dict[int, Future[Staged]] = {}
+        parts: list[tuple[int, bytes, Future[str]]] = []
         for index, data in enumerate(items):
-            prepared = self._prepare(data, source, expect_study)
-            if isinstance(prepared, IngestResult):
-                results[index] = prepared
-            elif prepared.facts.sop_instance_uid in batch:
-                results[index] = self._result("duplicate", prepared.facts, source)
-            else:
-                batch.add(prepared.facts.sop_instance_uid)
-                accepted.append((index, prepared))
-        known = self.catalog.existing_instances([c.facts.sop_instance_uid for _, c in accepted])
-        fresh: list[tuple[int, _Candidate]] = []
-        for index, candidate in accepted:
-            stored = known.get(candidate.facts.sop_instance_uid)
-            if stored is None:
-                fresh.append((index, candidate))
-            else:
-                results[index] = self._duplicate(
-                    candidate.facts, stored[0], stored[1], candidate.digest, dataset, source
-                )
-        if fresh:
-            self._store(fresh, dataset, source, results)
+            try:
+                data = as_part10(data)
+            except InvalidInput as exc:
+                results[index] = IngestResult("rejected", reason=str(exc), source=source)
+                continue
+            writes[index] = self._staging.submit(self.store.stage, data)
+            parts.append((index, data, self._staging.submit(_sha256, data)))
+        published: set[int] = set()
+        try:
+            accepted: list[tuple[int, _Candidate]] = []
+            batch: set[str] = set()
+            for index, data, digest in parts:
+                prepared = self._prepare(data, digest, source, expect_study)
+                if isinstance(prepared, IngestResult):
+                    results[index] = prepared
+                elif prepared.facts.sop_instance_uid in batch:
+                    results[index] = self._result("duplicate", prepared.facts, source)
+                else:
+                    batch.add(prepared.facts.sop_instance_uid)
+                    accepted.append((index, prepared))
+            if accepted:
+                self._record(accepted, writes, published, dataset, source, results)
+        finally:
+            for index, write in writes.items():
+                if index not in published:
+                    self._drop(write)
         return [r for r in results if r is not None]
 
     def _prepare(
-        self, data: bytes, source: str | None, expect_study: str | None
+        self, data: bytes, digest: Future[str], source: str | None, expect_study: str | None
     ) -> IngestResult | _Candidate:
         try:
-            data = as_part10(data)
             facts, header = read_instance(data)
         except InvalidInput as exc:
             return IngestResult("rejected", reason=str(exc), source=source)
@@ -362,16 +390,29 @@ class Ingestor:
                 source,
                 f"instance belongs to study {facts.study_instance_uid}, not {expect_study}",
             )
-        return _Candidate(data, header, facts, hashlib.sha256(data).hexdigest(), blob_key(facts))
+        return _Candidate(data, header, facts, digest, blob_key(facts))
 
-    def _store(
+    def _record(
         self,
-        fresh: list[tuple[int, _Candidate]],
+        accepted: list[tuple[int, _Candidate]],
+        writes: dict[int, Future[Staged]],
+        published: set[int],
         dataset: str | None,
         source: str | None,
         results: list[IngestResult | None],
     ) -> None:
-        self.store.put_many([(c.key, c.data) for _, c in fresh])
+        """One catalog transaction; the new files are published inside it, before commit."""
+        placed: list[str] = []
+
+        def publish(outcomes: list[StoredOutcome]) -> None:
+            if published:  # a retried transaction: the files are in place already
+                return
+            fresh = [(i, c) for (i, c), o in zip(accepted, outcomes, strict=True) if o.inserted]
+            staged = [(writes[i].result(), c.key) for i, c in fresh]  # raises if a write failed
+            published.update(i for i, _ in fresh)
+            self.store.publish(staged)
+            placed.extend(c.key for _, c in fresh)
+
         try:
             outcomes = self.catalog.add_instances(
                 [
@@ -379,26 +420,27 @@ class Ingestor:
                         c.facts,
                         c.key,
                         len(c.data),
-                        c.digest,
+                        c.digest.result(),
                         partial(document_of, c.facts, c.header),
                     )
-                    for _, c in fresh
+                    for _, c in accepted
                 ],
                 dataset=dataset,
                 origin=_origin(source),
+                before_commit=publish,
             )
         except BaseException:
-            for _, candidate in fresh:
-                self._discard(candidate.key)
+            for key in placed:  # the rows were rolled back: their files go too
+                self._discard(key)
             raise
-        for (index, c), outcome in zip(fresh, outcomes, strict=True):
-            if not outcome.inserted:  # another writer stored it between check and insert
+        for (index, c), outcome in zip(accepted, outcomes, strict=True):
+            if not outcome.inserted:
                 assert outcome.existing_sha256 is not None
                 results[index] = self._duplicate(
                     c.facts,
                     outcome.existing_sha256,
                     outcome.stored_series_uid,
-                    c.digest,
+                    c.digest.result(),
                     dataset,
                     source,
                 )
@@ -413,6 +455,15 @@ class Ingestor:
                 )
             )
             results[index] = self._result("stored", c.facts, source)
+
+    def _drop(self, write: Future[Staged]) -> None:
+        """Forget a staged write that will not be published (rejected, duplicate, failed)."""
+        if write.cancel():
+            return
+        try:
+            self.store.discard(write.result())
+        except Exception:
+            log.debug("a staged write that failed needs no cleanup", exc_info=True)
 
     def _duplicate(
         self,

@@ -78,11 +78,15 @@ class Catalog:
             .join(Series, Instance.series_pk == Series.id)
             .where(Instance.sop_instance_uid == bindparam("sop"))
         )
-        self._q_known = select(
-            Instance.sop_instance_uid, Instance.sha256, Instance.series_pk
-        ).where(Instance.sop_instance_uid.in_(bindparam("sops", expanding=True)))
+        self._q_known = select(Instance.sop_instance_uid).where(
+            Instance.sop_instance_uid.in_(bindparam("sops", expanding=True))
+        )
         self._q_series_pk = select(Series.id).where(Series.series_instance_uid == bindparam("uid"))
-        self._q_insert_instance = self._insert(Instance).on_conflict_do_nothing()
+        # RETURNING tells "inserted" from "already there" on both backends (rowcount is -1
+        # for an INSERT with RETURNING on psycopg)
+        self._q_insert_instance = (
+            self._insert(Instance).on_conflict_do_nothing().returning(Instance.id)
+        )
         self._q_count = (
             update(Series)
             .where(Series.id == bindparam("pk"))
@@ -93,88 +97,108 @@ class Catalog:
             )
         )
 
-    def existing_instances(self, sop_uids: Sequence[str]) -> dict[str, tuple[str, str]]:
-        """{SOPInstanceUID: (sha256, series UID)} of those already stored."""
-        if not sop_uids:
-            return {}
-        with self.db.engine.connect() as conn:
-            # the common answer is "none": one lookup in the unique index, no join
-            rows = conn.execute(self._q_known, {"sops": list(sop_uids)}).all()
-            if not rows:
-                return {}
-            series = dict(
-                conn.execute(
-                    select(Series.id, Series.series_instance_uid).where(
-                        Series.id.in_({pk for _, _, pk in rows})
-                    )
-                ).all()
-            )
-        return {sop: (sha, series[pk]) for sop, sha, pk in rows}
-
     def add_instances(
-        self, items: Sequence[NewInstance], *, dataset: str | None, origin: str = "ae"
+        self,
+        items: Sequence[NewInstance],
+        *,
+        dataset: str | None,
+        origin: str = "ae",
+        before_commit: Callable[[list[StoredOutcome]], None] | None = None,
     ) -> list[StoredOutcome]:
-        """Record instances whose files are already stored, in one transaction.
+        """Record instances in one transaction; idempotent per SOPInstanceUID.
 
-        Idempotent per SOPInstanceUID; each series' document is built only for a new series.
+        ``before_commit`` runs inside the transaction once the outcomes are known (the
+        ingest path publishes the new files there); if it raises, nothing is recorded. Each
+        series' document is built only for a new series.
         """
         try:
-            return self._add_instances(items, dataset, origin)
+            return self._add_instances(items, dataset, origin, before_commit)
         except IntegrityError:
             # a cached series was deleted by another process: forget them and try once more
             self._series_pk.clear()
-            return self._add_instances(items, dataset, origin)
+            return self._add_instances(items, dataset, origin, before_commit)
 
     def _add_instances(
-        self, items: Sequence[NewInstance], dataset: str | None, origin: str
+        self,
+        items: Sequence[NewInstance],
+        dataset: str | None,
+        origin: str,
+        before_commit: Callable[[list[StoredOutcome]], None] | None,
     ) -> list[StoredOutcome]:
         now = utcnow()
         outcomes: list[StoredOutcome] = []
         learned: dict[str, int] = {}
         joined: set[tuple[str, int]] = set()
         with self.db.write_connection() as conn:
+            # the common answer is "none known": one lookup in the unique index, no join
+            known = {
+                sop
+                for (sop,) in conn.execute(
+                    self._q_known, {"sops": [i.facts.sop_instance_uid for i in items]}
+                )
+            }
             for item in items:
                 facts = item.facts
-                uid = facts.series_instance_uid
-                new_series = False
-                series_pk = learned.get(uid) or self._series_pk.get(uid)
-                if series_pk is None:
-                    series_pk = conn.execute(self._q_series_pk, {"uid": uid}).scalar()
-                    if series_pk is None:
-                        new_series = True
-                        series_pk = self._create_series(conn, facts, item.document(), now)
-                learned[uid] = series_pk
-                inserted = conn.execute(
-                    self._q_insert_instance,
-                    {
-                        "sop_instance_uid": facts.sop_instance_uid,
-                        "series_pk": series_pk,
-                        "sop_class_uid": facts.sop_class_uid,
-                        "instance_number": facts.instance_number,
-                        "transfer_syntax_uid": facts.transfer_syntax_uid,
-                        "blob_key": item.blob_key,
-                        "size_bytes": item.size_bytes,
-                        "sha256": item.sha256,
-                        "number_of_frames": facts.number_of_frames,
-                        "rows": facts.rows,
-                        "columns": facts.columns,
-                        "received_at": now,
-                    },
-                ).rowcount
-                if not inserted:
+                if facts.sop_instance_uid in known or not self._insert_instance(
+                    conn, item, dataset, origin, now, learned, joined, outcomes
+                ):
                     row = conn.execute(self._q_existing, {"sop": facts.sop_instance_uid}).first()
                     assert row is not None
                     outcomes.append(StoredOutcome(False, row[0], False, row[1]))
-                    continue
-                conn.execute(self._q_count, {"pk": series_pk, "size": item.size_bytes, "now": now})
-                member = (dataset, series_pk) if dataset else None
-                if member and member not in self._members and member not in joined:
-                    self._join_dataset(conn, member[0], series_pk, origin)
-                    joined.add(member)
-                outcomes.append(StoredOutcome(True, None, new_series))
+            if before_commit is not None:
+                before_commit(outcomes)
         self._series_pk.update(learned)
         self._members |= joined
         return outcomes
+
+    def _insert_instance(
+        self,
+        conn: Connection,
+        item: NewInstance,
+        dataset: str | None,
+        origin: str,
+        now: datetime,
+        learned: dict[str, int],
+        joined: set[tuple[str, int]],
+        outcomes: list[StoredOutcome],
+    ) -> bool:
+        """Insert one instance (and its series when new); False when it exists already."""
+        facts = item.facts
+        uid = facts.series_instance_uid
+        new_series = False
+        series_pk = learned.get(uid) or self._series_pk.get(uid)
+        if series_pk is None:
+            series_pk = conn.execute(self._q_series_pk, {"uid": uid}).scalar()
+            if series_pk is None:
+                new_series = True
+                series_pk = self._create_series(conn, facts, item.document(), now)
+        learned[uid] = series_pk
+        inserted = conn.execute(
+            self._q_insert_instance,
+            {
+                "sop_instance_uid": facts.sop_instance_uid,
+                "series_pk": series_pk,
+                "sop_class_uid": facts.sop_class_uid,
+                "instance_number": facts.instance_number,
+                "transfer_syntax_uid": facts.transfer_syntax_uid,
+                "blob_key": item.blob_key,
+                "size_bytes": item.size_bytes,
+                "sha256": item.sha256,
+                "number_of_frames": facts.number_of_frames,
+                "rows": facts.rows,
+                "columns": facts.columns,
+                "received_at": now,
+            },
+        ).first()
+        if inserted is None:  # a concurrent writer (PostgreSQL) stored it first
+            return False
+        conn.execute(self._q_count, {"pk": series_pk, "size": item.size_bytes, "now": now})
+        member = (dataset, series_pk) if dataset else None
+        if member and member not in self._members and member not in joined:
+            self._join_dataset(conn, member[0], series_pk, origin)
+            joined.add(member)
+        outcomes.append(StoredOutcome(True, None, new_series))
+        return True
 
     def _create_series(
         self, conn: Connection, facts: InstanceFacts, document: dict[str, Any], now: datetime

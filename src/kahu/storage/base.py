@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from kahu.errors import InvalidInput
@@ -22,17 +23,49 @@ def validate_key(key: str) -> str:
     return key
 
 
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """Data written durably under a temporary name, not yet visible under any key."""
+
+    token: str
+    size: int
+
+
 class BlobStore(ABC):
-    """Whole-object storage. ``put`` is atomic and durable when it returns."""
+    """Whole-object storage in two phases: ``stage`` the bytes durably (slow, and safe to run
+    in parallel with other work), then ``publish`` them under their keys (fast, atomic and
+    durable when it returns) or ``discard`` them. ``put`` does both."""
 
     @abstractmethod
+    def stage(self, data: bytes) -> Staged:
+        """Write ``data`` durably where no reader can see it."""
+
+    @abstractmethod
+    def publish(self, items: Sequence[tuple[Staged, str]]) -> None:
+        """Move staged objects under their keys, replacing what is there; durable on return.
+
+        On error nothing of this call is visible and every staged object is discarded.
+        """
+
+    @abstractmethod
+    def discard(self, staged: Staged) -> None:
+        """Forget a staged object that will not be published."""
+
     def put(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key``, replacing any object there, atomically and durably."""
+        self.put_many([(key, data)])
 
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
-        """Store several objects; durable when it returns. Stores may group their syncs."""
-        for key, data in items:
-            self.put(key, data)
+        """Store several objects; durable when it returns."""
+        staged: list[tuple[Staged, str]] = []
+        try:
+            for key, data in items:
+                staged.append((self.stage(data), validate_key(key)))
+        except BaseException:
+            for done, _ in staged:
+                self.discard(done)
+            raise
+        self.publish(staged)
 
     @abstractmethod
     def get(self, key: str) -> bytes:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from kahu.errors import NotFound, StorageError
-from kahu.storage.base import BlobStore, validate_key
+from kahu.errors import InvalidInput, NotFound, StorageError
+from kahu.storage.base import BlobStore, Staged, validate_key
 
-_GROUP = 64  # files written before their renames and folder syncs
+_STALE_SECONDS = 3600  # a staged file this old belongs to no running writer
 
 
 class FilesystemBlobStore(BlobStore):
@@ -21,8 +22,19 @@ class FilesystemBlobStore(BlobStore):
         self.root.mkdir(parents=True, exist_ok=True)
         self._tmp = self.root / ".tmp"
         self._tmp.mkdir(exist_ok=True)
+        self._sweep_stale_staging()
         self._known_dirs: set[Path] = set()
         self._lock = threading.Lock()
+
+    def _sweep_stale_staging(self) -> None:
+        """Remove temporary files a crash left behind (old enough that no writer owns them)."""
+        cutoff = time.time() - _STALE_SECONDS
+        for leftover in self._tmp.glob("*.part"):
+            try:
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
+            except OSError:
+                pass
 
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
@@ -43,44 +55,51 @@ class FilesystemBlobStore(BlobStore):
         with self._lock:
             self._known_dirs.add(directory)
 
-    def put(self, key: str, data: bytes) -> None:
-        self.put_many([(key, data)])
-
-    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
-        """Write every file, fsync each, rename each into place, then fsync each folder once.
-
-        One folder sync covers all renames into it: a batch of a series costs one, not one
-        per file.
-        """
-        for start in range(0, len(items), _GROUP):
-            self._put_group(items[start : start + _GROUP])
-
-    def _put_group(self, items: Sequence[tuple[str, bytes]]) -> None:
-        staged: list[tuple[Path, Path]] = []
+    def stage(self, data: bytes) -> Staged:
+        """Write to a new temporary file and fsync it (the slow part, GIL released)."""
+        name = f"{uuid.uuid4().hex}.part"
+        tmp = self._tmp / name
         try:
-            for key, data in items:
-                target = self._path(key)
-                self._ensure_dir(target.parent)
-                tmp = self._tmp / f"{uuid.uuid4().hex}.part"
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                staged.append((tmp, target))
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    if self.fsync:
-                        os.fsync(fd)
-                finally:
-                    os.close(fd)
-            for tmp, target in staged:
-                os.replace(tmp, target)
-            if self.fsync:
-                for folder in {target.parent for _, target in staged}:
-                    _fsync_dir(folder)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
-            for tmp, _ in staged:
-                tmp.unlink(missing_ok=True)
+            raise StorageError(f"could not stage an object: {exc}") from exc
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self.fsync:
+                os.fsync(fd)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"could not stage an object: {exc}") from exc
+        finally:
+            os.close(fd)
+        return Staged(name, len(data))
+
+    def publish(self, items: Sequence[tuple[Staged, str]]) -> None:
+        """Rename each staged file into place, then fsync each folder once: one folder sync
+        covers every rename into it."""
+        done: list[Path] = []
+        try:
+            targets = [(self._tmp / staged.token, self._path(key)) for staged, key in items]
+            for tmp, target in targets:
+                self._ensure_dir(target.parent)
+                os.replace(tmp, target)
+                done.append(target)
+            if self.fsync:
+                for folder in {target.parent for _, target in targets}:
+                    _fsync_dir(folder)
+        except (OSError, InvalidInput) as exc:
+            for target in done:
+                target.unlink(missing_ok=True)
+            for staged, _ in items:
+                self.discard(staged)
+            if isinstance(exc, InvalidInput):
+                raise
             raise StorageError(f"could not store {len(items)} object(s): {exc}") from exc
+
+    def discard(self, staged: Staged) -> None:
+        (self._tmp / staged.token).unlink(missing_ok=True)
 
     def get(self, key: str) -> bytes:
         try:
