@@ -251,11 +251,11 @@ class TestIngestMany:
             start = threading.Barrier(2)
             statuses: list[str] = []
 
-            def send(data: bytes) -> None:
+            def send(data: bytes, start: threading.Barrier, statuses: list[str]) -> None:
                 start.wait()
                 statuses.append(kahu.ingestor.ingest(data).status)
 
-            threads = [threading.Thread(target=send, args=(c,)) for c in copies]
+            threads = [threading.Thread(target=send, args=(c, start, statuses)) for c in copies]
             for thread in threads:
                 thread.start()
             for thread in threads:
