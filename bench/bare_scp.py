@@ -1,10 +1,13 @@
 """The Python ceiling: a pynetdicom Storage SCP that only writes what it receives to files.
 
-Run as a separate process: ``python -m bench.bare_scp PORT OUTDIR``.
+Run as a separate process: ``python -m bench.bare_scp PORT OUTDIR [--fsync]``; with
+``--fsync`` each file is fsync'ed before the success response (durable, but not atomic and
+not indexed: the least any durable archive must do).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,11 +19,16 @@ _config.UNRESTRICTED_STORAGE_SERVICE = True
 
 def main() -> None:
     port, out = int(sys.argv[1]), Path(sys.argv[2])
+    durable = "--fsync" in sys.argv[3:]
     out.mkdir(parents=True, exist_ok=True)
 
     def handle_store(event: Any) -> int:
         uid = event.request.AffectedSOPInstanceUID
-        (out / f"{uid}.dcm").write_bytes(event.encoded_dataset())
+        with open(out / f"{uid}.dcm", "wb") as file:
+            file.write(event.encoded_dataset())
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
         return 0x0000
 
     ae = AE(ae_title="BARE")

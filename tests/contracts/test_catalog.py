@@ -264,6 +264,25 @@ class TestIngestMany:
             [row] = kahu.catalog.instances(sop_uid=ds.SOPInstanceUID)
             assert hashlib.sha256(kahu.store.get(row.blob_key)).hexdigest() == row.sha256
 
+    def test_an_instance_uid_sent_again_in_another_series_is_refused(self, kahu: Kahu) -> None:
+        first, other = synthetic.ct_series(1), synthetic.ct_series(2)
+        kahu.ingestor.ingest(first[0])
+        kahu.ingestor.ingest(other[1])  # the other series is known from here on
+        for series_is_known in (False, True):
+            ds = pydicom.dcmread(io.BytesIO(first[0]))
+            if series_is_known:
+                ds.SeriesInstanceUID = pydicom.dcmread(io.BytesIO(other[0])).SeriesInstanceUID
+            else:
+                ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+            buffer = io.BytesIO()
+            ds.save_as(buffer, enforce_file_format=True)
+            result = kahu.ingestor.ingest(buffer.getvalue())
+            assert result.status == "rejected"
+            assert "already stored in series" in (result.reason or "")
+        counts = kahu.catalog.counts()
+        assert (counts.series, counts.instances) == (2, 2)  # no empty series was made
+        assert _staging_leftovers(kahu) == []
+
     def test_a_duplicate_keeps_the_first_copy_byte_for_byte(self, kahu: Kahu) -> None:
         first = synthetic.ct_series(1)[0]
         kahu.ingestor.ingest(first)

@@ -130,13 +130,19 @@ class Catalog:
         learned: dict[str, int] = {}
         joined: set[tuple[str, int]] = set()
         with self.db.write_connection() as conn:
-            # the common answer is "none known": one lookup in the unique index, no join
-            known = {
-                sop
-                for (sop,) in conn.execute(
-                    self._q_known, {"sops": [i.facts.sop_instance_uid for i in items]}
-                )
-            }
+            # An instance of a series not created yet might be a copy stored in another series:
+            # look those up first, so that no empty series is created for them. Of a known
+            # series, the insert itself tells (the common case while a series streams in).
+            unsure = [
+                i.facts.sop_instance_uid
+                for i in items
+                if i.facts.series_instance_uid not in self._series_pk
+            ]
+            known = (
+                {sop for (sop,) in conn.execute(self._q_known, {"sops": unsure})}
+                if unsure
+                else set()
+            )
             for item in items:
                 facts = item.facts
                 if facts.sop_instance_uid in known or not self._insert_instance(
