@@ -15,6 +15,7 @@ from typing import Any
 from pynetdicom import AE, _config, evt
 
 _config.UNRESTRICTED_STORAGE_SERVICE = True
+_config.LOG_HANDLER_LEVEL = "none"  # as in Kahu: no per-message log formatting
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import subprocess
 import threading
 
@@ -191,7 +192,8 @@ class TestStore:
 
 
 class TestCallingAeTitles:
-    def test_unlisted_calling_ae_title_is_rejected(self, make_settings) -> None:  # type: ignore[no-untyped-def]
+    def test_unlisted_calling_ae_title_is_rejected(self, make_settings, caplog) -> None:  # type: ignore[no-untyped-def]
+        caplog.set_level(logging.INFO, logger="kahu.dimse")
         kahu = Kahu(make_settings(accepted_calling_aets=["PACS"]))
         kahu.start()
         try:
@@ -207,6 +209,11 @@ class TestCallingAeTitles:
             assert scu.store(kahu.dicom.port, data, calling="PACS") == [0]
         finally:
             kahu.stop()
+        # one line per association and outcome, from Kahu (pynetdicom's per-message log is off)
+        lines = [r.getMessage() for r in caplog.records if r.name == "kahu.dimse.handlers"]
+        assert any(m.startswith("association rejected: INTRUDER at 127.0.0.1") for m in lines)
+        assert any(m.startswith("association accepted: PACS") for m in lines)
+        assert any(m.startswith("association released: PACS") for m in lines)
 
 
 def test_generate_uid_is_valid() -> None:

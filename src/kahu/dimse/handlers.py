@@ -36,6 +36,20 @@ OUT_OF_RESOURCES = 0xA700
 PENDING = 0xFF00
 
 
+def _log_association(event: events.Event) -> None:
+    """One line per association and outcome (pynetdicom's own per-message logging is off)."""
+    peer = event.assoc.requestor
+    called = getattr(peer.primitive, "called_ae_title", "") or ""
+    log.info(
+        "association %s: %s at %s:%s, called %s",
+        event.event.name.removeprefix("EVT_").lower(),
+        peer.ae_title.strip(),
+        peer.address,
+        peer.port,
+        str(called).strip(),
+    )
+
+
 class DimseHandlers:
     """The server's behaviour, bound to pynetdicom events by :mod:`kahu.dimse.server`."""
 
@@ -62,6 +76,10 @@ class DimseHandlers:
             (events.EVT_C_FIND, self.handle_find),
             (events.EVT_C_MOVE, self.handle_move),
             (events.EVT_C_GET, self.handle_get),
+            (events.EVT_ACCEPTED, _log_association),
+            (events.EVT_REJECTED, _log_association),
+            (events.EVT_RELEASED, _log_association),
+            (events.EVT_ABORTED, _log_association),
         ]
 
     # -- C-ECHO / C-STORE ---------------------------------------------------------------------

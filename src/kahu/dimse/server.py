@@ -18,8 +18,11 @@ def configure_pynetdicom() -> None:
     """Process-wide pynetdicom switches Kahu relies on.
 
     Accept every storage SOP class, private and unknown ones included, in whatever transfer
-    syntax is offered; send stored files as they are (no decode, no transcoding).
+    syntax is offered; send stored files as they are (no decode, no transcoding). pynetdicom's
+    standard log handlers format every PDU and message (and copy each received data set to see
+    whether it is empty) even when nobody reads the log: off; Kahu logs each association.
     """
+    _config.LOG_HANDLER_LEVEL = "none"
     _config.UNRESTRICTED_STORAGE_SERVICE = True
     _config.STORE_SEND_CHUNKED_DATASET = True
     _config.LOG_REQUEST_IDENTIFIERS = False
