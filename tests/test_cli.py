@@ -203,3 +203,36 @@ def test_environment_settings_apply(tmp_path: Path) -> None:
     )
     assert out.returncode != 0
     assert "AE title" in out.stderr + out.stdout
+
+
+def test_serve_logs_each_association(tmp_path: Path) -> None:
+    """`kahu serve` logs one line per association; pynetdicom's own INFO lines stay quiet."""
+    import socket
+    import time
+
+    from tests.conftest import free_port
+    from tests.dimse import scu
+
+    dicom_port = free_port()
+    ports = ["--port", str(free_port()), "--dicom-port", str(dicom_port)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kahu", "serve", "--home", str(tmp_path / "home"), *ports],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", dicom_port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert scu.store(dicom_port, synthetic.ct_series(1), calling="MODALITY7") == [0]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert "kahu.dimse.handlers: association accepted: MODALITY7 at 127.0.0.1" in err
+    assert "association released: MODALITY7" in err
+    assert "pynetdicom" not in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -105,6 +106,11 @@ def serve(
         http={"host": host, "port": port},
         dicom={"port": dicom_port, "ae_title": ae_title},
     )
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if settings.log_level != "DEBUG":  # Kahu logs each association itself
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     kahu = _open(settings)
     created = kahu.accounts.ensure_admin(settings.admin_password_file)
     base = f"http://{settings.http.host}:{settings.http.port}"

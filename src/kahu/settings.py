@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -86,6 +87,8 @@ class Settings(BaseSettings):
     imports: ImportSettings = Field(default_factory=ImportSettings)
     #: fsync files and directories before acknowledging; only tests may turn it off.
     fsync: bool = True
+    #: level of Kahu's log on standard error (``kahu serve``): DEBUG, INFO, WARNING, ERROR
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @property
     def resolved_database_url(self) -> str:
