@@ -22,6 +22,7 @@ from kahu.dicom import sop
 from kahu.dicom.part10 import file_meta_header
 from kahu.dicom.uids import validate_uid
 from kahu.dimse.nodes import NodeRegistry
+from kahu.dimse.stored import stored_file
 from kahu.errors import InvalidInput, KahuError
 from kahu.settings import DicomSettings
 from kahu.storage.base import BlobStore
@@ -193,9 +194,12 @@ class DimseHandlers:
         return out
 
     def _read(self, row: InstanceRow) -> Dataset:
+        """What a C-STORE sub-operation sends: the stored file as it is, where it is local
+        (see :func:`kahu.dimse.server.send_stored_files`), else the parsed data set."""
         path = self.store.local_path(row.blob_key)
-        source: Any = path if path is not None else io.BytesIO(self.store.get(row.blob_key))
-        return pydicom.dcmread(source)
+        if path is not None:
+            return stored_file(path, row.sop_class_uid, row.sop_instance_uid)
+        return pydicom.dcmread(io.BytesIO(self.store.get(row.blob_key)))
 
     def _sub_operations(
         self, event: events.Event, instances: list[InstanceRow]

@@ -9,6 +9,7 @@ from pynetdicom import AE, _config
 
 from kahu.dicom import sop
 from kahu.dimse.handlers import DimseHandlers
+from kahu.dimse.stored import send_stored_files
 from kahu.settings import DicomSettings
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,8 @@ def configure_pynetdicom() -> None:
     """
     _config.LOG_HANDLER_LEVEL = "none"
     _config.UNRESTRICTED_STORAGE_SERVICE = True
-    _config.STORE_SEND_CHUNKED_DATASET = True
+    _config.STORE_SEND_CHUNKED_DATASET = True  # a file given by path is sent as it is
+    send_stored_files()
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
 
