@@ -44,7 +44,8 @@ class BlobStore(ABC):
     def publish(self, items: Sequence[tuple[Staged, str]]) -> None:
         """Move staged objects under their keys, replacing what is there; durable on return.
 
-        On error nothing of this call is visible and every staged object is discarded.
+        On error every object of this call is gone (also one that replaced an older object
+        under its key) and every staged object is discarded.
         """
 
     @abstractmethod
