@@ -207,10 +207,7 @@ def test_environment_settings_apply(tmp_path: Path) -> None:
 
 def test_serve_logs_each_association(tmp_path: Path) -> None:
     """`kahu serve` logs one line per association; pynetdicom's own INFO lines stay quiet."""
-    import socket
-    import time
-
-    from tests.conftest import free_port
+    from tests.conftest import free_port, wait_for_port
     from tests.dimse import scu
 
     dicom_port = free_port()
@@ -222,13 +219,7 @@ def test_serve_logs_each_association(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", dicom_port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
+        assert wait_for_port(dicom_port)
         assert scu.store(dicom_port, synthetic.ct_series(1), calling="MODALITY7") == [0]
     finally:
         proc.terminate()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ import pydicom
 from kahu.core import Kahu
 from kahu.settings import DicomSettings, Settings
 from tests import synthetic
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for_port
 
 
 def _start(home: Path, dicom_port: int) -> subprocess.Popen[bytes]:
@@ -40,13 +39,8 @@ def _start(home: Path, dicom_port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", dicom_port), timeout=1).close()
-            return proc
-        except OSError:
-            time.sleep(0.2)
+    if wait_for_port(dicom_port):
+        return proc
     proc.kill()
     proc.wait()
     raise AssertionError("server did not start")
