@@ -51,6 +51,10 @@ class DicomSettings(BaseModel):
     #: Seconds without a new instance after which a series counts as complete.
     series_quiet_seconds: float = Field(default=10.0, gt=0)
     network_timeout: float = Field(default=60.0, gt=0)
+    #: Serve associations that only store (and verify) with Kahu's own receive loop, several
+    #: times cheaper per instance than pynetdicom's; False leaves every association to
+    #: pynetdicom (query/retrieve associations always go there).
+    storage_receiver: bool = True
 
     @field_validator("ae_title")
     @classmethod

@@ -6,6 +6,7 @@ import io
 import logging
 import subprocess
 import threading
+from collections.abc import Iterator
 
 import pydicom
 import pytest
@@ -58,6 +59,15 @@ VARIANTS = {
     "MR_small_RLE.dcm",
     "MR_small_jpeg_ls_lossless.dcm",
 }
+
+
+@pytest.fixture(params=["kahu receiver", "pynetdicom"])
+def running_kahu(request: pytest.FixtureRequest, make_settings) -> Iterator[Kahu]:  # type: ignore[no-untyped-def]
+    """Each test here runs through both receive paths: Kahu's loop and pynetdicom's."""
+    instance = Kahu(make_settings(storage_receiver=request.param == "kahu receiver"))
+    instance.start()
+    yield instance
+    instance.stop()
 
 
 def corpus_file(name: str) -> bytes:
@@ -153,6 +163,21 @@ class TestStore:
         stored = pydicom.dcmread(io.BytesIO(_stored(running_kahu, str(sent.SOPInstanceUID))))
         assert stored.file_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
         assert stored.PixelData == sent.PixelData
+
+    def test_storescu_in_small_pdus_stores_the_data_set_as_sent(
+        self, running_kahu: Kahu, dcmtk: None
+    ) -> None:
+        data = synthetic.ct_series(1, size=128)[0]  # 32 kB of pixels: eight 4 kB PDUs at least
+        path = running_kahu.settings.home / "small-pdus.dcm"
+        path.write_bytes(data)
+        subprocess.run(
+            ["storescu", "--max-send-pdu", "4096", "127.0.0.1", str(running_kahu.dicom.port), path],
+            check=True,
+            timeout=60,
+            capture_output=True,
+        )
+        uid = str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)
+        assert _body(_stored(running_kahu, uid)) == _body(data)
 
     def test_own_ae_title_adds_no_dataset(self, running_kahu: Kahu) -> None:
         scu.store(running_kahu.dicom.port, [sample_path("CT_small.dcm").read_bytes()])

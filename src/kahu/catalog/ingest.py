@@ -288,7 +288,7 @@ class _Candidate:
     data: bytes
     header: Callable[[], Dataset]
     facts: InstanceFacts
-    digest: Future[str]  # computed on a staging thread (hashlib releases the GIL)
+    digest: str
     key: str
 
 
@@ -346,7 +346,7 @@ class Ingestor:
         and one catalog transaction records them all. Results come in the order given."""
         results: list[IngestResult | None] = [None] * len(items)
         writes: dict[int, Future[Staged]] = {}
-        parts: list[tuple[int, bytes, Future[str]]] = []
+        parts: list[tuple[int, bytes, str]] = []
         for index, data in enumerate(items):
             try:
                 data = as_part10(data)
@@ -354,7 +354,8 @@ class Ingestor:
                 results[index] = IngestResult("rejected", reason=str(exc), source=source)
                 continue
             writes[index] = self._staging.submit(self.store.stage, data)
-            parts.append((index, data, self._staging.submit(_sha256, data)))
+            # hashing here, with the GIL released, lets the staging thread start at once
+            parts.append((index, data, _sha256(data)))
         published: set[int] = set()
         try:
             accepted: list[tuple[int, _Candidate]] = []
@@ -377,7 +378,7 @@ class Ingestor:
         return [r for r in results if r is not None]
 
     def _prepare(
-        self, data: bytes, digest: Future[str], source: str | None, expect_study: str | None
+        self, data: bytes, digest: str, source: str | None, expect_study: str | None
     ) -> IngestResult | _Candidate:
         try:
             facts, header = read_instance(data)
@@ -420,7 +421,7 @@ class Ingestor:
                         c.facts,
                         c.key,
                         len(c.data),
-                        c.digest.result(),
+                        c.digest,
                         partial(document_of, c.facts, c.header),
                     )
                     for _, c in accepted
@@ -440,7 +441,7 @@ class Ingestor:
                     c.facts,
                     outcome.existing_sha256,
                     outcome.stored_series_uid,
-                    c.digest.result(),
+                    c.digest,
                     dataset,
                     source,
                 )

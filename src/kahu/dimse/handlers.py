@@ -88,42 +88,69 @@ class DimseHandlers:
     def handle_echo(self, event: events.Event) -> int:
         return 0x0000
 
-    def _dataset_name(self, event: events.Event) -> str | None:
-        # the called AE title as the peer sent it (acceptor.ae_title is our own)
-        request = event.assoc.requestor.primitive
-        called = str(getattr(request, "called_ae_title", "") or "").strip()
-        if not self.settings.called_aet_is_dataset or called == self.settings.ae_title:
+    def _dataset_name(self, called: str) -> str | None:
+        """The dataset a called AE title names (our own AE title names none)."""
+        if (
+            not self.settings.called_aet_is_dataset
+            or not called
+            or called == self.settings.ae_title
+        ):
             return None
         return called
 
-    def handle_store(self, event: events.Event) -> Any:
-        calling = event.assoc.requestor.ae_title.strip()
+    def store_instance(
+        self,
+        calling_aet: str,
+        called_aet: str,
+        sop_class: str,
+        sop_instance: str,
+        transfer_syntax: str,
+        data_set: bytes,
+    ) -> tuple[int, str | None]:
+        """C-STORE on either receive path: the status and error comment of the response."""
         try:
             # the data set as received, behind a file meta header of our own making
             # (pynetdicom's include_meta=True costs more than the rest of the store)
-            request = cast(C_STORE, event.request)
-            data = file_meta_header(
-                validate_uid(str(request.AffectedSOPClassUID or ""), "AffectedSOPClassUID"),
-                validate_uid(str(request.AffectedSOPInstanceUID or ""), "AffectedSOPInstanceUID"),
-                str(event.context.transfer_syntax),
-                calling,
-            ) + event.encoded_dataset(include_meta=False)
+            data = (
+                file_meta_header(
+                    validate_uid(sop_class, "AffectedSOPClassUID"),
+                    validate_uid(sop_instance, "AffectedSOPInstanceUID"),
+                    transfer_syntax,
+                    calling_aet,
+                )
+                + data_set
+            )
             result = self.ingestor.ingest(
-                data, dataset=self._dataset_name(event), source=f"dimse:{calling}"
+                data, dataset=self._dataset_name(called_aet), source=f"dimse:{calling_aet}"
             )
         except InvalidInput as exc:
-            log.warning("C-STORE from %s rejected: %s", calling, exc)
-            return _status(CANNOT_UNDERSTAND, str(exc))
+            log.warning("C-STORE from %s rejected: %s", calling_aet, exc)
+            return CANNOT_UNDERSTAND, str(exc)
         except KahuError as exc:
-            log.error("C-STORE from %s failed: %s", calling, exc)
-            return _status(OUT_OF_RESOURCES, f"storage failed: {exc}")
+            log.error("C-STORE from %s failed: %s", calling_aet, exc)
+            return OUT_OF_RESOURCES, f"storage failed: {exc}"
         except Exception:
-            log.exception("C-STORE from %s failed", calling)
-            return _status(OUT_OF_RESOURCES, "internal error while storing")
+            log.exception("C-STORE from %s failed", calling_aet)
+            return OUT_OF_RESOURCES, "internal error while storing"
         if result.status == "rejected":
-            log.warning("C-STORE from %s rejected: %s", calling, result.reason)
-            return _status(CANNOT_UNDERSTAND, result.reason or "rejected")
-        return 0x0000
+            log.warning("C-STORE from %s rejected: %s", calling_aet, result.reason)
+            return CANNOT_UNDERSTAND, result.reason or "rejected"
+        return 0x0000, None
+
+    def handle_store(self, event: events.Event) -> Any:
+        """C-STORE on pynetdicom's path (associations that also query or retrieve)."""
+        request = cast(C_STORE, event.request)
+        # the called AE title as the peer sent it (acceptor.ae_title is our own)
+        called = getattr(event.assoc.requestor.primitive, "called_ae_title", "") or ""
+        status, comment = self.store_instance(
+            event.assoc.requestor.ae_title.strip(),
+            str(called).strip(),
+            str(request.AffectedSOPClassUID or ""),
+            str(request.AffectedSOPInstanceUID or ""),
+            str(event.context.transfer_syntax),
+            event.encoded_dataset(include_meta=False),
+        )
+        return status if comment is None else _status(status, comment)
 
     # -- C-FIND -------------------------------------------------------------------------------
 

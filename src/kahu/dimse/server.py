@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+import socket
+import threading
+from typing import cast
 
 from pynetdicom import AE, _config
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from kahu.dicom import sop
 from kahu.dimse.handlers import DimseHandlers
+from kahu.dimse.receiver import ReceiverPolicy, StorageReceiver
 from kahu.dimse.stored import send_stored_files
 from kahu.settings import DicomSettings
 
@@ -31,11 +35,28 @@ def configure_pynetdicom() -> None:
     _config.LOG_RESPONSE_IDENTIFIERS = False
 
 
+class _Connection(RequestHandler):
+    """A new connection: Kahu's storage receive loop serves it, or else pynetdicom does."""
+
+    server: _Server
+
+    def handle(self) -> None:
+        receiver = self.server.receiver
+        sock = cast(socket.socket, self.request)
+        if receiver is None or not receiver.serve(sock, self.client_address):
+            super().handle()
+
+
+class _Server(ThreadedAssociationServer):
+    receiver: StorageReceiver | None
+
+
 class DicomServer:
     def __init__(self, settings: DicomSettings, handlers: DimseHandlers) -> None:
         self.settings = settings
         self.handlers = handlers
-        self._server: Any = None
+        self._server: _Server | None = None
+        self._receiver: StorageReceiver | None = None
 
     def _application_entity(self) -> AE:
         ae = AE(ae_title=self.settings.ae_title)
@@ -55,12 +76,37 @@ class DicomServer:
     def start(self) -> None:
         configure_pynetdicom()
         ae = self._application_entity()
-        self._server = ae.start_server(
-            (self.settings.host, self.settings.port),
-            block=False,
-            evt_handlers=self.handlers.bindings(),  # type: ignore[arg-type]
+        policy = ReceiverPolicy(
+            ae_contexts=ae.supported_contexts,
+            accepted_calling_aets=list(self.settings.accepted_calling_aets),
+            max_associations=self.settings.max_associations,
+            network_timeout=self.settings.network_timeout,
+            acse_timeout=30,
+            other_associations=lambda: sum(1 for a in ae.active_associations if a.is_acceptor),
         )
+        receiver = StorageReceiver(policy, self.settings.ae_title, self.handlers.store_instance)
+        server = cast(
+            _Server,
+            ae.make_server(
+                (self.settings.host, self.settings.port),
+                evt_handlers=self.handlers.bindings(),  # type: ignore[arg-type]
+                server_class=_Server,
+                request_handler=_Connection,
+            ),
+        )
+        server.receiver = self._receiver = receiver if self.settings.storage_receiver else None
+        ae._servers.append(server)  # shutdown() removes it again
+        thread = threading.Thread(
+            target=server.serve_forever, name=f"dicom-server:{self.settings.port}", daemon=True
+        )
+        thread.start()
+        self._server = server
         log.info("DICOM server %s listening on port %d", self.settings.ae_title, self.port)
+
+    @property
+    def receiver(self) -> StorageReceiver | None:
+        """Kahu's receive loop for plain storage associations (``None`` when switched off)."""
+        return self._receiver
 
     @property
     def port(self) -> int:
@@ -69,6 +115,8 @@ class DicomServer:
         return int(self._server.server_address[1])
 
     def stop(self) -> None:
+        if self._receiver is not None:
+            self._receiver.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server = None
