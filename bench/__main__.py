@@ -37,7 +37,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     suites = {
         "ingest": lambda: ingest.run(args.instances, args.rounds),
-        "web": lambda: web.run(min(args.instances, 500) if args.instances < 500 else 500),
+        "web": lambda: web.run(min(args.instances, 500), rounds=args.rounds),
     }
     for name, suite in suites.items():
         if args.only and args.only != name:

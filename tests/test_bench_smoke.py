@@ -16,7 +16,9 @@ def test_ingest_suite_runs(dcmtk: None) -> None:
 
 @pytest.mark.timeout(300)
 def test_web_suite_runs() -> None:
-    stow, metadata = web.run(count=12, clients=2, batch=5, metadata_runs=3)
+    stow, metadata = web.run(count=12, clients=2, batch=5, metadata_runs=3, rounds=2)
     assert stow["instances"] == 12
+    assert len(stow["seconds"]) == 2
+    assert stow["median_instances_per_s"] > 0
     assert metadata["runs"] >= 3
     assert metadata["p50_ms"] > 0

@@ -288,7 +288,7 @@ class _Candidate:
     data: bytes
     header: Callable[[], Dataset]
     facts: InstanceFacts
-    digest: str
+    digest: Future[str]  # computed on a staging thread (hashlib releases the GIL)
     key: str
 
 
@@ -346,7 +346,7 @@ class Ingestor:
         and one catalog transaction records them all. Results come in the order given."""
         results: list[IngestResult | None] = [None] * len(items)
         writes: dict[int, Future[Staged]] = {}
-        parts: list[tuple[int, bytes, str]] = []
+        parts: list[tuple[int, bytes, Future[str]]] = []
         for index, data in enumerate(items):
             try:
                 data = as_part10(data)
@@ -354,8 +354,7 @@ class Ingestor:
                 results[index] = IngestResult("rejected", reason=str(exc), source=source)
                 continue
             writes[index] = self._staging.submit(self.store.stage, data)
-            # hashing here, with the GIL released, lets the staging thread start at once
-            parts.append((index, data, _sha256(data)))
+            parts.append((index, data, self._digest(data, alone=len(items) == 1)))
         published: set[int] = set()
         try:
             accepted: list[tuple[int, _Candidate]] = []
@@ -377,8 +376,18 @@ class Ingestor:
                     self._drop(write)
         return [r for r in results if r is not None]
 
+    def _digest(self, data: bytes, *, alone: bool) -> Future[str]:
+        """The SHA-256 of one file: a batch's are computed side by side on staging threads; a
+        single file's here, where hashing (GIL released) lets its staging write start at once
+        instead of waiting for this thread to give up the GIL."""
+        if not alone:
+            return self._staging.submit(_sha256, data)
+        digest: Future[str] = Future()
+        digest.set_result(_sha256(data))
+        return digest
+
     def _prepare(
-        self, data: bytes, digest: str, source: str | None, expect_study: str | None
+        self, data: bytes, digest: Future[str], source: str | None, expect_study: str | None
     ) -> IngestResult | _Candidate:
         try:
             facts, header = read_instance(data)
@@ -421,7 +430,7 @@ class Ingestor:
                         c.facts,
                         c.key,
                         len(c.data),
-                        c.digest,
+                        c.digest.result(),
                         partial(document_of, c.facts, c.header),
                     )
                     for _, c in accepted
@@ -441,7 +450,7 @@ class Ingestor:
                     c.facts,
                     outcome.existing_sha256,
                     outcome.stored_series_uid,
-                    c.digest,
+                    c.digest.result(),
                     dataset,
                     source,
                 )

@@ -38,12 +38,20 @@ def _uid(tag: str, vr: str, value: str | None) -> tuple[str, dict[str, Any]]:
 
 
 async def _body(request: Request, limit: int) -> bytes:
-    chunks = bytearray()
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
-        chunks.extend(chunk)
-        if len(chunks) > limit:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
             raise PayloadTooLarge(f"request body larger than {limit} bytes")
-    return bytes(chunks)
+    return b"".join(chunks)  # one copy of a large body, not one per growth of a buffer
+
+
+def _split_and_store(
+    kahu: Kahu, body: bytes, boundary: str, root_type: str, study: str | None
+) -> list[tuple[IngestResult, int]]:
+    return _store_parts(kahu, split_related(body, boundary), root_type, study)
 
 
 def _store_parts(
@@ -87,9 +95,10 @@ async def _stow(request: Request, kahu: Kahu, study: str | None) -> Response:
             + (f" of {root_type!r}" if media.type == "multipart/related" else "")
         )
     body = await _body(request, kahu.settings.imports.max_archive_bytes)
-    parts = split_related(body, media.params.get("boundary", ""))
+    boundary = media.params.get("boundary", "")
+    # splitting copies every part: off the event loop, which goes on receiving other requests
+    results = await run_in_threadpool(_split_and_store, kahu, body, boundary, root_type, study)
     del body
-    results = await run_in_threadpool(_store_parts, kahu, parts, root_type, study)
     stored, failed = [], []
     for result, reason in results:
         item = dict(
