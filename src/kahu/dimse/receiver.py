@@ -154,11 +154,10 @@ def is_plain_storage(request: A_ASSOCIATE) -> bool:
 class StorageReceiver:
     """Serves plain storage associations (see the module docstring); thread-safe."""
 
-    def __init__(self, policy: ReceiverPolicy, ae_title: str, store: StoreHandler) -> None:
+    def __init__(self, policy: ReceiverPolicy, store: StoreHandler) -> None:
         self.policy = policy
-        self.ae_title = ae_title
         self.store = store
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._open: set[socket.socket] = set()
         self._stopped = False
         #: associations this loop has served (the rest went to pynetdicom)
@@ -186,20 +185,25 @@ class StorageReceiver:
         try:
             _Association(self, sock, address, request).run()
         finally:
-            with self._lock:
-                self._open.discard(sock)
             with contextlib.suppress(OSError):
                 sock.close()
+            with self._lock:
+                self._open.discard(sock)
+                self._lock.notify_all()
         return True
 
-    def stop(self) -> None:
-        """End every open association (their threads see the connection close)."""
+    def stop(self, timeout: float = 30.0) -> None:
+        """End every open association and wait for their threads: an instance being stored
+        finishes its transaction before the catalog closes."""
         with self._lock:
             self._stopped = True
             sockets = list(self._open)
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+        with self._lock:
+            if not self._lock.wait_for(lambda: not self._open, timeout):
+                log.warning("%d storage associations still open at shutdown", len(self._open))
 
 
 class _Association:

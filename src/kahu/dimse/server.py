@@ -1,4 +1,8 @@
-"""The DIMSE server: one pynetdicom AE listening for associations in background threads."""
+"""The DIMSE server: one pynetdicom AE listening for associations in background threads.
+
+Each new connection goes first to Kahu's storage receive loop (:mod:`kahu.dimse.receiver`),
+which keeps the plain storage associations and leaves every other one to pynetdicom.
+"""
 
 from __future__ import annotations
 
@@ -84,7 +88,7 @@ class DicomServer:
             acse_timeout=30,
             other_associations=lambda: sum(1 for a in ae.active_associations if a.is_acceptor),
         )
-        receiver = StorageReceiver(policy, self.settings.ae_title, self.handlers.store_instance)
+        receiver = StorageReceiver(policy, self.handlers.store_instance)
         server = cast(
             _Server,
             ae.make_server(
