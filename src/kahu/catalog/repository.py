@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Select, bindparam, delete, func, select, update
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -371,10 +371,19 @@ class Catalog:
         return rows[0]
 
     def list_series(
-        self, *, limit: int = 100, offset: int = 0, dataset: str | None = None
+        self,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        dataset: str | None = None,
+        where: ColumnElement[bool] | None = None,
     ) -> tuple[list[SeriesRow], int]:
+        """A page of series, newest first, and how many there are; ``where`` is a condition
+        on the series table (a search query, :mod:`kahu.search.sql`)."""
         stmt = self._series_select()
         count_stmt = select(func.count(Series.id))
+        if where is not None:
+            stmt, count_stmt = stmt.where(where), count_stmt.where(where)
         if dataset is not None:
             members = (
                 select(DatasetSeries.series_pk)

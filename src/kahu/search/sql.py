@@ -1,0 +1,191 @@
+"""A query tree as a SQL condition on the ``series`` table, with bound parameters only.
+
+Document fields are read through the backend's JSON functions, one row per value, so a
+scalar and a list behave alike: SQLite's ``json_each`` and PostgreSQL's ``jsonb_path_query``
+(lax mode, ``[*]`` unwraps a list and leaves a scalar as it is). Field names come from the
+field registry, never from the query text, and are bound as parameters anyway.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Numeric,
+    and_,
+    case,
+    cast,
+    exists,
+    false,
+    func,
+    literal,
+    literal_column,
+    not_,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.dialects.postgresql import JSONPATH
+
+from kahu.catalog.tables import Dataset, DatasetSeries, Series
+from kahu.search.fields import Field, FieldType
+from kahu.search.query import And, Compare, Exists, Like, MatchAll, Node, Not, Or, Range, Value
+
+_OPS = {
+    (True, True): (">=", "<="),
+    (True, False): (">=", "<"),
+    (False, True): (">", "<="),
+    (False, False): (">", "<"),
+}
+
+
+def condition(node: Node, dialect: str) -> ColumnElement[bool]:
+    """The WHERE condition for ``node`` on ``dialect`` ('sqlite' or 'postgresql')."""
+    return _Builder(dialect).build(node)
+
+
+class _Builder:
+    def __init__(self, dialect: str) -> None:
+        self.postgres = dialect == "postgresql"
+
+    def build(self, node: Node) -> ColumnElement[bool]:
+        if isinstance(node, MatchAll):
+            return true()
+        if isinstance(node, And):
+            return and_(*(self.build(item) for item in node.items))
+        if isinstance(node, Or):
+            return or_(*(self.build(item) for item in node.items))
+        if isinstance(node, Not):
+            return not_(self.build(node.item))
+        if isinstance(node, Like):
+            return or_(*(self.like(field, node.pattern) for field in node.fields))
+        if isinstance(node, Exists):
+            return self.exists(node.field)
+        if isinstance(node, Compare):
+            return self.compare(node.field, node.value)
+        return self.range(node)
+
+    # -- the catalog's own columns -------------------------------------------------------------
+
+    def column(self, field: Field) -> Any:
+        return getattr(Series, field.column or "")
+
+    def column_value(self, field: Field, value: Value) -> Any:
+        if field.type is FieldType.DATETIME:
+            text = str(value).replace("T99", "T23:59:59.999999").removesuffix("Z")
+            moment = datetime.fromisoformat(text)
+            return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+        return value
+
+    def datasets(self, predicate: Any) -> ColumnElement[bool]:
+        return exists(
+            select(literal(1))
+            .select_from(DatasetSeries)
+            .join(Dataset, Dataset.id == DatasetSeries.dataset_pk)
+            .where(DatasetSeries.series_pk == Series.id, predicate(Dataset.name))
+        )
+
+    # -- the metadata document -----------------------------------------------------------------
+
+    def values(self, field: Field, predicate: Any) -> ColumnElement[bool]:
+        """Whether any value of ``field`` in the document satisfies ``predicate(value, kind)``;
+        ``kind`` is the JSON type name ('text', 'number', 'true', 'false', 'null')."""
+        if self.postgres:
+            path = cast(literal(f'$."{field.name}"[*]'), JSONPATH)
+            item = func.jsonb_path_query(Series.document, path).column_valued("v")
+            json_type = func.jsonb_typeof(item)
+            kind = case(
+                (json_type == "string", literal("text")),
+                (
+                    json_type == "boolean",
+                    case((item.op("#>>")(literal_column("'{}'")) == "true", "true"), else_="false"),
+                ),
+                else_=json_type,
+            )
+            text = item.op("#>>")(literal_column("'{}'"))
+            return exists(select(literal(1)).where(predicate(text, kind, item)))
+        each = func.json_each(Series.document, f'$."{field.name}"').table_valued("value", "type")
+        sqlite_kind = case(
+            (each.c.type.in_(("integer", "real")), literal("number")),
+            else_=each.c.type,
+        )
+        return exists(
+            select(literal(1))
+            .select_from(each)
+            .where(predicate(each.c.value, sqlite_kind, each.c.value))
+        )
+
+    def number(self, text: Any, kind: Any, raw: Any) -> Any:
+        if self.postgres:
+            return case((kind == "number", cast(text, Numeric)), else_=None)
+        return case((kind == "number", raw), else_=None)
+
+    # -- node kinds ----------------------------------------------------------------------------
+
+    def exists(self, field: Field) -> ColumnElement[bool]:
+        if field.column == "dataset":
+            return self.datasets(lambda name: true())
+        if field.column is not None:
+            present: ColumnElement[bool] = self.column(field).is_not(None)
+            return present
+        return self.values(field, lambda text, kind, raw: kind != "null")
+
+    def like(self, field: Field, pattern: str) -> ColumnElement[bool]:
+        def match(text: Any) -> Any:
+            if self.postgres:
+                return text.ilike(pattern, escape="\\")
+            return text.like(pattern, escape="\\")  # SQLite's LIKE ignores ASCII case
+
+        if field.column == "dataset":
+            return self.datasets(match)
+        if field.column is not None:
+            if field.type is FieldType.NUMBER:
+                return false()
+            matched: ColumnElement[bool] = match(self.column(field))
+            return matched
+        return self.values(field, lambda text, kind, raw: and_(kind == "text", match(text)))
+
+    def compare(self, field: Field, value: Value) -> ColumnElement[bool]:
+        if field.column == "dataset":
+            return self.datasets(lambda name: func.lower(name) == str(value).lower())
+        if field.column is not None:
+            equal: ColumnElement[bool] = self.column(field) == self.column_value(field, value)
+            return equal
+        if field.type is FieldType.BOOLEAN:
+            return self.values(
+                field, lambda text, kind, raw: kind == ("true" if value else "false")
+            )
+        if field.type is FieldType.NUMBER:
+            return self.values(field, lambda text, kind, raw: self.number(text, kind, raw) == value)
+        if field.type is FieldType.TEXT:
+            target = str(value).lower()
+            return self.values(
+                field, lambda text, kind, raw: and_(kind == "text", func.lower(text) == target)
+            )
+        return self.values(field, lambda text, kind, raw: and_(kind == "text", text == value))
+
+    def range(self, node: Range) -> ColumnElement[bool]:
+        low_op, high_op = _OPS[(node.include_low, node.include_high)]
+        field = node.field
+
+        def within(value: Any) -> Any:
+            parts = []
+            if node.low is not None:
+                parts.append(value.op(low_op)(self.bound(field, node.low)))
+            if node.high is not None:
+                parts.append(value.op(high_op)(self.bound(field, node.high)))
+            return and_(true(), *parts)
+
+        if field.column is not None:
+            bounded: ColumnElement[bool] = within(self.column(field))
+            return bounded
+        if field.type is FieldType.NUMBER:
+            return self.values(field, lambda text, kind, raw: within(self.number(text, kind, raw)))
+        return self.values(field, lambda text, kind, raw: and_(kind == "text", within(text)))
+
+    def bound(self, field: Field, value: Value) -> Any:
+        if field.column is not None:
+            return literal(self.column_value(field, value))
+        return literal(value)
