@@ -32,6 +32,7 @@ class TestHelp:
             ["serve"],
             ["import"],
             ["search"],
+            ["find"],
             ["users"],
             ["users", "add"],
             ["tokens"],
@@ -96,14 +97,44 @@ class TestImport:
 
 
 class TestSearch:
-    def test_search_by_attributes(self, tmp_path: Path) -> None:
+    def test_search_with_a_query(self, tmp_path: Path) -> None:
+        home = tmp_path / "home"
+        files = ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm"]
+        kahu(home, "import", *(str(sample_path(n)) for n in files))
+        code, out = kahu(home, "search", "Modality:(CT OR MR) AND StudyDate:[2004 TO *]", "--json")
+        assert code == 0
+        docs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        assert sorted(d["Modality"] for d in docs) == ["CT", "MR"]
+        assert all(d["instance_count"] == 1 for d in docs)
+        code, out = kahu(home, "search", "NOT Modality:CT", "--limit", "1")
+        assert code == 0
+        assert "1 of 2 series" in out
+        code, out = kahu(home, "search")
+        assert "3 of 3 series" in out
+
+    @pytest.mark.parametrize(
+        ("query", "message"),
+        [
+            ("Colour:red", "unknown field 'Colour' at position 1"),
+            ("Modality:(CT", "syntax error"),
+            ("Rows:many", "Rows takes a number"),
+        ],
+    )
+    def test_bad_search_queries_are_explained(
+        self, tmp_path: Path, query: str, message: str
+    ) -> None:
+        code, out = kahu(tmp_path / "home", "search", query)
+        assert code == 2
+        assert message in out
+
+    def test_find_by_matching_keys(self, tmp_path: Path) -> None:
         home = tmp_path / "home"
         kahu(home, "import", str(sample_path("CT_small.dcm")), str(sample_path("MR_small.dcm")))
-        code, out = kahu(home, "search", "Modality=CT", "--json")
+        code, out = kahu(home, "find", "Modality=CT", "--json")
         assert code == 0
         [row] = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         assert row["PatientID"] == "1CT1"
-        code, out = kahu(home, "search", "PatientName=compressed*", "--level", "study")
+        code, out = kahu(home, "find", "PatientName=compressed*", "--level", "study")
         assert "1CT1" in out
         assert "4MR1" in out
 
@@ -116,8 +147,10 @@ class TestSearch:
             (["--level", "galaxy"], "unknown level"),
         ],
     )
-    def test_bad_queries_are_explained(self, tmp_path: Path, args: list[str], message: str) -> None:
-        code, out = kahu(tmp_path / "home", "search", *args)
+    def test_bad_matching_keys_are_explained(
+        self, tmp_path: Path, args: list[str], message: str
+    ) -> None:
+        code, out = kahu(tmp_path / "home", "find", *args)
         assert code == 2
         assert message in out
 

@@ -174,6 +174,45 @@ def import_(
 @app.command()
 @_guard
 def search(
+    query: Annotated[
+        str,
+        typer.Argument(
+            help="Lucene query string over the series metadata, e.g. "
+            "'Modality:CT AND StudyDate:[2020 TO *] AND NOT SeriesDescription:*scout*'"
+        ),
+    ] = "*",
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 100,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document per line")] = False,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Find series with a query (syntax: docs/search.md); a table, or --json documents."""
+    from kahu.search import QueryError, search_series
+
+    with _open(_settings(home, database_url)) as kahu:
+        try:
+            rows, total = search_series(kahu.catalog, query, limit=limit, offset=offset)
+        except QueryError as exc:
+            _fail(str(exc))
+    for row in rows:
+        if as_json:
+            typer.echo(json.dumps(row.full_document(), default=str))
+        else:
+            cells = (
+                row.series_instance_uid,
+                row.modality or "",
+                row.document.get("StudyDate") or "",
+                str(row.instance_count),
+                row.series_description or "",
+            )
+            typer.echo("\t".join(cells))
+    typer.echo(f"{len(rows)} of {total} series", err=True)
+
+
+@app.command()
+@_guard
+def find(
     terms: Annotated[
         list[str] | None,
         typer.Argument(
@@ -187,7 +226,7 @@ def search(
     home: HomeOpt = None,
     database_url: DbOpt = None,
 ) -> None:
-    """Find patients, studies, series or instances by DICOM attributes."""
+    """Find patients, studies, series or instances by DICOM matching keys, as C-FIND does."""
     from kahu.catalog.dicom_query import Level
 
     filters: dict[str, str] = {}

@@ -143,6 +143,47 @@ class TestSeriesRoutes:
         )
         assert list(api.kahu.store.keys()) == []
 
+    def test_find_series_with_a_query(self, api: Api, series_uid: str) -> None:
+        _upload(api, {"mr.dcm": sample_path("MR_small.dcm").read_bytes()})
+
+        def find(q: str, **params: object) -> dict[str, object]:
+            response = api.client.get(
+                "/api/v1/series", params={"q": q, **params}, headers=api.headers()
+            )
+            assert response.status_code == 200, response.text
+            return response.json()  # type: ignore[no-any-return]
+
+        page = find("modality:ct AND BodyPartExamined:chest")
+        assert page["total"] == 1
+        assert [i["series_instance_uid"] for i in page["items"]] == [series_uid]  # type: ignore[union-attr]
+        assert find("Modality:(CT OR MR)", limit=1)["total"] == 2
+        assert len(find("Modality:(CT OR MR)", limit=1)["items"]) == 1  # type: ignore[arg-type]
+        assert find("NOT Modality:CT AND Rows:64")["total"] == 1
+        assert find("*")["total"] == 2
+
+    @pytest.mark.parametrize(
+        ("query", "message"),
+        [
+            ("Colour:red", "unknown field 'Colour' at position 1"),
+            ("Modality:(CT", "syntax error"),
+            ("StudyDate:[2021 TO 2020]", "empty range"),
+            ("Rows:[1 TO x]", "Rows takes a number, not 'x'"),
+            ("(" * 100 + "CT" + ")" * 100, "nested deeper"),
+            ("Modality:\"CT'; DROP TABLE series; --\" OR x' OR '1'='1", "syntax error"),
+        ],
+    )
+    def test_bad_queries_are_a_400_that_says_why(
+        self, api: Api, series_uid: str, query: str, message: str
+    ) -> None:
+        response = api.client.get("/api/v1/series", params={"q": query}, headers=api.headers())
+        assert response.status_code == 400, response.text
+        assert message in response.json()["detail"]
+        assert api.client.get("/api/v1/series", headers=api.headers()).json()["total"] == 1
+
+    def test_an_enormous_query_is_refused(self, api: Api) -> None:
+        response = api.client.get("/api/v1/series", params={"q": "x" * 5000}, headers=api.headers())
+        assert response.status_code == 422
+
     @pytest.mark.parametrize(
         ("url", "status"),
         [

@@ -24,6 +24,8 @@ from kahu.api.schemas import (
 from kahu.catalog.records import SeriesRow
 from kahu.dicom.uids import validate_uid
 from kahu.imports import FileReport, Importer
+from kahu.search.query import MAX_LENGTH, parse
+from kahu.search.sql import condition
 
 router = APIRouter(prefix="/api/v1")
 
@@ -63,15 +65,29 @@ def stats(kahu: KahuDep, _user: CurrentUser) -> StatsPublic:
     )
 
 
-@router.get("/series", response_model=SeriesPage, summary="List series, newest first")
+@router.get(
+    "/series",
+    response_model=SeriesPage,
+    summary="Find series with a query (Lucene syntax), newest first",
+    responses={400: {"description": "the query cannot be run; the message says why"}},
+)
 def list_series(
     kahu: KahuDep,
     _user: CurrentUser,
+    q: Annotated[
+        str,
+        Query(
+            max_length=MAX_LENGTH,
+            description="Lucene query string over the series metadata (docs/search.md); "
+            "empty or * for every series",
+        ),
+    ] = "",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
     dataset: Annotated[str | None, Query(max_length=64)] = None,
 ) -> SeriesPage:
-    rows, total = kahu.catalog.list_series(limit=limit, offset=offset, dataset=dataset)
+    where = condition(parse(q), kahu.db.engine.dialect.name)
+    rows, total = kahu.catalog.list_series(limit=limit, offset=offset, dataset=dataset, where=where)
     return SeriesPage(
         total=total, limit=limit, offset=offset, items=[_series_public(r) for r in rows]
     )
