@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from kahu import __version__
-from kahu.api import admin, routes
+from kahu.api import admin, routes, search
 from kahu.core import Kahu
 from kahu.dicomweb import router as dicomweb
 from kahu.dicomweb.stow import PayloadTooLarge, UnsupportedMediaType
@@ -78,6 +78,7 @@ def create_app(settings: Settings, kahu: Kahu | None = None) -> FastAPI:
         return {"status": "ok"}
 
     app.include_router(routes.router, tags=["catalog"])
+    app.include_router(search.router, tags=["search"])
     app.include_router(admin.router, tags=["accounts"])
     app.include_router(dicomweb.router)
     return app

@@ -98,7 +98,7 @@ def resolve(name: str) -> Field:
     canonical: list[str] = []
     vr = ""
     for index, part in enumerate(parts):
-        keyword = _KEYWORDS.get(part.lower())
+        keyword = _KEYWORDS.get(part.lower()) if part else None
         if vr == "PN" and part.lower() in _PN_PARTS and index == len(parts) - 1:
             canonical.append(_PN_PARTS[part.lower()])
             return Field(".".join(canonical), FieldType.TEXT)
