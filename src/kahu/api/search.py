@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from kahu.api.deps import CurrentUser, KahuDep
+from kahu.search import aggregations as agg
 from kahu.search.facts import field_counts, field_values
+from kahu.search.query import MAX_LENGTH
 
 router = APIRouter(prefix="/api/v1")
 
@@ -50,3 +52,87 @@ def list_field_values(
 ) -> list[ValuePublic]:
     values = field_values(kahu.catalog, name, prefix=prefix, limit=limit)
     return [ValuePublic(value=v.value, series=v.series) for v in values]
+
+
+class TermsFacet(BaseModel):
+    type: Literal["terms"]
+    field: str = Field(max_length=256)
+    size: int = Field(default=10, ge=1, le=1000)
+
+
+class HistogramFacet(BaseModel):
+    type: Literal["histogram"]
+    field: str = Field(max_length=256)
+    interval: float = Field(gt=0)
+
+
+class DateHistogramFacet(BaseModel):
+    type: Literal["date_histogram"]
+    field: str = Field(max_length=256)
+    interval: Literal["year", "month", "day"] = "year"
+
+
+class DistinctFacet(BaseModel):
+    type: Literal["distinct"]
+    of: Literal["patients", "studies", "series"]
+
+
+FacetRequest = Annotated[
+    TermsFacet | HistogramFacet | DateHistogramFacet | DistinctFacet, Field(discriminator="type")
+]
+
+
+class AggregationRequest(BaseModel):
+    q: str = Field(default="", max_length=MAX_LENGTH, description="Lucene query (docs/search.md)")
+    facets: dict[str, FacetRequest] = Field(default_factory=dict, max_length=agg.MAX_FACETS)
+
+
+class BucketPublic(BaseModel):
+    key: Any
+    count: int
+
+
+class FacetPublic(BaseModel):
+    buckets: list[BucketPublic]
+    missing: int | None = None
+    count: int | None = None
+
+
+class AggregationResponse(BaseModel):
+    total: int
+    facets: dict[str, FacetPublic]
+
+
+def _facet(request: TermsFacet | HistogramFacet | DateHistogramFacet | DistinctFacet) -> agg.Facet:
+    if isinstance(request, TermsFacet):
+        return agg.Terms(request.field, request.size)
+    if isinstance(request, HistogramFacet):
+        return agg.Histogram(request.field, request.interval)
+    if isinstance(request, DateHistogramFacet):
+        return agg.DateHistogram(request.field, request.interval)
+    return agg.Distinct(request.of)
+
+
+@router.post(
+    "/aggregations",
+    response_model=AggregationResponse,
+    summary="Count the series a query matches and draw facets over them, in one call",
+    responses={400: {"description": "the query or a facet cannot be run; the message says why"}},
+)
+def aggregations(
+    body: AggregationRequest, kahu: KahuDep, _user: CurrentUser
+) -> AggregationResponse:
+    total, results = agg.aggregate(
+        kahu.catalog, body.q, {name: _facet(f) for name, f in body.facets.items()}
+    )
+    return AggregationResponse(
+        total=total,
+        facets={
+            name: FacetPublic(
+                buckets=[BucketPublic(key=b.key, count=b.count) for b in r.buckets],
+                missing=r.missing,
+                count=r.count,
+            )
+            for name, r in results.items()
+        },
+    )

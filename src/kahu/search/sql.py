@@ -8,6 +8,7 @@ field registry, never from the query text, and are bound as parameters anyway.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,35 @@ _OPS = {
     (False, True): (">", "<="),
     (False, False): (">", "<"),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Expansion:
+    """One row per value of a document field, to join laterally to ``series``: the FROM item,
+    the value (numbers as numbers), its text, and its kind ('text', 'number', 'true', 'false',
+    'null')."""
+
+    source: Any
+    value: Any
+    text: Any
+    kind: Any
+
+
+def expand(field: Field, dialect: str) -> Expansion:
+    if dialect == "postgresql":
+        path = cast(literal(f'$."{field.name}"[*]'), JSONPATH)
+        items = func.jsonb_path_query(Series.document, path).table_valued("v").render_derived("j")
+        json_type = func.jsonb_typeof(items.c.v)
+        text = items.c.v.op("#>>")(literal_column("'{}'"))
+        kind = case(
+            (json_type == "string", literal("text")),
+            (json_type == "boolean", case((text == "true", "true"), else_="false")),
+            else_=json_type,
+        )
+        return Expansion(items, items.c.v, text, kind)
+    each = func.json_each(Series.document, f'$."{field.name}"').table_valued("value", "type")
+    kind = case((each.c.type.in_(("integer", "real")), literal("number")), else_=each.c.type)
+    return Expansion(each, each.c.value, each.c.value, kind)
 
 
 def condition(node: Node, dialect: str) -> ColumnElement[bool]:

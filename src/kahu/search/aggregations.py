@@ -1,0 +1,192 @@
+"""Facets over the series a query matches: what a dashboard draws, in one call.
+
+- ``terms``: the commonest values of a field (a multi-valued field counts each series once per
+  value) and how many matched series have no value;
+- ``histogram``: numbers in buckets of a fixed width (``PatientAge`` by 10 years);
+- ``date_histogram``: dates and date-times by ``year``, ``month`` or ``day``;
+- ``distinct``: how many patients, studies or series match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import Integer, Numeric, case, cast, func, select, true
+
+from kahu.catalog.repository import Catalog
+from kahu.catalog.tables import Dataset, DatasetSeries, Series, Study
+from kahu.errors import InvalidInput
+from kahu.search.fields import Field, FieldType, resolve
+from kahu.search.query import parse
+from kahu.search.sql import condition, expand
+
+MAX_FACETS = 20
+_PREFIX = {"year": 4, "month": 7, "day": 10}
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    field: str
+    size: int = 10
+    kind: Literal["terms"] = "terms"
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    field: str
+    interval: float
+    kind: Literal["histogram"] = "histogram"
+
+
+@dataclass(frozen=True, slots=True)
+class DateHistogram:
+    field: str
+    interval: Literal["year", "month", "day"] = "year"
+    kind: Literal["date_histogram"] = "date_histogram"
+
+
+@dataclass(frozen=True, slots=True)
+class Distinct:
+    of: Literal["patients", "studies", "series"]
+    kind: Literal["distinct"] = "distinct"
+
+
+Facet = Terms | Histogram | DateHistogram | Distinct
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    key: Any
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class FacetResult:
+    buckets: list[Bucket]
+    missing: int | None = None  # matched series without a value (terms and histograms)
+    count: int | None = None  # distinct
+
+
+def aggregate(
+    catalog: Catalog, query: str, facets: dict[str, Facet]
+) -> tuple[int, dict[str, FacetResult]]:
+    """How many series ``query`` matches and each facet over them."""
+    if len(facets) > MAX_FACETS:
+        raise InvalidInput(f"at most {MAX_FACETS} facets in one request")
+    dialect = catalog.db.engine.dialect.name
+    where = condition(parse(query), dialect)
+    plans = {name: _Plan(facet, dialect) for name, facet in facets.items()}
+    with catalog.db.read() as s:
+        total = int(s.scalar(select(func.count(Series.id)).where(where)) or 0)
+        return total, {name: plan.run(s, where, total) for name, plan in plans.items()}
+
+
+class _Plan:
+    def __init__(self, facet: Facet, dialect: str) -> None:
+        self.facet = facet
+        self.postgres = dialect == "postgresql"
+        self.dialect = dialect
+        self.field: Field | None = None
+        if not isinstance(facet, Distinct):
+            self.field = resolve(facet.field)
+            self.check()
+
+    def check(self) -> None:
+        assert self.field is not None
+        facet, kind = self.facet, self.field.type
+        if isinstance(facet, Terms) and not 1 <= facet.size <= 1000:
+            raise InvalidInput("terms size must be between 1 and 1000")
+        if isinstance(facet, Histogram):
+            if kind is not FieldType.NUMBER:
+                raise InvalidInput(f"a histogram needs a number field; {self.field.name} is {kind}")
+            if not facet.interval > 0:
+                raise InvalidInput("a histogram interval must be above 0")
+        if isinstance(facet, DateHistogram):
+            if kind not in (FieldType.DATE, FieldType.DATETIME):
+                raise InvalidInput(
+                    f"a date histogram needs a date field; {self.field.name} is {kind}"
+                )
+            if facet.interval not in _PREFIX:
+                raise InvalidInput("a date histogram interval is year, month or day")
+
+    def run(self, s: Any, where: Any, total: int) -> FacetResult:
+        if isinstance(self.facet, Distinct):
+            return FacetResult([], count=self.distinct(s, where, self.facet.of))
+        assert self.field is not None
+        key, joins, present = self.key(self.field)
+        base = select(func.count(func.distinct(Series.id))).select_from(Series)
+        grouped = select(key, func.count(func.distinct(Series.id))).select_from(Series)
+        for target, onclause in joins:
+            base, grouped = base.join(target, onclause), grouped.join(target, onclause)
+        having = int(s.scalar(base.where(where, present)) or 0)
+        grouped = grouped.where(where, present).group_by(key)
+        if isinstance(self.facet, Terms):
+            grouped = grouped.order_by(func.count(func.distinct(Series.id)).desc(), key)
+            grouped = grouped.limit(self.facet.size)
+        else:
+            grouped = grouped.order_by(key)
+        buckets = [Bucket(self.clean(k), int(n)) for k, n in s.execute(grouped).all()]
+        return FacetResult(buckets, missing=total - having)
+
+    def key(self, field: Field) -> tuple[Any, list[tuple[Any, Any]], Any]:
+        """The bucket key, the joins that provide it, and the condition 'has a value'."""
+        facet = self.facet
+        if field.column == "dataset":
+            joins = [
+                (DatasetSeries, DatasetSeries.series_pk == Series.id),
+                (Dataset, Dataset.id == DatasetSeries.dataset_pk),
+            ]
+            return Dataset.name, joins, true()
+        if field.column is not None:
+            column = getattr(Series, field.column)
+            return self.bucket(column), [], column.is_not(None)
+        values = expand(field, self.dialect)
+        joins = [(values.source, true())]  # lateral: each series' own values
+        if isinstance(facet, Histogram):
+            number = case((values.kind == "number", values.value), else_=None)
+            if self.postgres:
+                number = case((values.kind == "number", cast(values.text, Numeric)), else_=None)
+            return self.bucket(number), joins, values.kind == "number"
+        if isinstance(facet, DateHistogram):
+            return self.bucket(values.text), joins, values.kind == "text"
+        return values.value, joins, values.kind != "null"
+
+    def bucket(self, value: Any) -> Any:
+        facet = self.facet
+        if isinstance(facet, Histogram):
+            ratio = value / facet.interval
+            if self.postgres:
+                return func.floor(ratio) * facet.interval
+            whole = cast(ratio, Integer)
+            return (whole - case((ratio < whole, 1), else_=0)) * facet.interval
+        if isinstance(facet, DateHistogram):
+            length = _PREFIX[facet.interval]
+            if self.field is not None and self.field.column is not None:
+                fmt = {"year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d"}[facet.interval]
+                if self.postgres:
+                    pg = {"year": "YYYY", "month": "YYYY-MM", "day": "YYYY-MM-DD"}[facet.interval]
+                    return func.to_char(func.timezone("UTC", value), pg)
+                return func.strftime(fmt, value)
+            return func.substr(value, 1, length)
+        return value
+
+    def clean(self, key: Any) -> Any:
+        if isinstance(self.facet, Histogram) and key is not None:
+            number = float(key)
+            return int(number) if number.is_integer() else number
+        return key
+
+    @staticmethod
+    def distinct(s: Any, where: Any, of: str) -> int:
+        if of == "series":
+            stmt = select(func.count(Series.id))
+        elif of == "studies":
+            stmt = select(func.count(func.distinct(Series.study_pk)))
+        elif of == "patients":
+            stmt = select(func.count(func.distinct(Study.patient_pk))).join(
+                Study, Study.id == Series.study_pk
+            )
+        else:
+            raise InvalidInput("distinct counts patients, studies or series")
+        return int(s.scalar(stmt.select_from(Series).where(where)) or 0)
