@@ -183,17 +183,21 @@ def search(
     ] = "*",
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 100,
     offset: Annotated[int, typer.Option(min=0)] = 0,
+    sort: Annotated[
+        str, typer.Option(help="fields, comma-separated, '-' for descending: -StudyDate,Modality")
+    ] = "",
     as_json: Annotated[bool, typer.Option("--json", help="one JSON document per line")] = False,
     home: HomeOpt = None,
     database_url: DbOpt = None,
 ) -> None:
     """Find series with a query (syntax: docs/search.md); a table, or --json documents."""
-    from kahu.search import QueryError, search_series
+    from kahu.errors import InvalidInput
+    from kahu.search import search_series
 
     with _open(_settings(home, database_url)) as kahu:
         try:
-            rows, total = search_series(kahu.catalog, query, limit=limit, offset=offset)
-        except QueryError as exc:
+            rows, total = search_series(kahu.catalog, query, limit=limit, offset=offset, sort=sort)
+        except InvalidInput as exc:
             _fail(str(exc))
     for row in rows:
         if as_json:

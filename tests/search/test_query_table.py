@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from kahu.core import Kahu
+from kahu.errors import InvalidInput
 from kahu.search import QueryError, search_series
 from tests.search.conftest import FIXTURE
 
@@ -161,3 +162,54 @@ BAD = [
 def test_bad_queries_are_refused_with_a_reason(sqlite_kahu: Kahu, query: str, message: str) -> None:
     with pytest.raises(QueryError, match=message.replace("(", r"\(").replace("[", r"\[")):
         search_series(sqlite_kahu.catalog, query)
+
+
+@pytest.mark.parametrize(
+    ("query", "sort", "expected"),
+    [
+        (
+            "Modality:CT",
+            "StudyDate",
+            ["ct_ge", "ect", "ct_lung", "ct_abdomen", "ct_scout", "ct_chest"],
+        ),
+        (
+            "*",
+            "-PatientAge",
+            # series without an age come last, newest first
+            [
+                "seg_liver",
+                "ect",
+                "ct_scout",
+                "ct_chest",
+                "ct_abdomen",
+                "ct_lung",
+                "ct_ge",
+                "sr",
+                "rtdose",
+                "mr_head",
+                "mr_small",
+            ],
+        ),
+        ("Modality:(MR OR SEG)", "modality, -studydate", ["mr_small", "mr_head", "seg_liver"]),
+        ("Modality:CT AND StudyDate:2021", "-received_at", ["ct_scout", "ct_chest"]),
+    ],
+)
+def test_sorted_results(
+    catalog: tuple[Kahu, dict[str, str]], query: str, sort: str, expected: list[str]
+) -> None:
+    kahu, labels = catalog
+    rows, _ = search_series(kahu.catalog, query, sort=sort)
+    assert [labels[r.series_instance_uid] for r in rows] == expected
+
+
+@pytest.mark.parametrize(
+    ("sort", "message"),
+    [
+        ("Colour", "unknown field 'Colour'"),
+        ("dataset", "cannot be sorted"),
+        (",".join("x" * 9), "8 fields"),
+    ],
+)
+def test_bad_sorts_say_why(sqlite_kahu: Kahu, sort: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        search_series(sqlite_kahu.catalog, "", sort=sort)

@@ -24,6 +24,7 @@ from kahu.api.schemas import (
 from kahu.catalog.records import SeriesRow
 from kahu.dicom.uids import validate_uid
 from kahu.imports import FileReport, Importer
+from kahu.search import sort_keys
 from kahu.search.query import MAX_LENGTH, parse
 from kahu.search.sql import condition
 
@@ -85,9 +86,23 @@ def list_series(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
     dataset: Annotated[str | None, Query(max_length=64)] = None,
+    sort: Annotated[
+        str,
+        Query(
+            max_length=512,
+            description="fields to sort by, comma-separated, '-' for descending "
+            "(e.g. '-StudyDate,SeriesNumber'); newest first by default and for ties",
+        ),
+    ] = "",
 ) -> SeriesPage:
-    where = condition(parse(q), kahu.db.engine.dialect.name)
-    rows, total = kahu.catalog.list_series(limit=limit, offset=offset, dataset=dataset, where=where)
+    dialect = kahu.db.engine.dialect.name
+    rows, total = kahu.catalog.list_series(
+        limit=limit,
+        offset=offset,
+        dataset=dataset,
+        where=condition(parse(q), dialect),
+        order=sort_keys(sort, dialect),
+    )
     return SeriesPage(
         total=total, limit=limit, offset=offset, items=[_series_public(r) for r in rows]
     )

@@ -377,9 +377,11 @@ class Catalog:
         offset: int = 0,
         dataset: str | None = None,
         where: ColumnElement[bool] | None = None,
+        order: Sequence[Any] = (),
     ) -> tuple[list[SeriesRow], int]:
-        """A page of series, newest first, and how many there are; ``where`` is a condition
-        on the series table (a search query, :mod:`kahu.search.sql`)."""
+        """A page of series and how many there are; ``where`` is a condition on the series
+        table (a search query, :mod:`kahu.search.sql`), ``order`` sort keys before the default
+        newest first."""
         stmt = self._series_select()
         count_stmt = select(func.count(Series.id))
         if where is not None:
@@ -392,7 +394,7 @@ class Catalog:
             )
             stmt = stmt.where(Series.id.in_(members))
             count_stmt = count_stmt.where(Series.id.in_(members))
-        stmt = stmt.order_by(Series.received_at.desc(), Series.id.desc()).limit(limit)
+        stmt = stmt.order_by(*order, Series.received_at.desc(), Series.id.desc()).limit(limit)
         with self.db.read() as s:
             return self._series_rows(s, stmt.offset(offset)), s.scalar(count_stmt) or 0
 

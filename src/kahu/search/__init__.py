@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from kahu.catalog.records import SeriesRow
 from kahu.catalog.repository import Catalog
+from kahu.errors import InvalidInput
 from kahu.search.query import QueryError, parse
-from kahu.search.sql import condition
+from kahu.search.sql import condition, sort_key
 
-__all__ = ["QueryError", "search_series"]
+__all__ = ["QueryError", "search_series", "sort_keys"]
 
 
 def search_series(
-    catalog: Catalog, query: str, *, limit: int = 100, offset: int = 0
+    catalog: Catalog, query: str, *, limit: int = 100, offset: int = 0, sort: str = ""
 ) -> tuple[list[SeriesRow], int]:
-    """The series ``query`` matches, newest first (a page), and how many match in all.
+    """The series ``query`` matches (a page) and how many match in all.
 
-    Raises :class:`QueryError` (HTTP 400) for a query that cannot be run.
+    ``sort`` is a comma-separated list of fields, ``-`` before one for descending; ties and
+    the default go newest first. Raises :class:`~kahu.errors.InvalidInput` (HTTP 400) for a
+    query or sort that cannot be run.
     """
-    where = condition(parse(query), catalog.db.engine.dialect.name)
-    return catalog.list_series(limit=limit, offset=offset, where=where)
+    dialect = catalog.db.engine.dialect.name
+    where = condition(parse(query), dialect)
+    return catalog.list_series(
+        limit=limit, offset=offset, where=where, order=sort_keys(sort, dialect)
+    )
+
+
+def sort_keys(sort: str, dialect: str) -> list[Any]:
+    specs = [spec.strip() for spec in sort.split(",") if spec.strip()]
+    if len(specs) > 8:
+        raise InvalidInput("sort by 8 fields at most")
+    return [sort_key(spec, dialect) for spec in specs]

@@ -31,7 +31,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONPATH
 
 from kahu.catalog.tables import Dataset, DatasetSeries, Series
-from kahu.search.fields import Field, FieldType
+from kahu.errors import InvalidInput
+from kahu.search.fields import Field, FieldType, resolve
 from kahu.search.query import And, Compare, Exists, Like, MatchAll, Node, Not, Or, Range, Value
 
 _OPS = {
@@ -219,3 +220,19 @@ class _Builder:
         if field.column is not None:
             return literal(self.column_value(field, value))
         return literal(value)
+
+
+def sort_key(spec: str, dialect: str) -> Any:
+    """An ORDER BY term for ``Field`` (ascending) or ``-Field`` (descending); series without
+    the field come last either way."""
+    descending = spec.startswith("-")
+    field = resolve(spec.removeprefix("-").removeprefix("+"))
+    if field.column == "dataset":
+        raise InvalidInput("series cannot be sorted by dataset")
+    if field.column is not None:
+        key: Any = getattr(Series, field.column)
+    elif dialect == "postgresql":
+        key = Series.document[field.name]  # jsonb orders numbers as numbers, text as text
+    else:
+        key = func.json_extract(Series.document, f'$."{field.name}"')
+    return (key.desc() if descending else key.asc()).nulls_last()
