@@ -192,7 +192,7 @@ def search(
 ) -> None:
     """Find series with a query (syntax: docs/search.md); a table, or --json documents."""
     from kahu.errors import InvalidInput
-    from kahu.search import search_series
+    from kahu.search.series import search_series
 
     with _open(_settings(home, database_url)) as kahu:
         try:

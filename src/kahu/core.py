@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from kahu.auth.users import Accounts
+from kahu.catalog.curation import Curation
 from kahu.catalog.database import Database, make_engine, migrate
 from kahu.catalog.dicom_query import DicomQuery
 from kahu.catalog.ingest import Ingestor
@@ -30,6 +31,7 @@ class Kahu:
         migrate(engine)
         self.db = Database(engine)
         self.catalog = Catalog(self.db)
+        self.curation = Curation(self.catalog)
         self.store = FilesystemBlobStore(settings.blob_root, fsync=settings.fsync)
         self.events = EventBus()
         self.ingestor = Ingestor(self.catalog, self.store, self.events)

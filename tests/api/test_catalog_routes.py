@@ -51,7 +51,9 @@ class TestUpload:
             "bundle.zip:a/ct-again.dcm": "duplicate",
         }
         datasets = api.client.get("/api/v1/datasets", headers=api.headers()).json()
-        assert datasets == [{"name": "UPLOADS", "origin": "upload", "series_count": 2}]
+        assert [(d["name"], d["kind"], d["origin"], d["series_count"]) for d in datasets] == [
+            ("UPLOADS", "explicit", "upload", 2)
+        ]
 
     def test_raw_dicom_body(self, api: Api) -> None:
         response = api.client.post(

@@ -10,7 +10,8 @@ import pytest
 
 from kahu.core import Kahu
 from kahu.errors import InvalidInput
-from kahu.search import QueryError, search_series
+from kahu.search.query import QueryError
+from kahu.search.series import search_series
 from tests.search.conftest import FIXTURE
 
 ALL = set(FIXTURE)

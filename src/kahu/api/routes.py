@@ -12,7 +12,6 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from kahu.api.deps import AdminUser, CurrentUser, KahuDep
 from kahu.api.schemas import (
-    DatasetPublic,
     Document,
     FileReportPublic,
     InstancePublic,
@@ -24,8 +23,9 @@ from kahu.api.schemas import (
 from kahu.catalog.records import SeriesRow
 from kahu.dicom.uids import validate_uid
 from kahu.imports import FileReport, Importer
-from kahu.search import sort_keys
-from kahu.search.query import MAX_LENGTH, parse
+from kahu.search.fields import resolve
+from kahu.search.query import MAX_LENGTH, And, Compare, parse
+from kahu.search.series import sort_keys
 from kahu.search.sql import condition
 
 router = APIRouter(prefix="/api/v1")
@@ -96,11 +96,13 @@ def list_series(
     ] = "",
 ) -> SeriesPage:
     dialect = kahu.db.engine.dialect.name
+    node = parse(q)
+    if dataset is not None:  # explicit, frozen or query-defined alike
+        node = And((node, Compare(resolve("dataset"), dataset)))
     rows, total = kahu.catalog.list_series(
         limit=limit,
         offset=offset,
-        dataset=dataset,
-        where=condition(parse(q), dialect),
+        where=condition(node, dialect, kahu.curation.dynamic_queries()),
         order=sort_keys(sort, dialect),
     )
     return SeriesPage(
@@ -141,11 +143,6 @@ def series_instances(series_uid: str, kahu: KahuDep, _user: CurrentUser) -> list
 def delete_series(series_uid: str, kahu: KahuDep, _admin: AdminUser) -> Response:
     kahu.ingestor.delete_series(series_uid)
     return Response(status_code=204)
-
-
-@router.get("/datasets", response_model=list[DatasetPublic])
-def list_datasets(kahu: KahuDep, _user: CurrentUser) -> list[DatasetPublic]:
-    return [DatasetPublic(name=n, origin=o, series_count=c) for n, o, c in kahu.catalog.datasets()]
 
 
 def _summary(reports: list[FileReport]) -> UploadReport:

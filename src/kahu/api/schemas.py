@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -41,7 +41,12 @@ class InstancePublic(BaseModel):
 
 class DatasetPublic(BaseModel):
     name: str
+    kind: Literal["explicit", "query", "frozen"]
     origin: str
+    description: str
+    query: str | None
+    frozen_at: datetime | None
+    created_at: datetime
     series_count: int
 
 

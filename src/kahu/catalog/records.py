@@ -80,11 +80,13 @@ class SeriesRow:
     updated_at: datetime
     datasets: list[str] = field(default_factory=list)
     document: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
 
     def full_document(self) -> dict[str, Any]:
         """The stored document with the derived fields that change as instances arrive."""
         doc = dict(self.document)
         doc["dataset"] = self.datasets
+        doc["tags"] = self.tags
         doc["instance_count"] = self.instance_count
         doc["size_bytes"] = self.size_bytes
         doc["received_at"] = self.received_at.isoformat().replace("+00:00", "Z")

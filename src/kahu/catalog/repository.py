@@ -20,6 +20,7 @@ from kahu.catalog.tables import (
     Instance,
     Patient,
     Series,
+    SeriesTag,
     Study,
     utcnow,
 )
@@ -275,6 +276,10 @@ class Catalog:
             self._join_dataset(conn, name, series_pk, origin)
         self._members.add((name, series_pk))
 
+    def forget_dataset_members(self) -> None:
+        """Drop the ingest path's memory of dataset memberships (after removals)."""
+        self._members.clear()
+
     def _join_dataset(self, conn: Connection, name: str, series_pk: int, origin: str) -> None:
         conn.execute(
             self._insert(Dataset)
@@ -344,6 +349,13 @@ class Catalog:
             .order_by(Dataset.name)
         ):
             names.setdefault(series_pk, []).append(name)
+        tags: dict[int, list[str]] = {}
+        for series_pk, tag in s.execute(
+            select(SeriesTag.series_pk, SeriesTag.tag)
+            .where(SeriesTag.series_pk.in_(pks))
+            .order_by(SeriesTag.tag)
+        ):
+            tags.setdefault(series_pk, []).append(tag)
         return [
             SeriesRow(
                 series_instance_uid=series.series_instance_uid,
@@ -357,6 +369,7 @@ class Catalog:
                 updated_at=series.updated_at,
                 datasets=names.get(series.id, []),
                 document=series.document,
+                tags=tags.get(series.id, []),
             )
             for series, study_uid, patient_id in rows
         ]

@@ -155,6 +155,10 @@ class Dataset(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     origin: Mapped[str] = mapped_column(String(16), default="manual")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: the Lucene query that defines the dataset: its series are what it matches now, unless
+    #: the dataset was frozen (then its series rows hold what it matched at ``frozen_at``)
+    query: Mapped[str | None] = mapped_column(Text)
+    frozen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class DatasetSeries(Base):
@@ -167,6 +171,18 @@ class DatasetSeries(Base):
     series_pk: Mapped[int] = mapped_column(
         ForeignKey("series.id", ondelete="CASCADE"), primary_key=True
     )
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SeriesTag(Base):
+    """Free-text curation tags on series (searchable as the field ``tags``)."""
+
+    __tablename__ = "series_tags"
+    __table_args__ = (Index("ix_series_tags_tag", "tag"),)
+    series_pk: Mapped[int] = mapped_column(
+        ForeignKey("series.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
     added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

@@ -38,6 +38,7 @@ MAX_DEPTH = 3
 #: Fields Kahu adds to every series document; documented for users in docs/metadata.md.
 DERIVED_FIELDS: dict[str, str] = {
     "dataset": "names of the datasets the series belongs to (called AE title at ingest, ...)",
+    "tags": "free-text curation tags on the series",
     "received_at": "UTC time the first instance of the series arrived",
     "updated_at": "UTC time the latest instance of the series arrived",
     "instance_count": "number of instances stored for the series",

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Integer, Numeric, case, cast, func, select, true
 
+from kahu.catalog.curation import Curation
 from kahu.catalog.repository import Catalog
 from kahu.catalog.tables import Dataset, DatasetSeries, Series, Study
 from kahu.errors import InvalidInput
@@ -75,7 +76,7 @@ def aggregate(
     if len(facets) > MAX_FACETS:
         raise InvalidInput(f"at most {MAX_FACETS} facets in one request")
     dialect = catalog.db.engine.dialect.name
-    where = condition(parse(query), dialect)
+    where = condition(parse(query), dialect, Curation(catalog).dynamic_queries())
     plans = {name: _Plan(facet, dialect) for name, facet in facets.items()}
     with catalog.db.read() as s:
         total = int(s.scalar(select(func.count(Series.id)).where(where)) or 0)

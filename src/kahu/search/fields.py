@@ -48,6 +48,7 @@ _VR_TYPES = {
 }
 _DERIVED_TYPES = {
     "dataset": Field("dataset", FieldType.TEXT, column="dataset"),
+    "tags": Field("tags", FieldType.TEXT, column="tags"),
     "received_at": Field("received_at", FieldType.DATETIME, column="received_at"),
     "updated_at": Field("updated_at", FieldType.DATETIME, column="updated_at"),
     "instance_count": Field("instance_count", FieldType.NUMBER, column="instance_count"),
@@ -82,6 +83,7 @@ DESCRIPTIVE = (
     "roi_names",
     "code_meanings",
     "dataset",
+    "tags",
 )
 
 

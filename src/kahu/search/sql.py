@@ -8,6 +8,8 @@ field registry, never from the query text, and are bound as parameters anyway.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,10 +32,40 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONPATH
 
-from kahu.catalog.tables import Dataset, DatasetSeries, Series
+from kahu.catalog.tables import Dataset, DatasetSeries, Series, SeriesTag
 from kahu.errors import InvalidInput
 from kahu.search.fields import Field, FieldType, resolve
-from kahu.search.query import And, Compare, Exists, Like, MatchAll, Node, Not, Or, Range, Value
+from kahu.search.query import (
+    And,
+    Compare,
+    Exists,
+    Like,
+    MatchAll,
+    Node,
+    Not,
+    Or,
+    Range,
+    Value,
+    parse,
+)
+
+_MEMBERSHIP = frozenset({"dataset", "tags"})
+
+
+def _like_regex(pattern: str) -> str:
+    """A LIKE pattern (escape backslash) as a regular expression."""
+    out, chars = [], iter(pattern)
+    for char in chars:
+        if char == "\\":
+            out.append(re.escape(next(chars, "\\")))
+        elif char == "%":
+            out.append(".*")
+        elif char == "_":
+            out.append(".")
+        else:
+            out.append(re.escape(char))
+    return "".join(out)
+
 
 _OPS = {
     (True, True): (">=", "<="),
@@ -72,14 +104,23 @@ def expand(field: Field, dialect: str) -> Expansion:
     return Expansion(each, each.c.value, each.c.value, kind)
 
 
-def condition(node: Node, dialect: str) -> ColumnElement[bool]:
-    """The WHERE condition for ``node`` on ``dialect`` ('sqlite' or 'postgresql')."""
-    return _Builder(dialect).build(node)
+def condition(
+    node: Node, dialect: str, dynamic: Mapping[str, str] | None = None
+) -> ColumnElement[bool]:
+    """The WHERE condition for ``node`` on ``dialect`` ('sqlite' or 'postgresql').
+
+    ``dynamic`` maps the lower-case names of query-defined datasets to their queries:
+    ``dataset:NAME`` then also matches what NAME's query matches (a dataset whose query
+    leads back to itself is refused).
+    """
+    return _Builder(dialect, dynamic or {}).build(node)
 
 
 class _Builder:
-    def __init__(self, dialect: str) -> None:
+    def __init__(self, dialect: str, dynamic: Mapping[str, str]) -> None:
         self.postgres = dialect == "postgresql"
+        self.dynamic = dynamic
+        self.expanding: list[str] = []
 
     def build(self, node: Node) -> ColumnElement[bool]:
         if isinstance(node, MatchAll):
@@ -110,13 +151,37 @@ class _Builder:
             return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
         return value
 
-    def datasets(self, predicate: Any) -> ColumnElement[bool]:
-        return exists(
+    def members(
+        self, field: Field, predicate: Any, names: Callable[[str], bool] | None = None
+    ) -> ColumnElement[bool]:
+        """Series tagged with, or in a dataset named by, something ``predicate`` accepts;
+        ``names`` picks the query datasets to expand (``dataset`` only)."""
+        if field.column == "tags":
+            return exists(
+                select(literal(1)).where(SeriesTag.series_pk == Series.id, predicate(SeriesTag.tag))
+            )
+        listed = exists(
             select(literal(1))
             .select_from(DatasetSeries)
             .join(Dataset, Dataset.id == DatasetSeries.dataset_pk)
             .where(DatasetSeries.series_pk == Series.id, predicate(Dataset.name))
         )
+        expanded = [
+            self.expand_dataset(name)
+            for name in sorted(self.dynamic)
+            if names is None or names(name)
+        ]
+        return or_(listed, *expanded)
+
+    def expand_dataset(self, name: str) -> ColumnElement[bool]:
+        if name in self.expanding:
+            chain = " -> ".join([*self.expanding, name])
+            raise InvalidInput(f"dataset queries refer to each other in a circle: {chain}")
+        self.expanding.append(name)
+        try:
+            return self.build(parse(self.dynamic[name]))
+        finally:
+            self.expanding.pop()
 
     # -- the metadata document -----------------------------------------------------------------
 
@@ -156,8 +221,8 @@ class _Builder:
     # -- node kinds ----------------------------------------------------------------------------
 
     def exists(self, field: Field) -> ColumnElement[bool]:
-        if field.column == "dataset":
-            return self.datasets(lambda name: true())
+        if field.column in _MEMBERSHIP:
+            return self.members(field, lambda name: true())
         if field.column is not None:
             present: ColumnElement[bool] = self.column(field).is_not(None)
             return present
@@ -169,8 +234,9 @@ class _Builder:
                 return text.ilike(pattern, escape="\\")
             return text.like(pattern, escape="\\")  # SQLite's LIKE ignores ASCII case
 
-        if field.column == "dataset":
-            return self.datasets(match)
+        if field.column in _MEMBERSHIP:
+            compiled = re.compile(_like_regex(pattern), re.IGNORECASE | re.DOTALL)
+            return self.members(field, match, lambda name: bool(compiled.fullmatch(name)))
         if field.column is not None:
             if field.type is FieldType.NUMBER:
                 return false()
@@ -179,8 +245,11 @@ class _Builder:
         return self.values(field, lambda text, kind, raw: and_(kind == "text", match(text)))
 
     def compare(self, field: Field, value: Value) -> ColumnElement[bool]:
-        if field.column == "dataset":
-            return self.datasets(lambda name: func.lower(name) == str(value).lower())
+        if field.column in _MEMBERSHIP:
+            wanted = str(value).lower()
+            return self.members(
+                field, lambda name: func.lower(name) == wanted, lambda name: name == wanted
+            )
         if field.column is not None:
             equal: ColumnElement[bool] = self.column(field) == self.column_value(field, value)
             return equal
@@ -200,6 +269,8 @@ class _Builder:
     def range(self, node: Range) -> ColumnElement[bool]:
         low_op, high_op = _OPS[(node.include_low, node.include_high)]
         field = node.field
+        if field.column in _MEMBERSHIP:
+            raise InvalidInput(f"{field.name} holds names; use a value or a wildcard, not a range")
 
         def within(value: Any) -> Any:
             parts = []
@@ -227,8 +298,8 @@ def sort_key(spec: str, dialect: str) -> Any:
     the field come last either way."""
     descending = spec.startswith("-")
     field = resolve(spec.removeprefix("-").removeprefix("+"))
-    if field.column == "dataset":
-        raise InvalidInput("series cannot be sorted by dataset")
+    if field.column in _MEMBERSHIP:
+        raise InvalidInput(f"series cannot be sorted by {field.name}")
     if field.column is not None:
         key: Any = getattr(Series, field.column)
     elif dialect == "postgresql":
