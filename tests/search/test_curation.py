@@ -10,6 +10,8 @@ from pydicom.uid import generate_uid
 
 from kahu.core import Kahu
 from kahu.errors import Conflict, InvalidInput, NotFound
+from kahu.search.aggregations import Terms, aggregate
+from kahu.search.facts import field_counts, field_values
 from kahu.search.series import search_series
 from tests.conftest import sample_path
 
@@ -162,6 +164,15 @@ class TestTags:
         doc = kahu.catalog.get_series(series["ct1"]).full_document()
         assert doc["tags"] == ["Review", "good quality"]
         assert _found(kahu, "review") == {series["ct1"]}  # bare terms look at tags too
+        values = field_values(kahu.catalog, "tags", prefix="GOOD")
+        assert [(v.value, v.series) for v in values] == [("good quality", 2)]
+        assert {f.name: f.series for f in field_counts(kahu.catalog)}["tags"] == 2
+        total, facets = aggregate(kahu.catalog, "*", {"tags": Terms("tags")})
+        assert [(b.key, b.count) for b in facets["tags"].buckets] == [
+            ("good quality", 2),
+            ("Review", 1),
+        ]
+        assert facets["tags"].missing == total - 2
 
     @pytest.mark.parametrize("tag", ["", "   ", "x" * 65, "bad\nline"])
     def test_bad_tags_are_refused(self, kahu: Kahu, series: dict[str, str], tag: str) -> None:

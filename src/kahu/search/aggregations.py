@@ -16,7 +16,7 @@ from sqlalchemy import Integer, Numeric, case, cast, func, select, true
 
 from kahu.catalog.curation import Curation
 from kahu.catalog.repository import Catalog
-from kahu.catalog.tables import Dataset, DatasetSeries, Series, Study
+from kahu.catalog.tables import Dataset, DatasetSeries, Series, SeriesTag, Study
 from kahu.errors import InvalidInput
 from kahu.search.fields import Field, FieldType, resolve
 from kahu.search.query import parse
@@ -139,6 +139,8 @@ class _Plan:
                 (Dataset, Dataset.id == DatasetSeries.dataset_pk),
             ]
             return Dataset.name, joins, true()
+        if field.column == "tags":
+            return SeriesTag.tag, [(SeriesTag, SeriesTag.series_pk == Series.id)], true()
         if field.column is not None:
             column = getattr(Series, field.column)
             return self.bucket(column), [], column.is_not(None)

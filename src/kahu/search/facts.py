@@ -10,20 +10,17 @@ from sqlalchemy import (
     ColumnElement,
     Text,
     and_,
-    case,
     cast,
     func,
-    literal,
-    literal_column,
     select,
     true,
 )
-from sqlalchemy.dialects.postgresql import JSONPATH
 
 from kahu.catalog.repository import Catalog
-from kahu.catalog.tables import Dataset, DatasetSeries, Series
+from kahu.catalog.tables import Dataset, DatasetSeries, Series, SeriesTag
 from kahu.search.fields import UnknownField, resolve
 from kahu.search.query import like_pattern
+from kahu.search.sql import expand
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +53,11 @@ def field_counts(catalog: Catalog) -> list[FieldCount]:
         counts: dict[str, int] = {str(k): int(n) for k, n in s.execute(stmt).all()}
         total = int(s.scalar(select(func.count(Series.id))) or 0)
         in_datasets = int(s.scalar(select(func.count(func.distinct(DatasetSeries.series_pk)))) or 0)
+        tagged = int(s.scalar(select(func.count(func.distinct(SeriesTag.series_pk)))) or 0)
     for name in ("instance_count", "size_bytes", "received_at", "updated_at"):
         counts[name] = total
     counts["dataset"] = in_datasets
+    counts["tags"] = tagged
     out = []
     for name, count in counts.items():
         try:
@@ -84,35 +83,23 @@ def field_values(
             DatasetSeries, DatasetSeries.dataset_pk == Dataset.id
         )
         match: ColumnElement[bool] = _like(value, pattern, postgres)
+    elif field.column == "tags":
+        value = SeriesTag.tag
+        stmt = select(value, func.count(func.distinct(SeriesTag.series_pk)))
+        match = _like(value, pattern, postgres)
     elif field.column is not None:
         value = getattr(Series, field.column)
         stmt = select(value, func.count())
         match = _like(cast(value, Text), pattern, postgres)
-    elif postgres:
-        path = cast(literal(f'$."{field.name}"[*]'), JSONPATH)
-        items = func.jsonb_path_query(Series.document, path).table_valued("v").render_derived("j")
-        # numbers and booleans come back as such, text as text
-        value = case(
-            (func.jsonb_typeof(items.c.v) == "string", items.c.v.op("#>>")(literal_column("'{}'"))),
-            else_=None,
-        )
-        value = func.coalesce(value, cast(items.c.v, Text))
-        stmt = (
-            select(items.c.v, func.count(func.distinct(Series.id)))
-            .select_from(Series)
-            .join(items, true())
-        )
-        match = and_(func.jsonb_typeof(items.c.v) != "null", _like(value, pattern, True))
-        value = items.c.v
     else:
-        each = func.json_each(Series.document, f'$."{field.name}"').table_valued("value", "type")
-        value = each.c.value
+        each = expand(field, catalog.db.engine.dialect.name)
+        value = each.value  # numbers stay numbers
         stmt = (
             select(value, func.count(func.distinct(Series.id)))
             .select_from(Series)
-            .join(each, true())
+            .join(each.source, true())  # lateral: each series' own values
         )
-        match = and_(each.c.type != "null", _like(value, pattern, False))
+        match = and_(each.kind != "null", _like(each.text, pattern, postgres))
     stmt = stmt.where(match).group_by(value).order_by(func.count().desc(), value).limit(limit)
     with catalog.db.read() as s:
         return [ValueCount(v, int(n)) for v, n in s.execute(stmt).all()]

@@ -118,6 +118,7 @@ def condition(
 
 class _Builder:
     def __init__(self, dialect: str, dynamic: Mapping[str, str]) -> None:
+        self.dialect = dialect
         self.postgres = dialect == "postgresql"
         self.dynamic = dynamic
         self.expanding: list[str] = []
@@ -186,31 +187,13 @@ class _Builder:
     # -- the metadata document -----------------------------------------------------------------
 
     def values(self, field: Field, predicate: Any) -> ColumnElement[bool]:
-        """Whether any value of ``field`` in the document satisfies ``predicate(value, kind)``;
-        ``kind`` is the JSON type name ('text', 'number', 'true', 'false', 'null')."""
-        if self.postgres:
-            path = cast(literal(f'$."{field.name}"[*]'), JSONPATH)
-            item = func.jsonb_path_query(Series.document, path).column_valued("v")
-            json_type = func.jsonb_typeof(item)
-            kind = case(
-                (json_type == "string", literal("text")),
-                (
-                    json_type == "boolean",
-                    case((item.op("#>>")(literal_column("'{}'")) == "true", "true"), else_="false"),
-                ),
-                else_=json_type,
-            )
-            text = item.op("#>>")(literal_column("'{}'"))
-            return exists(select(literal(1)).where(predicate(text, kind, item)))
-        each = func.json_each(Series.document, f'$."{field.name}"').table_valued("value", "type")
-        sqlite_kind = case(
-            (each.c.type.in_(("integer", "real")), literal("number")),
-            else_=each.c.type,
-        )
+        """Whether any value of ``field`` in the document satisfies
+        ``predicate(text, kind, value)`` (see :class:`Expansion`)."""
+        each = expand(field, self.dialect)
         return exists(
             select(literal(1))
-            .select_from(each)
-            .where(predicate(each.c.value, sqlite_kind, each.c.value))
+            .select_from(each.source)
+            .where(predicate(each.text, each.kind, each.value))
         )
 
     def number(self, text: Any, kind: Any, raw: Any) -> Any:
