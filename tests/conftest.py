@@ -27,6 +27,11 @@ def sample_path(name: str) -> Path:
     return Path(pydicom.data.get_testdata_file(name, read=False))  # type: ignore[arg-type]
 
 
+def dataset_counts(kahu: Kahu) -> list[tuple[str, str, int]]:
+    """(name, origin, series count) of every dataset."""
+    return [(d.name, d.origin, d.series_count) for d in kahu.curation.datasets()]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -288,7 +288,7 @@ class _Candidate:
     data: bytes
     header: Callable[[], Dataset]
     facts: InstanceFacts
-    digest: Future[str]  # computed on a staging thread (hashlib releases the GIL)
+    digest: Future[str]  # see Ingestor._digest
     key: str
 
 

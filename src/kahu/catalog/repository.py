@@ -448,14 +448,3 @@ class Catalog:
                 )
                 for i, series, study in s.execute(stmt).all()
             ]
-
-    def datasets(self) -> list[tuple[str, str, int]]:
-        """(name, origin, series count) of every dataset."""
-        stmt = (
-            select(Dataset.name, Dataset.origin, func.count(DatasetSeries.series_pk))
-            .outerjoin(DatasetSeries, DatasetSeries.dataset_pk == Dataset.id)
-            .group_by(Dataset.id)
-            .order_by(Dataset.name)
-        )
-        with self.db.read() as s:
-            return [(name, origin, count) for name, origin, count in s.execute(stmt).all()]

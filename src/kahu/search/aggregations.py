@@ -23,7 +23,12 @@ from kahu.search.query import parse
 from kahu.search.sql import condition, expand
 
 MAX_FACETS = 20
-_PREFIX = {"year": 4, "month": 7, "day": 10}
+#: interval -> (length of an ISO date prefix, SQLite strftime format, PostgreSQL to_char format)
+_DATE_BUCKETS = {
+    "year": (4, "%Y", "YYYY"),
+    "month": (7, "%Y-%m", "YYYY-MM"),
+    "day": (10, "%Y-%m-%d", "YYYY-MM-DD"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +113,7 @@ class _Plan:
                 raise InvalidInput(
                     f"a date histogram needs a date field; {self.field.name} is {kind}"
                 )
-            if facet.interval not in _PREFIX:
+            if facet.interval not in _DATE_BUCKETS:
                 raise InvalidInput("a date histogram interval is year, month or day")
 
     def run(self, s: Any, where: Any, total: int) -> FacetResult:
@@ -164,14 +169,12 @@ class _Plan:
             whole = cast(ratio, Integer)
             return (whole - case((ratio < whole, 1), else_=0)) * facet.interval
         if isinstance(facet, DateHistogram):
-            length = _PREFIX[facet.interval]
-            if self.field is not None and self.field.column is not None:
-                fmt = {"year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d"}[facet.interval]
-                if self.postgres:
-                    pg = {"year": "YYYY", "month": "YYYY-MM", "day": "YYYY-MM-DD"}[facet.interval]
-                    return func.to_char(func.timezone("UTC", value), pg)
-                return func.strftime(fmt, value)
-            return func.substr(value, 1, length)
+            length, sqlite_format, postgres_format = _DATE_BUCKETS[facet.interval]
+            if self.field is None or self.field.column is None:  # ISO text in the document
+                return func.substr(value, 1, length)
+            if self.postgres:
+                return func.to_char(func.timezone("UTC", value), postgres_format)
+            return func.strftime(sqlite_format, value)
         return value
 
     def clean(self, key: Any) -> Any:
