@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import ingest, web
+from bench import ingest, search, web
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -27,7 +27,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Kahu benchmarks (make bench)")
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", choices=["ingest", "web"])
+    parser.add_argument("--only", choices=["ingest", "web", "search"])
+    parser.add_argument(
+        "--series", type=int, default=0, help="search: load only this many series (0: all)"
+    )
+    parser.add_argument(
+        "--backends", default="sqlite,postgresql", help="search: catalog backends to measure"
+    )
     args = parser.parse_args()
     meta = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -38,6 +44,9 @@ def main() -> None:
     suites = {
         "ingest": lambda: ingest.run(args.instances, args.rounds),
         "web": lambda: web.run(min(args.instances, 500), rounds=args.rounds),
+        "search": lambda: search.run(
+            limit=args.series or None, backends=tuple(args.backends.split(","))
+        ),
     }
     for name, suite in suites.items():
         if args.only and args.only != name:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from kahu.auth.users import Accounts
 from kahu.catalog.curation import Curation
@@ -15,6 +16,7 @@ from kahu.dimse.handlers import DimseHandlers
 from kahu.dimse.nodes import NodeRegistry
 from kahu.dimse.server import DicomServer
 from kahu.events import EventBus, SeriesCompletionMonitor
+from kahu.search.columns import ColumnIndex
 from kahu.settings import Settings
 from kahu.storage.filesystem import FilesystemBlobStore
 
@@ -32,6 +34,7 @@ class Kahu:
         self.db = Database(engine)
         self.catalog = Catalog(self.db)
         self.curation = Curation(self.catalog)
+        self.search_index = ColumnIndex(self.catalog) if settings.search.column_index else None
         self.store = FilesystemBlobStore(settings.blob_root, fsync=settings.fsync)
         self.events = EventBus()
         self.ingestor = Ingestor(self.catalog, self.store, self.events)
@@ -52,6 +55,10 @@ class Kahu:
             return
         self.completion.start()
         self.metadata.start()
+        if self.search_index is not None:  # load it now, not in the first search
+            threading.Thread(
+                target=self.search_index.warm, name="kahu-column-index", daemon=True
+            ).start()
         if self.settings.dicom.enabled:
             self.dicom.start()
         self._started = True

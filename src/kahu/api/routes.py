@@ -25,8 +25,7 @@ from kahu.dicom.uids import validate_uid
 from kahu.imports import FileReport, Importer
 from kahu.search.fields import resolve
 from kahu.search.query import MAX_LENGTH, And, Compare, parse
-from kahu.search.series import sort_keys
-from kahu.search.sql import condition
+from kahu.search.series import search_series
 
 router = APIRouter(prefix="/api/v1")
 
@@ -95,15 +94,11 @@ def list_series(
         ),
     ] = "",
 ) -> SeriesPage:
-    dialect = kahu.db.engine.dialect.name
     node = parse(q)
     if dataset is not None:  # explicit, frozen or query-defined alike
         node = And((node, Compare(resolve("dataset"), dataset)))
-    rows, total = kahu.catalog.list_series(
-        limit=limit,
-        offset=offset,
-        where=condition(node, dialect, kahu.curation.dynamic_queries()),
-        order=sort_keys(sort, dialect),
+    rows, total = search_series(
+        kahu.catalog, node, limit=limit, offset=offset, sort=sort, index=kahu.search_index
     )
     return SeriesPage(
         total=total, limit=limit, offset=offset, items=[_series_public(r) for r in rows]

@@ -50,7 +50,7 @@ def list_field_values(
     prefix: Annotated[str, Query(max_length=256)] = "",
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> list[ValuePublic]:
-    values = field_values(kahu.catalog, name, prefix=prefix, limit=limit)
+    values = field_values(kahu.catalog, name, prefix=prefix, limit=limit, index=kahu.search_index)
     return [ValuePublic(value=v.value, series=v.series) for v in values]
 
 
@@ -123,7 +123,10 @@ def aggregations(
     body: AggregationRequest, kahu: KahuDep, _user: CurrentUser
 ) -> AggregationResponse:
     total, results = agg.aggregate(
-        kahu.catalog, body.q, {name: _facet(f) for name, f in body.facets.items()}
+        kahu.catalog,
+        body.q,
+        {name: _facet(f) for name, f in body.facets.items()},
+        index=kahu.search_index,
     )
     return AggregationResponse(
         total=total,

@@ -81,6 +81,7 @@ class SeriesRow:
     datasets: list[str] = field(default_factory=list)
     document: dict[str, Any] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
+    pk: int = 0  # the catalog's key of the series (not part of any document)
 
     def full_document(self) -> dict[str, Any]:
         """The stored document with the derived fields that change as instances arrive."""

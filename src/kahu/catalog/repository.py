@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Connection, Select, bindparam, delete, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -15,12 +25,14 @@ from sqlalchemy.orm import Session
 from kahu.catalog.database import Database
 from kahu.catalog.records import InstanceFacts, InstanceRow, SeriesRow
 from kahu.catalog.tables import (
+    CatalogState,
     Dataset,
     DatasetSeries,
     Instance,
     Patient,
     Series,
     SeriesTag,
+    SeriesTombstone,
     Study,
     utcnow,
 )
@@ -42,6 +54,22 @@ class NewInstance:
     size_bytes: int
     sha256: str
     document: Callable[[], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class NewSeries:
+    """A series registered by metadata alone: ``facts`` of one of its instances (patient,
+    study and series attributes are read), its document, and its size."""
+
+    facts: InstanceFacts
+    document: dict[str, Any]
+    instance_count: int = 0
+    size_bytes: int = 0
+
+
+def _chunks(values: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +158,7 @@ class Catalog:
         outcomes: list[StoredOutcome] = []
         learned: dict[str, int] = {}
         joined: set[tuple[str, int]] = set()
+        generation: list[int] = []  # taken by the first new series of the transaction
         with self.db.write_connection() as conn:
             # An instance of a series not created yet might be a copy stored in another series:
             # look those up first, so that no empty series is created for them. Of a known
@@ -147,7 +176,7 @@ class Catalog:
             for item in items:
                 facts = item.facts
                 if facts.sop_instance_uid in known or not self._insert_instance(
-                    conn, item, dataset, origin, now, learned, joined, outcomes
+                    conn, item, dataset, origin, now, learned, joined, outcomes, generation
                 ):
                     row = conn.execute(self._q_existing, {"sop": facts.sop_instance_uid}).first()
                     assert row is not None
@@ -168,6 +197,7 @@ class Catalog:
         learned: dict[str, int],
         joined: set[tuple[str, int]],
         outcomes: list[StoredOutcome],
+        generation: list[int],
     ) -> bool:
         """Insert one instance (and its series when new); False when it exists already."""
         facts = item.facts
@@ -178,7 +208,11 @@ class Catalog:
             series_pk = conn.execute(self._q_series_pk, {"uid": uid}).scalar()
             if series_pk is None:
                 new_series = True
-                series_pk = self._create_series(conn, facts, item.document(), now)
+                if not generation:
+                    generation.append(self._next_generation(conn))
+                series_pk = self._create_series(
+                    conn, [(facts, item.document(), 0, 0)], now, generation[0]
+                )[0]
         learned[uid] = series_pk
         inserted = conn.execute(
             self._q_insert_instance,
@@ -208,64 +242,129 @@ class Catalog:
         return True
 
     def _create_series(
-        self, conn: Connection, facts: InstanceFacts, document: dict[str, Any], now: datetime
-    ) -> int:
+        self,
+        conn: Connection,
+        items: Sequence[tuple[InstanceFacts, dict[str, Any], int, int]],
+        now: datetime,
+        generation: int,
+    ) -> list[int]:
+        """Insert series (facts of one of their instances, document, instance count, bytes)
+        with their patients and studies where new; return the series' primary keys. Series
+        that exist already are left as they are."""
+        patients = {(f.patient_id, f.issuer_of_patient_id): f for f, *_ in items}
         conn.execute(
-            self._insert(Patient)
-            .values(
-                patient_id=facts.patient_id,
-                issuer=facts.issuer_of_patient_id,
-                patient_name=facts.patient_name,
-                birth_date=facts.patient_birth_date,
-                sex=facts.patient_sex,
-            )
-            .on_conflict_do_nothing()
+            self._insert(Patient).on_conflict_do_nothing(),
+            [
+                {
+                    "patient_id": f.patient_id,
+                    "issuer": f.issuer_of_patient_id,
+                    "patient_name": f.patient_name,
+                    "birth_date": f.patient_birth_date,
+                    "sex": f.patient_sex,
+                }
+                for f in patients.values()
+            ],
         )
-        patient_pk = conn.scalar(
-            select(Patient.id).where(
-                Patient.patient_id == facts.patient_id,
-                Patient.issuer == facts.issuer_of_patient_id,
-            )
-        )
+        patient_pks: dict[tuple[str, str], int] = {}
+        for chunk in _chunks(sorted({pid for pid, _ in patients})):
+            for pk, pid, issuer in conn.execute(
+                select(Patient.id, Patient.patient_id, Patient.issuer).where(
+                    Patient.patient_id.in_(chunk)
+                )
+            ):
+                patient_pks[(pid, issuer)] = pk
+        studies = {f.study_instance_uid: f for f, *_ in items}
         conn.execute(
-            self._insert(Study)
-            .values(
-                study_instance_uid=facts.study_instance_uid,
-                patient_pk=patient_pk,
-                study_date=facts.study_date,
-                study_time=facts.study_time,
-                accession_number=facts.accession_number,
-                study_id=facts.study_id,
-                study_description=facts.study_description,
-                referring_physician_name=facts.referring_physician_name,
-                created_at=now,
-            )
-            .on_conflict_do_nothing()
+            self._insert(Study).on_conflict_do_nothing(),
+            [
+                {
+                    "study_instance_uid": uid,
+                    "patient_pk": patient_pks[(f.patient_id, f.issuer_of_patient_id)],
+                    "study_date": f.study_date,
+                    "study_time": f.study_time,
+                    "accession_number": f.accession_number,
+                    "study_id": f.study_id,
+                    "study_description": f.study_description,
+                    "referring_physician_name": f.referring_physician_name,
+                    "created_at": now,
+                }
+                for uid, f in studies.items()
+            ],
         )
-        study_pk = conn.scalar(
-            select(Study.id).where(Study.study_instance_uid == facts.study_instance_uid)
-        )
+        study_pks = self._pks(conn, Study.id, Study.study_instance_uid, studies)
         conn.execute(
-            self._insert(Series)
-            .values(
-                series_instance_uid=facts.series_instance_uid,
-                study_pk=study_pk,
-                modality=facts.modality,
-                series_number=facts.series_number,
-                series_description=facts.series_description,
-                body_part_examined=facts.body_part_examined,
-                series_date=facts.series_date,
-                received_at=now,
-                updated_at=now,
-                instance_count=0,
-                size_bytes=0,
-                document=document,
-            )
-            .on_conflict_do_nothing()
+            self._insert(Series).on_conflict_do_nothing(),
+            [
+                {
+                    "series_instance_uid": f.series_instance_uid,
+                    "study_pk": study_pks[f.study_instance_uid],
+                    "modality": f.modality,
+                    "series_number": f.series_number,
+                    "series_description": f.series_description,
+                    "body_part_examined": f.body_part_examined,
+                    "series_date": f.series_date,
+                    "received_at": now,
+                    "updated_at": now,
+                    "instance_count": count,
+                    "size_bytes": size,
+                    "document": document,
+                    "generation": generation,
+                }
+                for f, document, count, size in items
+            ],
         )
-        series_pk = conn.scalar(self._q_series_pk, {"uid": facts.series_instance_uid})
-        assert series_pk is not None
-        return int(series_pk)
+        series_pks = self._pks(
+            conn, Series.id, Series.series_instance_uid, [f.series_instance_uid for f, *_ in items]
+        )
+        return [series_pks[f.series_instance_uid] for f, *_ in items]
+
+    @staticmethod
+    def _pks(conn: Connection, pk: Any, uid: Any, uids: Iterable[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for chunk in _chunks(sorted(set(uids))):
+            found.update(
+                (u, int(k)) for k, u in conn.execute(select(pk, uid).where(uid.in_(chunk)))
+            )
+        return found
+
+    @staticmethod
+    def _next_generation(conn: Connection) -> int:
+        """Take the next series generation (see :class:`~kahu.catalog.tables.CatalogState`)."""
+        value = conn.execute(
+            update(CatalogState)
+            .where(CatalogState.key == "series_generation")
+            .values(value=CatalogState.value + 1)
+            .returning(CatalogState.value)
+        ).scalar_one()
+        return int(value)
+
+    def add_series(self, items: Sequence[NewSeries], *, dataset: str | None = None) -> int:
+        """Register series by their metadata alone, without instances (the catalog of another
+        archive, a benchmark's million series), in one transaction; series already known are
+        left as they are. Returns how many were new."""
+        if not items:
+            return 0
+        now = utcnow()
+        with self.db.write_connection() as conn:
+            uids = [item.facts.series_instance_uid for item in items]
+            known = self._pks(conn, Series.id, Series.series_instance_uid, uids)
+            fresh = {
+                item.facts.series_instance_uid: item
+                for item in items
+                if item.facts.series_instance_uid not in known
+            }
+            if not fresh:
+                return 0
+            pks = self._create_series(
+                conn,
+                [(i.facts, i.document, i.instance_count, i.size_bytes) for i in fresh.values()],
+                now,
+                self._next_generation(conn),
+            )
+            if dataset:
+                for pk in pks:
+                    self._join_dataset(conn, dataset, pk, "import")
+        return len(pks)
 
     def add_to_dataset(self, name: str, series_uid: str, *, origin: str = "manual") -> None:
         """Add a series to a dataset, creating the dataset if it does not exist."""
@@ -308,6 +407,8 @@ class Catalog:
             s.execute(delete(Instance).where(Instance.series_pk == series_pk))
             s.execute(delete(DatasetSeries).where(DatasetSeries.series_pk == series_pk))
             s.execute(delete(Series).where(Series.id == series_pk))
+            generation = self._next_generation(s.connection())
+            s.execute(insert(SeriesTombstone).values(generation=generation, series_pk=series_pk))
             if s.scalar(select(func.count()).where(Series.study_pk == study_pk)) == 0:
                 patient_pk = s.scalar(select(Study.patient_pk).where(Study.id == study_pk))
                 s.execute(delete(Study).where(Study.id == study_pk))
@@ -370,6 +471,7 @@ class Catalog:
                 datasets=names.get(series.id, []),
                 document=series.document,
                 tags=tags.get(series.id, []),
+                pk=series.id,
             )
             for series, study_uid, patient_id in rows
         ]
@@ -382,6 +484,15 @@ class Catalog:
         if not rows:
             raise NotFound(f"no series {series_uid}")
         return rows[0]
+
+    def series_by_pks(self, pks: Sequence[int]) -> list[SeriesRow]:
+        """The series with these primary keys, in that order (those gone are left out)."""
+        if not pks:
+            return []
+        with self.db.read() as s:
+            rows = self._series_rows(s, self._series_select().where(Series.id.in_(pks)))
+        position = {pk: i for i, pk in enumerate(pks)}
+        return sorted(rows, key=lambda row: position[row.pk])
 
     def list_series(
         self,

@@ -109,11 +109,33 @@ class Series(Base):
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     document: Mapped[dict[str, Any]] = mapped_column(DocumentJSON, default=dict)
+    #: the catalog generation that created the series (see :class:`CatalogState`)
+    generation: Mapped[int] = mapped_column(BigInteger, index=True, server_default="1")
 
     study: Mapped[Study] = relationship(back_populates="series")
     instances: Mapped[list[Instance]] = relationship(
         back_populates="series", cascade="all, delete-orphan", passive_deletes=True
     )
+
+
+class CatalogState(Base):
+    """Counters of the catalog. ``series_generation`` goes up by one in every transaction
+    that creates or deletes series; taking it locks its row until commit (PostgreSQL), so
+    generations become visible in order and a reader can ask for "everything after N"."""
+
+    __tablename__ = "catalog_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class SeriesTombstone(Base):
+    """A deleted series and the generation that deleted it."""
+
+    __tablename__ = "series_tombstones"
+
+    generation: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    series_pk: Mapped[int] = mapped_column(Integer, primary_key=True)
 
 
 class Instance(Base):

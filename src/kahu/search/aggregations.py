@@ -9,15 +9,19 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 from sqlalchemy import Integer, Numeric, case, cast, func, select, true
 
 from kahu.catalog.curation import Curation
 from kahu.catalog.repository import Catalog
 from kahu.catalog.tables import Dataset, DatasetSeries, Series, SeriesTag, Study
 from kahu.errors import InvalidInput
+from kahu.search.columns import ColumnIndex, is_number, value_order
 from kahu.search.fields import Field, FieldType, resolve
 from kahu.search.query import parse
 from kahu.search.sql import condition, expand
@@ -75,17 +79,37 @@ class FacetResult:
 
 
 def aggregate(
-    catalog: Catalog, query: str, facets: dict[str, Facet]
+    catalog: Catalog, query: str, facets: dict[str, Facet], *, index: ColumnIndex | None = None
 ) -> tuple[int, dict[str, FacetResult]]:
-    """How many series ``query`` matches and each facet over them."""
+    """How many series ``query`` matches and each facet over them. The column ``index``,
+    where given, counts the facets on the fields it holds; SQL counts the rest alike."""
     if len(facets) > MAX_FACETS:
         raise InvalidInput(f"at most {MAX_FACETS} facets in one request")
     dialect = catalog.db.engine.dialect.name
-    where = condition(parse(query), dialect, Curation(catalog).dynamic_queries())
+    node = parse(query)
+    dynamic = Curation(catalog).dynamic_queries()
     plans = {name: _Plan(facet, dialect) for name, facet in facets.items()}
+    results: dict[str, FacetResult] = {}
+    total: int | None = None
+    if index is not None:
+        snapshot = index.current(wait=False)
+        mask = None if snapshot is None else index.mask(snapshot, node, dynamic)
+        if mask is not None:
+            total = int(np.count_nonzero(mask))
+            for name, plan in plans.items():
+                result = plan.from_index(index, snapshot, mask, total)
+                if result is not None:
+                    results[name] = result
+    if total is not None and len(results) == len(plans):
+        return total, results
+    where = condition(node, dialect, dynamic)
     with catalog.db.read() as s:
-        total = int(s.scalar(select(func.count(Series.id)).where(where)) or 0)
-        return total, {name: plan.run(s, where, total) for name, plan in plans.items()}
+        if total is None:
+            total = int(s.scalar(select(func.count(Series.id)).where(where)) or 0)
+        for name, plan in plans.items():
+            if name not in results:
+                results[name] = plan.run(s, where, total)
+    return total, {name: results[name] for name in plans}
 
 
 class _Plan:
@@ -115,6 +139,39 @@ class _Plan:
                 )
             if facet.interval not in _DATE_BUCKETS:
                 raise InvalidInput("a date histogram interval is year, month or day")
+
+    def from_index(
+        self, index: ColumnIndex, snapshot: Any, mask: Any, total: int
+    ) -> FacetResult | None:
+        """The facet counted by the column index, or None when it does not hold the field."""
+        facet, f = self.facet, self.field
+        if isinstance(facet, Distinct):
+            if facet.of == "series":
+                return FacetResult([], count=total)
+            return FacetResult([], count=snapshot.distinct(facet.of, mask))
+        assert f is not None
+        if f.name not in index.columns:
+            return None
+        key_of: Callable[[Any], Any]
+        if isinstance(facet, Terms):
+            present: Callable[[Any], bool] = lambda item: item is not None  # noqa: E731
+            key_of = lambda item: item  # noqa: E731
+        elif isinstance(facet, Histogram):
+            present = is_number
+            interval = facet.interval
+            key_of = lambda item: (  # noqa: E731
+                self.clean(math.floor(item / interval) * interval) if is_number(item) else None
+            )
+        else:
+            length = _DATE_BUCKETS[facet.interval][0]
+            present = lambda item: isinstance(item, str)  # noqa: E731
+            key_of = lambda item: item[:length] if isinstance(item, str) else None  # noqa: E731
+        counts = index.bucket_counts(snapshot, f.name, mask, key_of)
+        having = index.present(snapshot, f.name, mask, present)
+        ordered = sorted(counts.items(), key=lambda kv: value_order(kv[0]))
+        if isinstance(facet, Terms):
+            ordered = sorted(ordered, key=lambda kv: -kv[1])[: facet.size]
+        return FacetResult([Bucket(k, n) for k, n in ordered], missing=total - having)
 
     def run(self, s: Any, where: Any, total: int) -> FacetResult:
         if isinstance(self.facet, Distinct):

@@ -3,6 +3,7 @@ most common values, for autocomplete in a query bar."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy import (
 
 from kahu.catalog.repository import Catalog
 from kahu.catalog.tables import Dataset, DatasetSeries, Series, SeriesTag
+from kahu.search.columns import ColumnIndex, Snapshot, value_order
 from kahu.search.fields import UnknownField, resolve
 from kahu.search.query import like_pattern
 from kahu.search.sql import expand
@@ -70,11 +72,19 @@ def field_counts(catalog: Catalog) -> list[FieldCount]:
 
 
 def field_values(
-    catalog: Catalog, name: str, *, prefix: str = "", limit: int = 20
+    catalog: Catalog,
+    name: str,
+    *,
+    prefix: str = "",
+    limit: int = 20,
+    index: ColumnIndex | None = None,
 ) -> list[ValueCount]:
     """The most common values of a field (those starting with ``prefix``, case-insensitive),
-    with how many series have each."""
+    with how many series have each; from the column ``index`` where it holds the field."""
     field = resolve(name)
+    snapshot = index.current(wait=False) if index is not None else None
+    if index is not None and snapshot is not None and field.name in index.columns:
+        return _indexed_values(index, snapshot, field.name, prefix, limit)
     pattern = like_pattern(prefix.replace("*", "\\*").replace("?", "\\?")) + "%"
     postgres = catalog.db.engine.dialect.name == "postgresql"
     if field.column == "dataset":
@@ -110,3 +120,20 @@ def _like(value: Any, pattern: str, postgres: bool) -> ColumnElement[bool]:
         value.ilike(pattern, escape="\\") if postgres else value.like(pattern, escape="\\")
     )
     return result
+
+
+def _indexed_values(
+    index: ColumnIndex, snapshot: Snapshot, name: str, prefix: str, limit: int
+) -> list[ValueCount]:
+    start = prefix.lower()
+
+    def key_of(item: Any) -> Any:
+        if item is None or isinstance(item, dict):
+            return None
+        text = json.dumps(item) if not isinstance(item, str) else item
+        return item if text.lower().startswith(start) else None
+
+    counts = index.bucket_counts(snapshot, name, snapshot.alive, key_of)
+    ordered = sorted(counts.items(), key=lambda kv: value_order(kv[0]))
+    ordered = sorted(ordered, key=lambda kv: -kv[1])[:limit]
+    return [ValueCount(value, count) for value, count in ordered]

@@ -8,24 +8,38 @@ from kahu.catalog.curation import Curation
 from kahu.catalog.records import SeriesRow
 from kahu.catalog.repository import Catalog
 from kahu.errors import InvalidInput
-from kahu.search.query import parse
+from kahu.search.columns import ColumnIndex
+from kahu.search.query import Node, parse
 from kahu.search.sql import condition, sort_key
 
 
 def search_series(
-    catalog: Catalog, query: str, *, limit: int = 100, offset: int = 0, sort: str = ""
+    catalog: Catalog,
+    query: str | Node,
+    *,
+    limit: int = 100,
+    offset: int = 0,
+    sort: str = "",
+    index: ColumnIndex | None = None,
 ) -> tuple[list[SeriesRow], int]:
     """The series ``query`` matches (a page) and how many match in all.
 
     ``sort`` is a comma-separated list of fields, ``-`` before one for descending; ties and
-    the default go newest first. Raises :class:`~kahu.errors.InvalidInput` (HTTP 400) for a
-    query or sort that cannot be run.
+    the default go newest first. The column ``index``, where given, answers queries on the
+    fields it holds in the default order; SQL answers the rest alike. Raises
+    :class:`~kahu.errors.InvalidInput` (HTTP 400) for a query or sort that cannot be run.
     """
     dialect = catalog.db.engine.dialect.name
-    where = condition(parse(query), dialect, Curation(catalog).dynamic_queries())
-    return catalog.list_series(
-        limit=limit, offset=offset, where=where, order=sort_keys(sort, dialect)
-    )
+    node = parse(query) if isinstance(query, str) else query
+    dynamic = Curation(catalog).dynamic_queries()
+    order = sort_keys(sort, dialect)
+    if index is not None and not order:
+        snapshot = index.current(wait=False)
+        mask = None if snapshot is None else index.mask(snapshot, node, dynamic)
+        if snapshot is not None and mask is not None:
+            return catalog.series_by_pks(index.page(snapshot, mask, limit, offset)), int(mask.sum())
+    where = condition(node, dialect, dynamic)
+    return catalog.list_series(limit=limit, offset=offset, where=where, order=order)
 
 
 def sort_keys(sort: str, dialect: str) -> list[Any]:

@@ -52,7 +52,7 @@ from kahu.search.query import (
 _MEMBERSHIP = frozenset({"dataset", "tags"})
 
 
-def _like_regex(pattern: str) -> str:
+def like_regex(pattern: str) -> str:
     """A LIKE pattern (escape backslash) as a regular expression."""
     out, chars = [], iter(pattern)
     for char in chars:
@@ -218,7 +218,7 @@ class _Builder:
             return text.like(pattern, escape="\\")  # SQLite's LIKE ignores ASCII case
 
         if field.column in _MEMBERSHIP:
-            compiled = re.compile(_like_regex(pattern), re.IGNORECASE | re.DOTALL)
+            compiled = re.compile(like_regex(pattern), re.IGNORECASE | re.DOTALL)
             return self.members(field, match, lambda name: bool(compiled.fullmatch(name)))
         if field.column is not None:
             if field.type is FieldType.NUMBER:

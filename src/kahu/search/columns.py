@@ -1,0 +1,554 @@
+"""An in-memory column index of the searched fields of every series, for counts, facets and
+first pages at a million series in milliseconds.
+
+The catalog's database stays the truth and answers everything; this index answers the common
+queries faster. Each indexed field is dictionary-encoded: every series holds one code per field
+(the JSON text of its value in the document, a list for a multi-valued field) and each distinct
+value is decoded once. A query becomes a test on the distinct values, then one array lookup per
+series; a facet is a ``bincount`` over the matched codes. Queries on anything else (catalog
+columns such as ``received_at``, sorting by a field) go to SQL, with the same results.
+
+The index follows the catalog by its series generations (:class:`~kahu.catalog.tables.
+CatalogState`): a search first reads the current generation (one row) and, when it moved,
+loads the series created and the tombstones of those deleted since, so what it answers is
+what the database holds at that moment, whichever process wrote it.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import BigInteger, Integer, Text, cast, func, literal, select
+
+from kahu.catalog.repository import Catalog
+from kahu.catalog.tables import (
+    CatalogState,
+    Dataset,
+    DatasetSeries,
+    Series,
+    SeriesTag,
+    SeriesTombstone,
+    Study,
+)
+from kahu.errors import InvalidInput
+from kahu.search.fields import DESCRIPTIVE, Field, FieldType
+from kahu.search.query import And, Compare, Exists, Like, MatchAll, Node, Not, Or, Range, parse
+from kahu.search.sql import like_regex
+
+log = logging.getLogger(__name__)
+
+#: Document fields held in the index: the descriptive fields a bare term searches, and those
+#: dashboards count and cohorts are cut by.
+INDEXED_FIELDS: tuple[str, ...] = (
+    *(name for name in DESCRIPTIVE if name not in ("dataset", "tags")),
+    "PatientSex",
+    "PatientAge",
+    "StudyDate",
+    "SeriesDate",
+    "ContrastBolusAgent",
+    "SliceThickness",
+    "modality_curated",
+    "is_localizer",
+)
+
+Mask = NDArray[np.bool_]
+
+
+def _items(value: Any) -> Sequence[Any]:
+    """The values a stored value stands for (what SQL's JSON expansion yields, except that a
+    JSON null counts as missing: documents leave out what has no value)."""
+    if value is None:
+        return ()
+    if isinstance(value, tuple):
+        return value
+    return (value,)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class _Column:
+    """One field: its distinct values (a multi-valued one as a tuple) and their codes; code 0
+    is "no value"."""
+
+    def __init__(self) -> None:
+        self.codes_of: dict[Any, int] = {None: 0}
+        self.values: list[Any] = [None]
+        self.lock = threading.Lock()
+        self._lowered: list[str] = []
+        self._multi = False
+
+    def encode(self, column: Sequence[Any]) -> NDArray[np.int32]:
+        codes_of, values = self.codes_of, self.values
+        try:
+            distinct = dict.fromkeys(column)
+        except TypeError:  # lists (multi-valued) are not hashable: tuples are
+            column = [tuple(v) if isinstance(v, list) else v for v in column]
+            distinct = dict.fromkeys(column)
+        for value in distinct:
+            if value not in codes_of:
+                codes_of[value] = len(values)
+                values.append(value)
+        return np.fromiter(map(codes_of.__getitem__, column), np.int32, len(column))
+
+    def test(self, accept: Callable[[Any], bool], size: int) -> Mask:
+        """Per code (of the first ``size``): does any of its values pass ``accept``?"""
+        values = self.values[:size]
+        return np.fromiter(
+            (any(accept(item) for item in _items(value)) for value in values), bool, len(values)
+        )
+
+    def lowered(self, size: int) -> list[str] | None:
+        """The first ``size`` values in lower case, non-text as "\0" (which no search text
+        holds); None when the field has multi-valued codes (then :meth:`test` answers)."""
+        with self.lock:
+            lowered = self._lowered
+            if self._multi:
+                return None
+            for value in self.values[len(lowered) :]:
+                if isinstance(value, tuple):
+                    self._multi = True
+                    return None
+                lowered.append(value.lower() if isinstance(value, str) else "\0")
+        return lowered[:size]
+
+    def text_test(self, kind: str, text: str, size: int) -> Mask | None:
+        """Per code: is one of its text values ``text`` (kind 'equal'), does it start with it
+        ('prefix'), end with it ('suffix') or hold it ('contains'), ignoring case? None when
+        :meth:`test` must answer."""
+        lowered = self.lowered(size)
+        if lowered is None or not text:
+            return None
+        needle = text.lower()
+        if kind == "equal":
+            hits = [v == needle for v in lowered]
+        elif kind == "prefix":
+            hits = [v.startswith(needle) for v in lowered]
+        elif kind == "suffix":
+            hits = [v.endswith(needle) for v in lowered]
+        else:
+            hits = [needle in v for v in lowered]
+        return np.fromiter(hits, bool, len(hits))
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The index at one generation; arrays are never changed once published."""
+
+    generation: int
+    pks: NDArray[np.int64]
+    received: NDArray[np.int64]  # received_at in microseconds since the epoch
+    studies: NDArray[np.int64]
+    patients: NDArray[np.int64]
+    alive: Mask
+    order: NDArray[np.int64]  # positions by (received_at, pk), oldest first
+    codes: dict[str, NDArray[np.int32]]
+    sizes: dict[str, int]  # dictionary size of each column at this generation
+    dense: dict[str, tuple[NDArray[np.int64], int]] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return int(self.alive.sum())
+
+    def distinct(self, name: str, mask: Mask) -> int:
+        """How many different studies or patients the masked series belong to."""
+        if name not in self.dense:  # racing threads compute the same thing
+            keys = self.studies if name == "studies" else self.patients
+            unique, inverse = np.unique(keys, return_inverse=True)
+            self.dense[name] = (inverse.astype(np.int64), len(unique))
+        inverse, size = self.dense[name]
+        return int(np.count_nonzero(np.bincount(inverse[mask], minlength=size)))
+
+
+class ColumnIndex:
+    """The column index of one catalog (thread-safe; see the module docstring)."""
+
+    def __init__(self, catalog: Catalog, fields: Sequence[str] = INDEXED_FIELDS) -> None:
+        self.catalog = catalog
+        self.postgres = catalog.db.engine.dialect.name == "postgresql"
+        self.fields = tuple(fields)
+        self.columns = {name: _Column() for name in self.fields}
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+
+    # -- following the catalog ----------------------------------------------------------------
+
+    def current(self, *, wait: bool = True) -> Snapshot | None:
+        """The index as of the catalog's current generation (loading what is new); None
+        instead of waiting (``wait=False``) while another thread loads it for the first time
+        (a million series take seconds: the caller asks SQL meanwhile)."""
+        with self.catalog.db.read() as s:
+            generation = int(
+                s.scalar(select(CatalogState.value).where(CatalogState.key == "series_generation"))
+                or 0
+            )
+        snapshot = self._snapshot
+        if snapshot is not None and snapshot.generation >= generation:
+            return snapshot
+        if not self._lock.acquire(blocking=wait or snapshot is not None):
+            return None
+        collecting = gc.isenabled()
+        gc.disable()  # millions of new objects, no cycles: the collector would only scan them
+        try:
+            snapshot = self._snapshot
+            if snapshot is None or snapshot.generation < generation:
+                snapshot = self._snapshot = self._advance(snapshot, generation)
+            return snapshot
+        finally:
+            if collecting:
+                gc.enable()
+            self._lock.release()
+
+    def warm(self) -> None:
+        """Load the index (at start-up, so that the first search need not)."""
+        try:
+            self.current()
+        except Exception:
+            log.exception("the search column index could not be loaded; searches use SQL")
+
+    def _select(self, after: int, upto: int) -> Any:
+        if self.postgres:
+            received: Any = cast(func.extract("epoch", Series.received_at) * 1_000_000, BigInteger)
+            fields = [Series.document.op("->")(literal(name)) for name in self.fields]
+            values: Any = cast(func.jsonb_build_array(*fields), Text)
+        else:  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff'
+            seconds = cast(func.strftime("%s", Series.received_at), Integer)
+            received = seconds * 1_000_000 + cast(func.substr(Series.received_at, 21, 6), Integer)
+            # several paths give a JSON array (one path would give the value itself)
+            paths = [literal(f'$."{name}"') for name in (*self.fields, "")]
+            values = func.json_extract(Series.document, *paths)
+        return (
+            select(Series.id, received, Series.study_pk, Study.patient_pk, values)
+            .join(Study, Study.id == Series.study_pk)
+            .where(Series.generation > after, Series.generation <= upto)
+        )
+
+    def _advance(self, old: Snapshot | None, generation: int) -> Snapshot:
+        after = old.generation if old is not None else -1
+        with self.catalog.db.read() as s:
+            rows = _fetch(s, self._select(after, generation))
+            gone = [
+                pk
+                for (pk,) in s.execute(
+                    select(SeriesTombstone.series_pk).where(
+                        SeriesTombstone.generation > after, SeriesTombstone.generation <= generation
+                    )
+                )
+            ]
+        ids, received_at, study_pks, patient_pks, texts = (
+            zip(*rows, strict=True) if rows else ((), (), (), (), ())
+        )
+        del rows
+        pks = np.fromiter(ids, np.int64, len(ids))
+        received = np.fromiter(received_at, np.int64, len(ids))
+        studies = np.fromiter(study_pks, np.int64, len(ids))
+        patients = np.fromiter(patient_pks, np.int64, len(ids))
+        decoded: list[list[Any]] = []
+        for start in range(0, len(texts), 20_000):  # one parse of many rows: C speed
+            decoded += json.loads("[" + ",".join(texts[start : start + 20_000]) + "]")
+        fields = list(zip(*decoded, strict=True)) if decoded else [()] * len(self.fields)
+        del decoded, texts
+        codes: dict[str, NDArray[np.int32]] = {}
+        for name, column in zip(self.fields, fields, strict=False):
+            with self.columns[name].lock:
+                codes[name] = self.columns[name].encode(column)
+        sizes = {name: len(self.columns[name].values) for name in self.fields}
+        if old is None:
+            order = np.lexsort((pks, received)).astype(np.int64)
+            return Snapshot(
+                generation, pks, received, studies, patients, np.ones(len(pks), np.bool_), order,
+                codes, sizes,
+            )  # fmt: skip
+        alive = old.alive
+        if gone:
+            alive = alive & ~np.isin(old.pks, np.fromiter(gone, np.int64, len(gone)))
+        start = len(old.pks)
+        all_received = np.concatenate([old.received, received])
+        all_pks = np.concatenate([old.pks, pks])
+        fresh = start + np.lexsort((pks, received)).astype(np.int64)
+        if len(old.order) and len(fresh):
+            last = old.order[-1]
+            first = fresh[0]
+            in_order = (all_received[last], all_pks[last]) <= (all_received[first], all_pks[first])
+        else:
+            in_order = True
+        order = (
+            np.concatenate([old.order, fresh])
+            if in_order
+            else np.lexsort((all_pks, all_received)).astype(np.int64)
+        )
+        log.debug("column index: %d series added, %d removed", len(pks), len(gone))
+        return Snapshot(
+            generation,
+            all_pks,
+            all_received,
+            np.concatenate([old.studies, studies]),
+            np.concatenate([old.patients, patients]),
+            np.concatenate([alive, np.ones(len(pks), np.bool_)]),
+            order,
+            {name: np.concatenate([old.codes[name], codes[name]]) for name in self.fields},
+            sizes,
+        )
+
+    # -- answering ----------------------------------------------------------------------------
+
+    def covers(self, node: Node) -> bool:
+        """Whether the index can answer ``node`` (otherwise SQL does)."""
+        if isinstance(node, MatchAll):
+            return True
+        if isinstance(node, And | Or):
+            return all(self.covers(item) for item in node.items)
+        if isinstance(node, Not):
+            return self.covers(node.item)
+        fields = node.fields if isinstance(node, Like) else (node.field,)
+        return all(self._covered(f) for f in fields)
+
+    def _covered(self, f: Field) -> bool:
+        return f.name in self.columns or f.column in ("dataset", "tags")
+
+    def mask(
+        self, snapshot: Snapshot, node: Node, dynamic: Mapping[str, str] | None = None
+    ) -> Mask | None:
+        """The live series ``node`` matches, or None when the index cannot tell (a field it
+        does not hold; a query dataset whose query names one); ``dynamic`` as for
+        :func:`kahu.search.sql.condition`."""
+        if not self.covers(node):
+            return None
+        try:
+            matched = _Evaluator(self, snapshot, dynamic or {}).build(node)
+        except _Uncovered:
+            return None
+        result: Mask = matched & snapshot.alive
+        return result
+
+    def page(self, snapshot: Snapshot, mask: Mask, limit: int, offset: int) -> list[int]:
+        """Primary keys of the matched series, newest first (the default order): read from
+        the newest end in growing steps, so a first page seldom looks at every series."""
+        if limit <= 0:
+            return []
+        need, order = offset + limit, snapshot.order
+        found: list[NDArray[np.int64]] = []
+        count, end, step = 0, len(order), 4096
+        while end > 0 and count < need:
+            start = max(0, end - step)
+            chunk = order[start:end]
+            hits = chunk[mask[chunk]][::-1]
+            found.append(hits)
+            count += len(hits)
+            end, step = start, step * 4
+        newest = np.concatenate(found) if found else np.empty(0, np.int64)
+        return [int(p) for p in snapshot.pks[newest[offset:need]]]
+
+    def bucket_counts(
+        self, snapshot: Snapshot, name: str, mask: Mask, key_of: Callable[[Any], Any]
+    ) -> dict[Any, int]:
+        """How many matched series have a value of ``name`` in each bucket ``key_of`` puts it
+        in (None: in none); a series counts once per bucket."""
+        counts = np.bincount(snapshot.codes[name][mask], minlength=snapshot.sizes[name])
+        values = self.columns[name].values
+        out: dict[Any, int] = {}
+        for code in np.flatnonzero(counts).tolist():
+            keys = {key_of(item) for item in _items(values[code])}
+            keys.discard(None)
+            for key in keys:
+                out[key] = out.get(key, 0) + int(counts[code])
+        return out
+
+    def present(
+        self, snapshot: Snapshot, name: str, mask: Mask, accept: Callable[[Any], bool]
+    ) -> int:
+        """How many matched series have a value of ``name`` that ``accept`` takes."""
+        ok = self.columns[name].test(accept, snapshot.sizes[name])
+        return int(np.count_nonzero(ok[snapshot.codes[name][mask]]))
+
+
+def value_order(value: Any) -> tuple[int, Any]:
+    """Sort key of mixed JSON values: booleans, numbers, then text."""
+    if isinstance(value, bool):
+        return (0, value)
+    if is_number(value):
+        return (1, value)
+    return (2, str(value))
+
+
+class _Evaluator:
+    def __init__(self, index: ColumnIndex, snapshot: Snapshot, dynamic: Mapping[str, str]) -> None:
+        self.index = index
+        self.snapshot = snapshot
+        self.dynamic = dynamic
+        self.expanding: list[str] = []
+        self.size = len(snapshot.pks)
+
+    def build(self, node: Node) -> Mask:
+        if isinstance(node, MatchAll):
+            return np.ones(self.size, bool)
+        if isinstance(node, And):
+            out = self.build(node.items[0])
+            for item in node.items[1:]:
+                out &= self.build(item)
+            return out
+        if isinstance(node, Or):
+            out = self.build(node.items[0])
+            for item in node.items[1:]:
+                out |= self.build(item)
+            return out
+        if isinstance(node, Not):
+            return ~self.build(node.item)
+        if isinstance(node, Like):
+            out = np.zeros(self.size, bool)
+            for f in node.fields:
+                out |= self.like(f, node.pattern)
+            return out
+        if isinstance(node, Exists):
+            return self.exists(node.field)
+        if isinstance(node, Compare):
+            return self.compare(node.field, node.value)
+        return self.range(node)
+
+    def values(
+        self, f: Field, accept: Callable[[Any], bool], fast: tuple[str, str] | None = None
+    ) -> Mask:
+        """Series with a value of ``f`` that ``accept`` takes; ``fast`` (kind, text) says the
+        same as a case-insensitive text test (see :meth:`_Column.text_test`)."""
+        column = self.index.columns[f.name]
+        size = self.snapshot.sizes[f.name]
+        ok = column.text_test(*fast, size) if fast is not None else None
+        if ok is None:
+            ok = column.test(accept, size)
+        result: Mask = ok[self.snapshot.codes[f.name]]
+        return result
+
+    # -- datasets and tags: their members come from the database ---------------------------
+
+    def members(
+        self, f: Field, accept_name: Callable[[str], bool], names: Callable[[str], bool] | None
+    ) -> Mask:
+        with self.index.catalog.db.read() as s:
+            if f.column == "tags":
+                pairs = s.execute(select(SeriesTag.series_pk, SeriesTag.tag)).all()
+            else:
+                pairs = s.execute(
+                    select(DatasetSeries.series_pk, Dataset.name).join(
+                        Dataset, Dataset.id == DatasetSeries.dataset_pk
+                    )
+                ).all()
+        chosen = [pk for pk, name in pairs if accept_name(name)]
+        out = np.isin(self.snapshot.pks, np.fromiter(chosen, np.int64, len(chosen)))
+        if f.column == "dataset":
+            for name in sorted(self.dynamic):
+                if names is None or names(name):
+                    out |= self.expand_dataset(name)
+        return out
+
+    def expand_dataset(self, name: str) -> Mask:
+        if name in self.expanding:
+            chain = " -> ".join([*self.expanding, name])
+            raise InvalidInput(f"dataset queries refer to each other in a circle: {chain}")
+        self.expanding.append(name)
+        try:
+            node = parse(self.dynamic[name])
+            if not self.index.covers(node):
+                raise _Uncovered
+            return self.build(node)
+        finally:
+            self.expanding.pop()
+
+    # -- node kinds (each mirrors its twin in kahu.search.sql) -------------------------------
+
+    def exists(self, f: Field) -> Mask:
+        if f.column in ("dataset", "tags"):
+            return self.members(f, lambda name: True, None)
+        return self.values(f, lambda item: item is not None)
+
+    def like(self, f: Field, pattern: str) -> Mask:
+        compiled = re.compile(like_regex(pattern), re.IGNORECASE | re.DOTALL)
+        if f.column in ("dataset", "tags"):
+            names = lambda name: bool(compiled.fullmatch(name))  # noqa: E731
+            return self.members(f, names, names)
+        return self.values(
+            f,
+            lambda item: isinstance(item, str) and bool(compiled.fullmatch(item)),
+            _plain(pattern),
+        )
+
+    def compare(self, f: Field, value: Any) -> Mask:
+        if f.column in ("dataset", "tags"):
+            wanted = str(value).lower()
+            return self.members(f, lambda name: name.lower() == wanted, lambda n: n == wanted)
+        if f.type is FieldType.BOOLEAN:
+            return self.values(f, lambda item: item is bool(value))
+        if f.type is FieldType.NUMBER:
+            return self.values(f, lambda item: is_number(item) and item == value)
+        if f.type is FieldType.TEXT:
+            target = str(value).lower()
+            return self.values(
+                f, lambda item: isinstance(item, str) and item.lower() == target, ("equal", target)
+            )
+        return self.values(f, lambda item: isinstance(item, str) and item == value)
+
+    def range(self, node: Range) -> Mask:
+        f = node.field
+        if f.column in ("dataset", "tags"):
+            raise InvalidInput(f"{f.name} holds names; use a value or a wildcard, not a range")
+        low, high = node.low, node.high
+        number = f.type is FieldType.NUMBER
+        if number and low is None and high is None:
+            return self.values(f, lambda item: True)  # as SQL: no bound to compare with
+
+        def within(item: Any) -> bool:
+            if not (is_number(item) if number else isinstance(item, str)):
+                return False
+            if low is not None and not (item >= low if node.include_low else item > low):
+                return False
+            return high is None or (item <= high if node.include_high else item < high)
+
+        return self.values(f, within)
+
+
+def _fetch(session: Any, stmt: Any) -> list[tuple[Any, ...]]:
+    """Rows straight from the driver: a million rows skip SQLAlchemy's per-row work."""
+    connection = session.connection()
+    compiled = stmt.compile(dialect=connection.dialect)
+    params: Any = compiled.params
+    if compiled.positional:
+        params = [params[name] for name in compiled.positiontup]
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(compiled.string, params)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _plain(pattern: str) -> tuple[str, str] | None:
+    """A LIKE pattern that is text with ``%`` at one or both ends, as (kind, text)."""
+    tokens: list[str | None] = []  # None: %; "" never occurs
+    chars = iter(pattern)
+    for char in chars:
+        if char == "\\":
+            tokens.append(next(chars, "\\"))
+        elif char == "_":
+            return None
+        else:
+            tokens.append(None if char == "%" else char)
+    head = bool(tokens) and tokens[0] is None
+    tail = len(tokens) > 1 and tokens[-1] is None
+    core = tokens[1 if head else 0 : len(tokens) - 1 if tail else len(tokens)]
+    if not core or None in core:
+        return None
+    kind = {(True, True): "contains", (False, True): "prefix", (True, False): "suffix"}
+    return kind.get((head, tail), "equal"), "".join(c for c in core if c is not None)
+
+
+class _Uncovered(Exception):
+    """A query dataset's own query needs SQL: the whole query goes there."""
