@@ -431,7 +431,19 @@ class Catalog:
     @staticmethod
     def _series_select() -> Select[Any]:
         stmt = (
-            select(Series, Study.study_instance_uid, Patient.patient_id)
+            select(  # columns, not ORM objects: a page of rows without the identity map
+                Series.id,
+                Series.series_instance_uid,
+                Study.study_instance_uid,
+                Patient.patient_id,
+                Series.modality,
+                Series.series_description,
+                Series.instance_count,
+                Series.size_bytes,
+                Series.received_at,
+                Series.updated_at,
+                Series.document,
+            )
             .join(Study, Series.study_pk == Study.id)
             .join(Patient, Study.patient_pk == Patient.id)
         )
@@ -441,7 +453,7 @@ class Catalog:
         rows = s.execute(stmt).all()
         if not rows:
             return []
-        pks = [row[0].id for row in rows]
+        pks = [row[0] for row in rows]
         names: dict[int, list[str]] = {}
         for series_pk, name in s.execute(
             select(DatasetSeries.series_pk, Dataset.name)
@@ -459,21 +471,33 @@ class Catalog:
             tags.setdefault(series_pk, []).append(tag)
         return [
             SeriesRow(
-                series_instance_uid=series.series_instance_uid,
+                series_instance_uid=uid,
                 study_instance_uid=study_uid,
                 patient_id=patient_id,
-                modality=series.modality,
-                series_description=series.series_description,
-                instance_count=series.instance_count,
-                size_bytes=series.size_bytes,
-                received_at=series.received_at,
-                updated_at=series.updated_at,
-                datasets=names.get(series.id, []),
-                document=series.document,
-                tags=tags.get(series.id, []),
-                pk=series.id,
+                modality=modality,
+                series_description=description,
+                instance_count=count,
+                size_bytes=size,
+                received_at=received,
+                updated_at=updated,
+                datasets=names.get(pk, []),
+                document=document,
+                tags=tags.get(pk, []),
+                pk=pk,
             )
-            for series, study_uid, patient_id in rows
+            for (
+                pk,
+                uid,
+                study_uid,
+                patient_id,
+                modality,
+                description,
+                count,
+                size,
+                received,
+                updated,
+                document,
+            ) in rows
         ]
 
     def get_series(self, series_uid: str) -> SeriesRow:

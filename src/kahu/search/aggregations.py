@@ -154,20 +154,16 @@ class _Plan:
             return None
         key_of: Callable[[Any], Any]
         if isinstance(facet, Terms):
-            present: Callable[[Any], bool] = lambda item: item is not None  # noqa: E731
             key_of = lambda item: item  # noqa: E731
         elif isinstance(facet, Histogram):
-            present = is_number
             interval = facet.interval
             key_of = lambda item: (  # noqa: E731
                 self.clean(math.floor(item / interval) * interval) if is_number(item) else None
             )
         else:
             length = _DATE_BUCKETS[facet.interval][0]
-            present = lambda item: isinstance(item, str)  # noqa: E731
             key_of = lambda item: item[:length] if isinstance(item, str) else None  # noqa: E731
-        counts = index.bucket_counts(snapshot, f.name, mask, key_of)
-        having = index.present(snapshot, f.name, mask, present)
+        counts, having = index.bucket_counts(snapshot, f.name, mask, key_of)
         ordered = sorted(counts.items(), key=lambda kv: value_order(kv[0]))
         if isinstance(facet, Terms):
             ordered = sorted(ordered, key=lambda kv: -kv[1])[: facet.size]

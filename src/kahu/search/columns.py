@@ -350,26 +350,43 @@ class ColumnIndex:
         return [int(p) for p in snapshot.pks[newest[offset:need]]]
 
     def bucket_counts(
-        self, snapshot: Snapshot, name: str, mask: Mask, key_of: Callable[[Any], Any]
-    ) -> dict[Any, int]:
+        self,
+        snapshot: Snapshot,
+        name: str,
+        mask: Mask,
+        key_of: Callable[[Any], Any],
+    ) -> tuple[dict[Any, int], int]:
         """How many matched series have a value of ``name`` in each bucket ``key_of`` puts it
-        in (None: in none); a series counts once per bucket."""
-        counts = np.bincount(snapshot.codes[name][mask], minlength=snapshot.sizes[name])
+        in (None: in none; a series counts once per bucket), and how many have a value in
+        some bucket."""
+        codes = snapshot.codes[name]
+        counts = np.bincount(codes[mask], minlength=snapshot.sizes[name])
         values = self.columns[name].values
         out: dict[Any, int] = {}
+        having = 0
         for code in np.flatnonzero(counts).tolist():
             keys = {key_of(item) for item in _items(values[code])}
             keys.discard(None)
+            if keys:
+                having += int(counts[code])
             for key in keys:
                 out[key] = out.get(key, 0) + int(counts[code])
-        return out
+        return out, having
 
-    def present(
-        self, snapshot: Snapshot, name: str, mask: Mask, accept: Callable[[Any], bool]
-    ) -> int:
-        """How many matched series have a value of ``name`` that ``accept`` takes."""
-        ok = self.columns[name].test(accept, snapshot.sizes[name])
-        return int(np.count_nonzero(ok[snapshot.codes[name][mask]]))
+
+def lookup(ok: Mask, codes: NDArray[np.int32]) -> Mask:
+    """``ok[codes]``: per series, whether its code is one of those ``ok`` marks; a handful of
+    marked codes are compared directly, ten times faster than a gather."""
+    marked = np.flatnonzero(ok)
+    if len(marked) == 0:
+        return np.zeros(len(codes), np.bool_)
+    if len(marked) <= 4:
+        out: Mask = codes == marked[0]
+        for code in marked[1:]:
+            out |= codes == code
+        return out
+    taken: Mask = np.take(ok, codes)
+    return taken
 
 
 def value_order(value: Any) -> tuple[int, Any]:
@@ -425,8 +442,7 @@ class _Evaluator:
         ok = column.text_test(*fast, size) if fast is not None else None
         if ok is None:
             ok = column.test(accept, size)
-        result: Mask = ok[self.snapshot.codes[f.name]]
-        return result
+        return lookup(ok, self.snapshot.codes[f.name])
 
     # -- datasets and tags: their members come from the database ---------------------------
 

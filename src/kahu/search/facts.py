@@ -133,7 +133,7 @@ def _indexed_values(
         text = json.dumps(item) if not isinstance(item, str) else item
         return item if text.lower().startswith(start) else None
 
-    counts = index.bucket_counts(snapshot, name, snapshot.alive, key_of)
+    counts, _ = index.bucket_counts(snapshot, name, snapshot.alive, key_of)
     ordered = sorted(counts.items(), key=lambda kv: value_order(kv[0]))
     ordered = sorted(ordered, key=lambda kv: -kv[1])[:limit]
     return [ValueCount(value, count) for value, count in ordered]
