@@ -57,7 +57,12 @@ types: $(TEST_STAMP)
 
 check: lint types test
 
-bench: $(TEST_STAMP) $(SYS_STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): pyproject.toml $(TEST_STAMP)
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $@
+
+bench: $(BENCH_STAMP) $(SYS_STAMP)
 	$(BIN)/python -m bench
 
 clean:

@@ -72,14 +72,14 @@ def parquet_path() -> Path:
     return Path(str(importlib.resources.files("idc_index_data") / "idc_index.parquet"))
 
 
-def _rows(limit: int | None) -> list[tuple[Any, ...]]:
+def _rows(parquet: Path, limit: int | None) -> list[tuple[Any, ...]]:
     import duckdb
 
     con = duckdb.connect()
     sql = f"SELECT {', '.join(COLUMNS)} FROM read_parquet(?) ORDER BY SeriesInstanceUID"
     if limit:
         sql += f" LIMIT {int(limit)}"
-    return con.execute(sql, [str(parquet_path())]).fetchall()
+    return con.execute(sql, [str(parquet)]).fetchall()
 
 
 def _date(text: str | None) -> str | None:
@@ -172,13 +172,16 @@ def _times(fn: Callable[[], Any], runs: int, warmup: int = 2) -> dict[str, float
     }
 
 
-def duckdb_figures(runs: int, limit: int | None) -> dict[str, dict[str, float]]:
+def duckdb_figures(parquet: Path, runs: int, limit: int | None) -> dict[str, dict[str, float]]:
     import duckdb
 
     con = duckdb.connect()
     source = "read_parquet(?)" if not limit else f"(SELECT * FROM read_parquet(?) LIMIT {limit})"
-    con.execute(f"CREATE TABLE idc AS SELECT * FROM {source}", [str(parquet_path())])
-    uid = con.execute("SELECT SeriesInstanceUID FROM idc LIMIT 1 OFFSET 1000").fetchone()
+    con.execute(f"CREATE TABLE idc AS SELECT * FROM {source}", [str(parquet)])
+    uid = con.execute(
+        "SELECT SeriesInstanceUID FROM idc ORDER BY SeriesInstanceUID LIMIT 1 OFFSET ?",
+        [min(1000, con.execute("SELECT count(*) - 1 FROM idc").fetchone()[0])],  # type: ignore[index]
+    ).fetchone()
     assert uid is not None
 
     def q(sql: str, *params: Any) -> Callable[[], Any]:
@@ -235,7 +238,7 @@ def kahu_figures(
             start = time.perf_counter()
             snapshot = index.current()
             index_s = time.perf_counter() - start
-            uid = rows[1000][2]
+            uid = rows[min(1000, len(rows) - 1)][2]
             catalog = kahu.catalog
             figures: dict[str, Any] = {
                 "series": len(snapshot.pks),
@@ -284,10 +287,16 @@ TARGETS = {
 
 
 def run(
-    runs: int = 20, limit: int | None = None, backends: tuple[str, ...] = ("sqlite", "postgresql")
+    runs: int = 20,
+    limit: int | None = None,
+    backends: tuple[str, ...] = ("sqlite", "postgresql"),
+    parquet: Path | None = None,
 ) -> list[dict[str, Any]]:
-    rows = _rows(limit)
-    duck = duckdb_figures(runs, limit)
+    """The table of figures; ``parquet`` is the IDC index unless another file with its
+    columns is given (the smoke test's)."""
+    parquet = parquet or parquet_path()
+    rows = _rows(parquet, limit)
+    duck = duckdb_figures(parquet, runs, limit)
     kahu = {backend: kahu_figures(backend, rows, runs) for backend in backends}
     out: list[dict[str, Any]] = []
     for name, target in TARGETS.items():

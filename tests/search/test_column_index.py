@@ -3,6 +3,7 @@ facets and autocomplete; and it follows the catalog as series come and go, from 
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 from sqlalchemy import text
 
@@ -268,3 +270,20 @@ def test_searches_use_sql_while_the_index_first_loads(kahu: Kahu) -> None:
         total, facets = aggregate(kahu.catalog, "", {"m": Terms("Modality")}, index=fresh)
         assert (total, facets["m"].buckets[0].key) == (1, "CT")
     assert fresh.current(wait=False) is not None
+
+
+def test_nul_characters_inside_values_are_dropped(kahu: Kahu) -> None:
+    """240 series of the IDC index have a NUL inside SeriesDescription; PostgreSQL refuses
+    NUL in text and JSON. The catalog stores such a series on both backends, without it."""
+    ds = pydicom.dcmread(io.BytesIO(ct_series(1, 8)[0]))
+    ds.SeriesDescription = "SliceInc-\0_ReconFilter-C"
+    ds.PatientName = "Nul\0^Name"
+    out = io.BytesIO()
+    ds.save_as(out)
+    assert kahu.ingestor.ingest(out.getvalue()).status == "stored"
+    [uid] = _uids(kahu, "SeriesDescription:SliceInc-_ReconFilter-C")
+    assert kahu.catalog.get_series(uid).document["PatientName"] == "Nul^Name"
+    template = _template(kahu, uid)
+    bulk = NewSeries(replace(template, series_instance_uid="1.2.9.9"), {"ProtocolName": "a\0b"})
+    assert kahu.catalog.add_series([bulk]) == 1
+    assert kahu.catalog.get_series("1.2.9.9").document == {"ProtocolName": "ab"}

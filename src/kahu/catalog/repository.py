@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -65,6 +65,26 @@ class NewSeries:
     document: dict[str, Any]
     instance_count: int = 0
     size_bytes: int = 0
+
+
+def _without_nul(value: Any) -> Any:
+    """``value`` with NUL characters taken out of its text: real headers hold them inside
+    values (broken padding), PostgreSQL refuses them in text and JSON, and no search means
+    them."""
+    if isinstance(value, str):
+        return value.replace("\0", "") if "\0" in value else value
+    if isinstance(value, dict):
+        return {k: _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, InstanceFacts):
+        changed = {
+            f.name: _without_nul(getattr(value, f.name))
+            for f in fields(value)
+            if isinstance(getattr(value, f.name), str) and "\0" in getattr(value, f.name)
+        }
+        return replace(value, **changed) if changed else value
+    return value
 
 
 def _chunks(values: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
@@ -251,6 +271,7 @@ class Catalog:
         """Insert series (facts of one of their instances, document, instance count, bytes)
         with their patients and studies where new; return the series' primary keys. Series
         that exist already are left as they are."""
+        items = [(_without_nul(f), _without_nul(d), n, b) for f, d, n, b in items]
         patients = {(f.patient_id, f.issuer_of_patient_id): f for f, *_ in items}
         conn.execute(
             self._insert(Patient).on_conflict_do_nothing(),
