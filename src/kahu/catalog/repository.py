@@ -8,13 +8,17 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    JSON,
     ColumnElement,
     Connection,
+    Integer,
     Select,
+    any_,
     bindparam,
     delete,
     func,
     insert,
+    literal,
     select,
     update,
 )
@@ -449,8 +453,18 @@ class Catalog:
                 size_bytes=s.scalar(select(func.coalesce(func.sum(Series.size_bytes), 0))) or 0,
             )
 
-    @staticmethod
-    def _series_select() -> Select[Any]:
+    def _series_select(self) -> Select[Any]:
+        """Series with their study, patient, dataset names and tags: one round trip."""
+        postgres = self.db.engine.dialect.name == "postgresql"
+        agg = func.json_agg if postgres else func.json_group_array
+        datasets = (
+            select(agg(Dataset.name, type_=JSON))
+            .select_from(DatasetSeries)
+            .join(Dataset, Dataset.id == DatasetSeries.dataset_pk)
+            .where(DatasetSeries.series_pk == Series.id)
+            .scalar_subquery()
+        )
+        tags = select(agg(SeriesTag.tag, type_=JSON)).where(SeriesTag.series_pk == Series.id)
         stmt = (
             select(  # columns, not ORM objects: a page of rows without the identity map
                 Series.id,
@@ -464,32 +478,16 @@ class Catalog:
                 Series.received_at,
                 Series.updated_at,
                 Series.document,
+                datasets,
+                tags.scalar_subquery(),
             )
             .join(Study, Series.study_pk == Study.id)
             .join(Patient, Study.patient_pk == Patient.id)
         )
         return cast("Select[Any]", stmt)
 
-    def _series_rows(self, s: Session, stmt: Select[Any]) -> list[SeriesRow]:
-        rows = s.execute(stmt).all()
-        if not rows:
-            return []
-        pks = [row[0] for row in rows]
-        names: dict[int, list[str]] = {}
-        for series_pk, name in s.execute(
-            select(DatasetSeries.series_pk, Dataset.name)
-            .join(Dataset, Dataset.id == DatasetSeries.dataset_pk)
-            .where(DatasetSeries.series_pk.in_(pks))
-            .order_by(Dataset.name)
-        ):
-            names.setdefault(series_pk, []).append(name)
-        tags: dict[int, list[str]] = {}
-        for series_pk, tag in s.execute(
-            select(SeriesTag.series_pk, SeriesTag.tag)
-            .where(SeriesTag.series_pk.in_(pks))
-            .order_by(SeriesTag.tag)
-        ):
-            tags.setdefault(series_pk, []).append(tag)
+    @staticmethod
+    def _series_rows(s: Session, stmt: Select[Any]) -> list[SeriesRow]:
         return [
             SeriesRow(
                 series_instance_uid=uid,
@@ -501,9 +499,9 @@ class Catalog:
                 size_bytes=size,
                 received_at=received,
                 updated_at=updated,
-                datasets=names.get(pk, []),
+                datasets=sorted(names or []),
                 document=document,
-                tags=tags.get(pk, []),
+                tags=sorted(tags or []),
                 pk=pk,
             )
             for (
@@ -518,7 +516,9 @@ class Catalog:
                 received,
                 updated,
                 document,
-            ) in rows
+                names,
+                tags,
+            ) in s.execute(stmt)
         ]
 
     def get_series(self, series_uid: str) -> SeriesRow:
@@ -535,7 +535,11 @@ class Catalog:
         if not pks:
             return []
         with self.db.read() as s:
-            rows = self._series_rows(s, self._series_select().where(Series.id.in_(pks)))
+            if self.db.engine.dialect.name == "postgresql":  # one array, not a bind per key
+                where = Series.id == any_(literal(list(pks), postgresql.ARRAY(Integer)))
+            else:
+                where = Series.id.in_(pks)
+            rows = self._series_rows(s, self._series_select().where(where))
         position = {pk: i for i, pk in enumerate(pks)}
         return sorted(rows, key=lambda row: position[row.pk])
 
