@@ -149,6 +149,34 @@ class TestQido:
         assert ds.KVP == 120
         assert ds.Manufacturer == "GE MEDICAL SYSTEMS"
 
+    def test_a_search_query_narrows_studies_series_and_instances(self, web: Web) -> None:
+        """``q``: the Lucene query of /api/v1/series (docs/search.md) beside DICOM keys."""
+        q = {"q": "Manufacturer:ge* AND SliceThickness:[1 TO 10] AND NOT Modality:MR"}
+        [study] = web.client.search_for_studies(search_filters=q)
+        assert pydicom.Dataset.from_json(study).StudyInstanceUID == STUDY
+        [series] = web.client.search_for_series(search_filters=q)
+        assert pydicom.Dataset.from_json(series).SeriesInstanceUID == SERIES
+        [instance] = web.client.search_for_instances(search_filters=q)
+        assert pydicom.Dataset.from_json(instance).SOPInstanceUID == SOP
+        both = {**q, "PatientName": "CompressedSamples^CT1"}
+        assert len(web.client.search_for_series(search_filters=both)) == 1
+        assert web.client.search_for_series(search_filters={**q, "Modality": "RTDOSE"}) == []
+        everything = web.client.search_for_series(search_filters={"q": "*"})
+        assert len(everything) == 3
+
+    @pytest.mark.parametrize(
+        ("q", "message"),
+        [
+            ("Modality:(CT", "syntax error"),
+            ("Nonsense:1", "unknown field 'Nonsense'"),
+            ("x" * 5000, "longer than"),
+        ],
+    )
+    def test_a_bad_search_query_is_400(self, web: Web, q: str, message: str) -> None:
+        response = web.get("/series", params={"q": q})
+        assert response.status_code == 400
+        assert message in response.json()["detail"]
+
     def test_fuzzy_matching_matches_name_parts(self, web: Web) -> None:
         found = web.client.search_for_studies(
             search_filters={"PatientName": "CT1"}, fuzzymatching=True

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 
 from kahu.api.deps import KahuDep
 from kahu.catalog.dicom_query import ATTRIBUTES, DERIVED, UNIQUE_KEYS, Level
@@ -18,6 +18,8 @@ from kahu.core import Kahu
 from kahu.dicom.json_model import BASE_MARKER, attribute
 from kahu.dicomweb.common import dicom_json, uids
 from kahu.errors import InvalidInput
+from kahu.search.query import MAX_LENGTH
+from kahu.search.series import series_condition
 
 router = APIRouter()
 
@@ -86,14 +88,18 @@ def _int(name: str, text: str, low: int, high: int) -> int:
     return value
 
 
-def _parse(request: Request) -> tuple[dict[str, str], set[str], int, int, bool]:
+def _parse(request: Request) -> tuple[dict[str, str], set[str], int, int, bool, str]:
     filters: dict[str, str] = {}
     include: set[str] = set()
-    limit, offset, fuzzy = DEFAULT_LIMIT, 0, False
+    limit, offset, fuzzy, query = DEFAULT_LIMIT, 0, False, ""
     for key, value in request.query_params.multi_items():
         name = key.strip()
         lower = name.lower()
-        if lower == "includefield":
+        if name == "q":  # Kahu's search query (docs/search.md); no DICOM keyword is "q"
+            if len(value) > MAX_LENGTH:
+                raise InvalidInput(f"the query is longer than {MAX_LENGTH} characters")
+            query = value
+        elif lower == "includefield":
             for item in value.split(","):
                 item = item.strip()
                 if item:
@@ -113,7 +119,7 @@ def _parse(request: Request) -> tuple[dict[str, str], set[str], int, int, bool]:
             if keyword not in ATTRIBUTES and keyword not in DERIVED:
                 raise InvalidInput(f"{keyword} is not a supported matching key")
             filters[keyword] = value
-    return filters, include, limit, offset, fuzzy
+    return filters, include, limit, offset, fuzzy, query
 
 
 def _retrieve_url(level: Level, row: dict[str, Any]) -> str:
@@ -158,16 +164,25 @@ def _instance_json(kahu: Kahu, sops: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def search(kahu: Kahu, request: Request, level: Level, fixed: dict[str, str]) -> Response:
-    filters, include, limit, offset, fuzzy = _parse(request)
+    filters, include, limit, offset, fuzzy, query = _parse(request)
     filters.update(fixed)
-    rows = kahu.query.search(level, filters, limit=limit, offset=offset, fuzzy=fuzzy)
+    extra: list[ColumnElement[bool]] = []
+    if query:
+        matched = series_condition(kahu.catalog, query)
+        if level is Level.STUDY:  # studies with a matching series
+            extra.append(Study.id.in_(select(Series.study_pk).where(matched)))
+        else:  # the series, or the instances of the series, that match
+            extra.append(matched)
+    rows = kahu.query.search(
+        level, filters, limit=limit, offset=offset, fuzzy=fuzzy, extra_conditions=extra
+    )
     wanted = list(DEFAULTS[level])
     if level is not Level.STUDY and "StudyInstanceUID" not in fixed:
         wanted += [k for k in DEFAULTS[Level.STUDY] if k not in wanted and k not in DERIVED]
-    extra = [k for k in include if k != "all" and k not in wanted]
-    known = [k for k in extra if k in ATTRIBUTES or k in DERIVED]
+    asked = [k for k in include if k != "all" and k not in wanted]
+    known = [k for k in asked if k in ATTRIBUTES or k in DERIVED]
     wanted += known
-    from_instances = [k for k in extra if k not in known]
+    from_instances = [k for k in asked if k not in known]
     docs: dict[str, dict[str, Any]] = {}
     if rows and (from_instances or "all" in include):
         owners = _representatives(kahu, level, rows)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import ColumnElement
+
 from kahu.catalog.curation import Curation
 from kahu.catalog.records import SeriesRow
 from kahu.catalog.repository import Catalog
@@ -40,6 +42,14 @@ def search_series(
             return catalog.series_by_pks(index.page(snapshot, mask, limit, offset)), int(mask.sum())
     where = condition(node, dialect, dynamic)
     return catalog.list_series(limit=limit, offset=offset, where=where, order=order)
+
+
+def series_condition(catalog: Catalog, query: str | Node) -> ColumnElement[bool]:
+    """The SQL condition on the ``series`` table for ``query`` (datasets defined by queries
+    expanded), for callers that add it to their own statements (QIDO-RS)."""
+    node = parse(query) if isinstance(query, str) else query
+    dialect = catalog.db.engine.dialect.name
+    return condition(node, dialect, Curation(catalog).dynamic_queries())
 
 
 def sort_keys(sort: str, dialect: str) -> list[Any]:
