@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
 from kahu.catalog.records import InstanceFacts
 from kahu.catalog.repository import NewSeries
 from kahu.core import Kahu
@@ -232,6 +234,10 @@ def kahu_figures(
             for offset in range(0, len(rows), batch):
                 kahu.catalog.add_series([series_of(r) for r in rows[offset : offset + batch]])
             load_s = time.perf_counter() - start
+            # what an operator does after a bulk load (and autovacuum would do within minutes,
+            # competing with the measurements meanwhile): statistics for the planner
+            with kahu.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                c.execute(text("VACUUM ANALYZE" if backend == "postgresql" else "ANALYZE"))
             index = kahu.search_index
             assert index is not None
             gc.collect()

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pydicom
 import pytest
 from sqlalchemy import text
@@ -287,3 +288,31 @@ def test_nul_characters_inside_values_are_dropped(kahu: Kahu) -> None:
     bulk = NewSeries(replace(template, series_instance_uid="1.2.9.9"), {"ProtocolName": "a\0b"})
     assert kahu.catalog.add_series([bulk]) == 1
     assert kahu.catalog.get_series("1.2.9.9").document == {"ProtocolName": "ab"}
+
+
+def test_codes_widen_as_a_field_gains_values(kahu: Kahu) -> None:
+    """A field's codes start as bytes and widen past 256 distinct values between refreshes."""
+    template = _template(kahu, _series(kahu, "template"))
+
+    def batch(start: int, stop: int) -> list[NewSeries]:
+        return [
+            NewSeries(
+                replace(template, series_instance_uid=f"1.2.8.{n}"), {"ProtocolName": f"p{n}"}
+            )
+            for n in range(start, stop)
+        ]
+
+    kahu.catalog.add_series(batch(0, 200))
+    assert _uids(kahu, "ProtocolName:p7") == {"1.2.8.7"}
+    index = kahu.search_index
+    assert index is not None
+    snapshot = index.current()
+    assert snapshot is not None
+    assert snapshot.codes["ProtocolName"].dtype == np.uint8
+    kahu.catalog.add_series(batch(200, 400))
+    assert _uids(kahu, "ProtocolName:p7 OR ProtocolName:p399") == {"1.2.8.7", "1.2.8.399"}
+    snapshot = index.current()
+    assert snapshot is not None
+    assert snapshot.codes["ProtocolName"].dtype == np.uint16
+    _, facets = aggregate(kahu.catalog, "", {"p": Terms("ProtocolName", 1000)}, index=index)
+    assert len(facets["p"].buckets) == 400

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from sqlalchemy import ColumnElement
 
 from kahu.catalog.curation import Curation
@@ -39,7 +40,8 @@ def search_series(
         snapshot = index.current(wait=False)
         mask = None if snapshot is None else index.mask(snapshot, node, dynamic)
         if snapshot is not None and mask is not None:
-            return catalog.series_by_pks(index.page(snapshot, mask, limit, offset)), int(mask.sum())
+            total = int(np.count_nonzero(mask))
+            return catalog.series_by_pks(index.page(snapshot, mask, limit, offset)), total
     where = condition(node, dialect, dynamic)
     return catalog.list_series(limit=limit, offset=offset, where=where, order=order)
 
