@@ -2,11 +2,12 @@
 first pages at a million series in milliseconds.
 
 The catalog's database stays the truth and answers everything; this index answers the common
-queries faster. Each indexed field is dictionary-encoded: every series holds one code per field
-(the JSON text of its value in the document, a list for a multi-valued field) and each distinct
-value is decoded once. A query becomes a test on the distinct values, then one array lookup per
-series; a facet is a ``bincount`` over the matched codes. Queries on anything else (catalog
-columns such as ``received_at``, sorting by a field) go to SQL, with the same results.
+queries faster. Each indexed field is dictionary-encoded: each distinct value of the field (a
+multi-valued one as a tuple) is kept once, and every series holds its value's code, in the
+narrowest unsigned integers that fit. A query becomes a test on the distinct values, then one
+vectorized lookup per series; a facet is a ``bincount`` over the matched codes. Queries on
+anything else (catalog columns such as ``received_at``, sorting by a field) go to SQL, with
+the same results.
 
 The index follows the catalog by its series generations (:class:`~kahu.catalog.tables.
 CatalogState`): a search first reads the current generation (one row) and, when it moved,
