@@ -25,12 +25,14 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# The test suite drives real DICOM peers (dcmtk) and a real PostgreSQL server.
+# The test suite drives real DICOM peers (dcmtk), a real PostgreSQL server and sandboxes
+# command operators with bubblewrap.
 # Both come from Debian's packages; this target installs them when missing (needs root).
 system-packages: $(SYS_STAMP)
 $(SYS_STAMP): | $(BIN)/python
 	@need=""; \
 	command -v storescu >/dev/null || need="$$need dcmtk"; \
+	command -v bwrap >/dev/null || need="$$need bubblewrap"; \
 	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$$need postgresql"; \
 	if [ -n "$$need" ]; then \
 	  echo "Installing system packages for the tests:$$need"; \

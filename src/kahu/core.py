@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 from kahu.auth.users import Accounts
 from kahu.catalog.curation import Curation
@@ -11,13 +12,19 @@ from kahu.catalog.database import Database, make_engine, migrate
 from kahu.catalog.dicom_query import DicomQuery
 from kahu.catalog.ingest import Ingestor
 from kahu.catalog.instance_metadata import MetadataIndex
+from kahu.catalog.lineage import Lineage
 from kahu.catalog.repository import Catalog
 from kahu.dimse.handlers import DimseHandlers
 from kahu.dimse.nodes import NodeRegistry
 from kahu.dimse.server import DicomServer
 from kahu.events import EventBus, SeriesCompletionMonitor
+from kahu.flow.engine import Engine
+from kahu.flow.executors.base import Executor
+from kahu.flow.registry import WorkflowRegistry
+from kahu.flow.resources import Admission
+from kahu.flow.runs import RunStore
 from kahu.search.columns import ColumnIndex
-from kahu.settings import Settings
+from kahu.settings import FlowSettings, Settings
 from kahu.storage.filesystem import FilesystemBlobStore
 
 log = logging.getLogger(__name__)
@@ -47,6 +54,26 @@ class Kahu:
             settings.dicom, self.ingestor, self.catalog, self.query, self.nodes, self.store
         )
         self.dicom = DicomServer(settings.dicom, handlers)
+        self.lineage = Lineage(self.db)
+        self.workflows = WorkflowRegistry(settings.workflows_folder)
+        self.runs = RunStore(self.db)
+        flow = settings.flow
+        self.flow = Engine(
+            runs=self.runs,
+            registry=self.workflows,
+            executor=make_executor(flow, settings.home),
+            admission=Admission(
+                settings.home,
+                cpus=flow.cpus,
+                memory_mb_total=flow.memory_mb,
+                min_free_disk_mb=flow.min_free_disk_mb,
+                reserve_memory_mb=flow.reserve_memory_mb,
+            ),
+            runs_root=settings.runs_root,
+            services=self,
+            poll_seconds=flow.poll_seconds,
+            internal_workers=flow.internal_workers,
+        )
         self._started = False
 
     def start(self) -> None:
@@ -61,10 +88,14 @@ class Kahu:
             ).start()
         if self.settings.dicom.enabled:
             self.dicom.start()
+        if self.settings.flow.enabled:
+            self.flow.start()
         self._started = True
 
     def stop(self) -> None:
         if self._started:
+            if self.settings.flow.enabled:
+                self.flow.stop()
             self.dicom.stop()
             self.completion.stop()
             self.metadata.stop()
@@ -77,3 +108,19 @@ class Kahu:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def make_executor(flow: FlowSettings, home: Path) -> Executor:
+    """The executor the settings name (Ray's is imported only when chosen)."""
+    if flow.executor == "ray":
+        from kahu.flow.executors.ray import RayExecutor
+
+        return RayExecutor(home, address=flow.ray_address, memory_slack_mb=flow.memory_slack_mb)
+    from kahu.flow.executors.local import LocalExecutor
+
+    return LocalExecutor(
+        home,
+        isolation=flow.isolation,
+        container_runtime=flow.container_runtime,
+        memory_slack_mb=flow.memory_slack_mb,
+    )

@@ -6,7 +6,9 @@
     ├── InvalidInput              the caller sent something we refuse (HTTP 400 / DIMSE failure)
     │   ├── InvalidUID            a UID that breaks PS3.5 9.1 (never reaches a path)
     │   ├── InvalidDicom          not DICOM, truncated, or missing required attributes
-    │   └── UnsafeArchive         zip with traversal, absolute paths or bomb-like ratios
+    │   ├── UnsafeArchive         zip with traversal, absolute paths or bomb-like ratios
+    │   ├── InvalidWorkflow       a workflow definition that cannot run (cycle, unknown input)
+    │   └── InvalidParameters     launch parameters that break the workflow's schema (HTTP 422)
     ├── NotFound                  no such series, node, user, token (HTTP 404)
     ├── Conflict                  already exists / would overwrite (HTTP 409)
     ├── AuthenticationFailed      no or bad credentials (HTTP 401)
@@ -35,6 +37,20 @@ class InvalidDicom(InvalidInput):
 
 class UnsafeArchive(InvalidInput):
     pass
+
+
+class InvalidWorkflow(InvalidInput):
+    pass
+
+
+class InvalidParameters(InvalidInput):
+    """Parameters that break a workflow's JSON Schema; ``errors`` name each field."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        self.errors = errors
+        super().__init__(
+            "invalid parameters: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        )
 
 
 class NotFound(KahuError):

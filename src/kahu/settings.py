@@ -85,6 +85,35 @@ class SearchSettings(BaseModel):
     column_index: bool = True
 
 
+class FlowSettings(BaseModel):
+    """``KAHU_FLOW__*``: the workflow engine."""
+
+    enabled: bool = True
+    #: ``local`` processes on this machine, or ``ray`` (tasks on a Ray cluster)
+    executor: Literal["local", "ray"] = "local"
+    #: Ray cluster address (``ray://host:10001`` or ``auto``); empty starts a local cluster
+    ray_address: str = ""
+    #: CPUs and memory (MB) the scheduler may hand out; empty: what the machine has
+    cpus: float | None = Field(default=None, gt=0)
+    memory_mb: int | None = Field(default=None, gt=0)
+    #: memory left to the server and the system when admitting a task
+    reserve_memory_mb: int = Field(default=256, ge=0)
+    #: a task waits while the home's disk has less free space than this
+    min_free_disk_mb: int = Field(default=1024, ge=0)
+    #: address space allowed beyond a task's declared memory (libraries, thread stacks)
+    memory_slack_mb: int = Field(default=1024, ge=0)
+    #: sandboxing of command operators: ``auto`` (bubblewrap where installed), ``required``
+    #: (a run fails without it) or ``off``
+    isolation: Literal["auto", "required", "off"] = "auto"
+    #: container runtime for container operators (docker, podman, apptainer); empty: the
+    #: first of them on the PATH
+    container_runtime: str = ""
+    #: seconds between looks for runs created by other processes (``kahu run``)
+    poll_seconds: float = Field(default=1.0, gt=0)
+    #: threads for internal operators (input fetching, storing results)
+    internal_workers: int = Field(default=4, ge=1)
+
+
 class Settings(BaseSettings):
     """All settings of one Kahu instance."""
 
@@ -99,6 +128,7 @@ class Settings(BaseSettings):
     dicom: DicomSettings = Field(default_factory=DicomSettings)
     imports: ImportSettings = Field(default_factory=ImportSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    flow: FlowSettings = Field(default_factory=FlowSettings)
     #: fsync files and directories before acknowledging; only tests may turn it off.
     fsync: bool = True
     #: level of Kahu's log on standard error (``kahu serve``): DEBUG, INFO, WARNING, ERROR
@@ -113,6 +143,14 @@ class Settings(BaseSettings):
     @property
     def blob_root(self) -> Path:
         return self.home / "blobs"
+
+    @property
+    def runs_root(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def workflows_folder(self) -> Path:
+        return self.home / "workflows"
 
     @property
     def admin_password_file(self) -> Path:

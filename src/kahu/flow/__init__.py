@@ -1,0 +1,26 @@
+"""Workflows: DAGs of operators run on cohorts. The public API for workflow authors::
+
+from kahu.flow import Workflow, python_operator, command_operator, TaskContext
+"""
+
+from kahu.flow.job import TaskContext
+from kahu.flow.model import (
+    Operator,
+    Resources,
+    Workflow,
+    application_operator,
+    command_operator,
+    container_operator,
+    python_operator,
+)
+
+__all__ = [
+    "Operator",
+    "Resources",
+    "TaskContext",
+    "Workflow",
+    "application_operator",
+    "command_operator",
+    "container_operator",
+    "python_operator",
+]

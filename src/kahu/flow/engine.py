@@ -1,0 +1,649 @@
+"""The workflow engine: creates runs, promotes tasks whose inputs are done, admits them by
+resources, hands them to the executor and records every outcome.
+
+One thread owns the scheduling; the database holds the truth, so a restart (even after
+``kill -9``) picks up unfinished runs: tasks a dead engine had started are stopped if their
+process still lives, and queued again. Outcomes and claims are written in batches, one
+transaction per scheduling pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from kahu.catalog.tables import utcnow
+from kahu.errors import Conflict, InvalidInput
+from kahu.flow.executors.base import Executor, Outcome
+from kahu.flow.executors.local import kill_leftover, process_start_time
+from kahu.flow.job import Job, RunPaths, TaskContext, write_conf
+from kahu.flow.model import Operator, Workflow, load_callable
+from kahu.flow.registry import WorkflowRegistry
+from kahu.flow.resources import Admission
+from kahu.flow.runs import RunStore, TaskInfo
+from kahu.flow.states import RUN_DONE, TASK_DONE
+
+log = logging.getLogger(__name__)
+
+#: internal operators get the services of the running server beside their context
+InternalFunction = Callable[[TaskContext, Any], None]
+
+
+def engine_identity() -> str:
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{process_start_time(pid)}"
+
+
+def _owner_alive(owner: str) -> bool | None:
+    """Whether the engine ``owner`` still runs: None when it is on another machine."""
+    host, _, rest = owner.partition(":")
+    if host != socket.gethostname():
+        return None
+    pid_text, _, started = rest.partition(":")
+    if not pid_text.isdigit():
+        return False
+    return str(process_start_time(int(pid_text))) == started
+
+
+@dataclass
+class _Task:
+    id: int
+    op: Operator
+    series_uid: str
+    state: str
+    attempt: int
+    not_before: float = 0.0
+    deps: list[int] = field(default_factory=list)
+    dependents: list[int] = field(default_factory=list)
+    gpu: str | None = None
+    reason: str = ""
+    held: bool = False  # resources taken from the admission
+
+
+@dataclass
+class _Run:
+    id: str
+    workflow: Workflow
+    params: dict[str, Any]
+    series: tuple[str, ...]
+    state: str
+    paths: RunPaths
+    tasks: dict[int, _Task] = field(default_factory=dict)
+    created: float = 0.0
+
+
+class Engine:
+    """Runs workflows. ``services`` is handed to internal operators (the Kahu instance)."""
+
+    def __init__(
+        self,
+        *,
+        runs: RunStore,
+        registry: WorkflowRegistry,
+        executor: Executor,
+        admission: Admission,
+        runs_root: Path,
+        services: Any = None,
+        poll_seconds: float = 1.0,
+        internal_workers: int = 4,
+    ) -> None:
+        self.runs = runs
+        self.registry = registry
+        self.executor = executor
+        self.admission = admission
+        self.runs_root = runs_root
+        self.services = services
+        self.poll = poll_seconds
+        self.owner = engine_identity()
+        self._cond = threading.Condition()
+        self._outcomes: list[Outcome] = []
+        self._woken = False
+        self._stopped = False
+        self._active: dict[str, _Run] = {}
+        self._thread: threading.Thread | None = None
+        self._internal = ThreadPoolExecutor(internal_workers, thread_name_prefix="kahu-op")
+        self._internal_running: set[int] = set()
+        self._last_poll = 0.0
+        self._fail_fast: set[str] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.runs_root.mkdir(parents=True, exist_ok=True)
+        self.executor.start(self._on_outcome)
+        self._thread = threading.Thread(target=self._loop, name="kahu-flow", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.executor.stop()
+        self._internal.shutdown(wait=True, cancel_futures=True)
+        # what was running is queued again for the next start (not counted as an attempt)
+        running = [
+            t for r in self._active.values() for t in r.tasks.values() if t.state == "running"
+        ]
+        self.runs.apply([("lost", t.id, {"attempt": max(0, t.attempt - 1)}) for t in running])
+
+    def wake(self) -> None:
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
+
+    def _on_outcome(self, outcome: Outcome) -> None:
+        with self._cond:
+            self._outcomes.append(outcome)
+            self._cond.notify_all()
+
+    # -- the public operations -------------------------------------------------------------
+
+    def create_run(
+        self,
+        workflow: Workflow,
+        params: dict[str, Any],
+        series: Sequence[str],
+        *,
+        input: dict[str, Any],
+        missing: Sequence[str] = (),
+        trigger: str = "manual",
+        created_by: str = "",
+    ) -> str:
+        if not series and any(op.per == "series" for op in workflow.operators):
+            raise InvalidInput("the cohort is empty: no series to run on")
+        run_id = self.runs.create(
+            workflow,
+            params,
+            series,
+            input=input,
+            missing=missing,
+            trigger=trigger,
+            created_by=created_by,
+        )
+        paths = RunPaths(self.runs_root, run_id)
+        write_conf(
+            paths,
+            {
+                "run_id": run_id,
+                "workflow": workflow.name,
+                "version": workflow.version,
+                "workflow_form": params,
+                "data_form": {"series_uids": list(series), **input},
+            },
+        )
+        self.wake()
+        return run_id
+
+    def cancel(self, run_id: str) -> None:
+        self.runs.require_run_state(run_id, "cancel")
+        self.wake()
+
+    def retry(self, run_id: str) -> int:
+        """Run the failed, upstream-failed and cancelled tasks of a finished run again."""
+        count = self.runs.rerun(run_id)
+        self.wake()
+        return count
+
+    def complete(self, task_id: int) -> None:
+        """A user finished a human step: the run continues."""
+        task = self.runs.task(task_id)
+        if task.state != "waiting_input":
+            raise Conflict(f"task {task_id} is {task.state}, not waiting for input")
+        self._on_outcome(Outcome(task_id, task.attempt, True))
+
+    def wait_idle(self, run_id: str, timeout: float) -> str:
+        """Block until ``run_id`` has finished (tests, ``kahu run``); return its state."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.runs.run(run_id, with_series=False).state
+            if state in RUN_DONE:
+                return state
+            time.sleep(0.05)
+        return self.runs.run(run_id, with_series=False).state
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopped:
+                    return
+                if not self._outcomes and not self._woken:
+                    self._cond.wait(timeout=self._next_wait())
+                if self._stopped:
+                    return
+                outcomes, self._outcomes = self._outcomes, []
+                woken, self._woken = self._woken, False
+            try:
+                self._pass(outcomes, woken)
+            except Exception:
+                log.exception("workflow engine pass failed; retrying")
+                with self._cond:
+                    self._outcomes = outcomes + self._outcomes
+                time.sleep(1)
+
+    def _next_wait(self) -> float:
+        now = time.monotonic()
+        wait = max(0.0, self._last_poll + self.poll - now)
+        due = [
+            t.not_before
+            for r in self._active.values()
+            for t in r.tasks.values()
+            if t.state == "queued" and t.not_before > now
+        ]
+        if due:
+            wait = min(wait, max(0.0, min(due) - now))
+        return wait
+
+    def _pass(self, outcomes: list[Outcome], woken: bool) -> None:
+        now = time.monotonic()
+        if woken or now - self._last_poll >= self.poll:
+            self._last_poll = now
+            self._sync_runs()
+        touched: set[str] = set()
+        if outcomes:
+            touched |= self._record(outcomes)
+        for run in list(self._active.values()):
+            if run.state == "cancelling":
+                self._cancel_tasks(run)
+                touched.add(run.id)
+        touched |= self._promote()
+        touched |= self._dispatch()
+        for run_id in touched | set(self._active):
+            self._settle(run_id)
+
+    # -- loading runs ----------------------------------------------------------------------
+
+    def _sync_runs(self) -> None:
+        """New runs from the database (this or another process), and state changes made
+        outside the loop (cancel, retry)."""
+        active = self.runs.active_run_ids()
+        for run_id in active:
+            if run_id not in self._active:
+                self._load(run_id)
+        for run_id in list(self._active):
+            if run_id not in active:
+                # finished elsewhere (or deleted)
+                self._drop(run_id)
+                continue
+            state = self.runs.run(run_id, with_series=False).state
+            run = self._active[run_id]
+            if state != run.state:
+                run.state = state
+
+    def _load(self, run_id: str) -> None:
+        info = self.runs.run(run_id)
+        try:
+            workflow = self.registry.get(info.workflow, info.version)
+        except Exception as exc:
+            self.runs.fail_run(run_id, f"workflow not available: {exc}")
+            return
+        run = _Run(
+            run_id,
+            workflow,
+            info.params,
+            tuple(info.series),
+            info.state,
+            RunPaths(self.runs_root, run_id),
+            created=info.created_at.timestamp(),
+        )
+        tasks = self.runs.tasks(run_id)
+        keys: dict[tuple[str, str], int] = {}
+        lost: list[TaskInfo] = []
+        for t in tasks:
+            op = workflow.operator(t.operator)
+            task = _Task(t.id, op, t.series_uid, t.state, t.attempt)
+            if t.not_before is not None:
+                task.not_before = time.monotonic() + max(
+                    0.0, (t.not_before - utcnow()).total_seconds()
+                )
+            run.tasks[t.id] = task
+            keys[(t.operator, t.series_uid)] = t.id
+            if t.state == "running" and t.owner != self.owner:
+                lost.append(t)
+        for task in run.tasks.values():
+            for name in task.op.inputs:
+                source = workflow.operator(name)
+                if source.per == "series" and task.series_uid:
+                    deps = [keys[(name, task.series_uid)]]
+                elif source.per == "series":
+                    deps = [keys[(name, uid)] for uid in run.series]
+                else:
+                    deps = [keys[(name, "")]]
+                task.deps += deps
+                for dep in deps:
+                    run.tasks[dep].dependents.append(task.id)
+        self._active[run_id] = run
+        self._recover(run, lost)
+
+    def _recover(self, run: _Run, lost: list[TaskInfo]) -> None:
+        """Tasks started by an engine that is gone: stop what is left of them, queue them."""
+        requeue = []
+        for t in lost:
+            alive = _owner_alive(t.owner)
+            if alive is None:
+                log.warning("task %s runs on another machine (%s); leaving it", t.id, t.owner)
+                continue
+            if alive:
+                continue  # another engine on this machine still runs it
+            if t.pid is not None and kill_leftover(t.pid, t.pid_started):
+                log.warning("killed leftover process %s of task %s", t.pid, t.id)
+            requeue.append(t)
+        moved = self.runs.apply(
+            [("lost", t.id, {"attempt": max(0, t.attempt - 1), "pid": None}) for t in requeue]
+        )
+        for t in requeue:
+            if t.id in moved:
+                task = run.tasks[t.id]
+                task.state = "queued"
+                task.attempt = max(0, t.attempt - 1)
+
+    def _drop(self, run_id: str) -> None:
+        run = self._active.pop(run_id, None)
+        if run is None:
+            return
+        for task in run.tasks.values():
+            if task.held:
+                self.admission.give(task.op.resources, task.gpu)
+                task.held = False
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def _find(self, task_id: int) -> tuple[_Run, _Task] | None:
+        for run in self._active.values():
+            task = run.tasks.get(task_id)
+            if task is not None:
+                return run, task
+        return None
+
+    def _record(self, outcomes: list[Outcome]) -> set[str]:
+        changes: list[tuple[str, int, dict[str, Any]]] = []
+        follow: list[tuple[_Run, _Task, str, float]] = []
+        now = utcnow()
+        for outcome in outcomes:
+            found = self._find(outcome.task_id)
+            if found is None:
+                continue
+            run, task = found
+            if task.state == "waiting_input" and outcome.ok:
+                changes.append(("complete", task.id, {"finished_at": now, "reason": ""}))
+                follow.append((run, task, "succeeded", 0.0))
+                continue
+            if task.state != "running" or outcome.attempt != task.attempt:
+                continue  # an old attempt, or already settled
+            if task.held:
+                self.admission.give(task.op.resources, task.gpu)
+                task.held = False
+            if outcome.ok:
+                changes.append(("succeed", task.id, {"finished_at": now, "error": ""}))
+                follow.append((run, task, "succeeded", 0.0))
+            elif outcome.cancelled or run.state == "cancelling":
+                changes.append(("cancel", task.id, {"finished_at": now, "error": outcome.error}))
+                follow.append((run, task, "cancelled", 0.0))
+            elif task.attempt <= task.op.retries:
+                delay = task.op.retry_delay_s * (2 ** (task.attempt - 1))
+                changes.append(
+                    (
+                        "retry_later",
+                        task.id,
+                        {"error": outcome.error, "not_before": now + timedelta(seconds=delay)},
+                    )
+                )
+                follow.append((run, task, "queued", time.monotonic() + delay))
+            else:
+                changes.append(("fail", task.id, {"finished_at": now, "error": outcome.error}))
+                follow.append((run, task, "failed", 0.0))
+        moved = self.runs.apply(changes)
+        touched = set()
+        for run, task, state, not_before in follow:
+            if task.id not in moved:
+                continue
+            task.state = state
+            task.not_before = not_before
+            touched.add(run.id)
+            if state == "failed" and run.workflow.fail_fast and run.state == "running":
+                self.runs.move_run(run.id, "cancel", error=f"task {task.id} failed (fail fast)")
+                run.state = "cancelling"
+                self._fail_fast.add(run.id)
+        return touched
+
+    # -- promotion -------------------------------------------------------------------------
+
+    def _promote(self) -> set[str]:
+        """Pending tasks whose inputs are all done become queued (or upstream_failed)."""
+        changes: list[tuple[str, int, dict[str, Any]]] = []
+        follow: list[tuple[_Run, _Task, str]] = []
+        for run in self._active.values():
+            if run.state not in ("queued", "running", "waiting"):
+                continue
+            for task in run.tasks.values():
+                if task.state != "pending":
+                    continue
+                deps = [run.tasks[d] for d in task.deps]
+                if any(d.state not in TASK_DONE for d in deps):
+                    continue
+                ok = [d for d in deps if d.state == "succeeded"]
+                # a run-level task goes on with the series that succeeded; a per-series task
+                # needs all of its inputs
+                per_series_fanin = not task.series_uid and any(d.series_uid for d in deps)
+                good = bool(ok) if per_series_fanin else len(ok) == len(deps)
+                if not deps or good:
+                    changes.append(("ready", task.id, {}))
+                    follow.append((run, task, "queued"))
+                else:
+                    failed = next(d for d in deps if d.state != "succeeded")
+                    changes.append(
+                        (
+                            "upstream_failed",
+                            task.id,
+                            {"error": f"input {failed.op.name} {failed.state}"},
+                        )
+                    )
+                    follow.append((run, task, "upstream_failed"))
+        moved = self.runs.apply(changes)
+        touched = set()
+        for run, task, state in follow:
+            if task.id in moved:
+                task.state = state
+                touched.add(run.id)
+        if any(state == "upstream_failed" for *_, state in follow):
+            touched |= self._promote()  # failures travel down the graph
+        return touched
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def _dispatch(self) -> set[str]:
+        now = time.monotonic()
+        claims: list[tuple[str, int, dict[str, Any]]] = []
+        chosen: list[tuple[_Run, _Task]] = []
+        reasons: list[tuple[_Task, str]] = []
+        runs = sorted(self._active.values(), key=lambda r: (r.created, r.id))
+        started_at = utcnow()
+        for run in runs:
+            if run.state not in ("queued", "running", "waiting"):
+                continue
+            for task in sorted(run.tasks.values(), key=lambda t: t.id):
+                if task.state != "queued" or task.not_before > now:
+                    continue
+                if task.op.kind != "application":
+                    decision = self.admission.check(task.op.resources)
+                    if not decision.ok:
+                        if decision.reason != task.reason:
+                            reasons.append((task, decision.reason))
+                        continue
+                    self.admission.take(task.op.resources, decision.gpu)
+                    task.held = True
+                    task.gpu = decision.gpu
+                claims.append(
+                    (
+                        "claim",
+                        task.id,
+                        {
+                            "attempt": task.attempt + 1,
+                            "started_at": started_at,
+                            "owner": self.owner,
+                            "reason": "",
+                            "not_before": None,
+                        },
+                    )
+                )
+                if task.op.kind == "application":
+                    claims.append(("wait_input", task.id, {"reason": "waiting for a user"}))
+                chosen.append((run, task))
+        for task, reason in reasons:
+            task.reason = reason
+        if reasons:
+            self.runs.set_reasons([(t.id, r) for t, r in reasons])
+        if not claims:
+            return set()
+        moved = self.runs.apply(claims)
+        touched: set[str] = set()
+        pids: list[tuple[int, int | None, int | None]] = []
+        for run, task in chosen:
+            if task.id not in moved:
+                if task.held:
+                    self.admission.give(task.op.resources, task.gpu)
+                    task.held = False
+                continue
+            touched.add(run.id)
+            task.attempt += 1
+            task.reason = ""
+            if task.op.kind == "application":
+                task.state = "waiting_input"
+                run.paths.out_dir(task.op.name, task.series_uid).mkdir(parents=True, exist_ok=True)
+                continue
+            task.state = "running"
+            job = self._job(run, task)
+            if task.op.kind == "internal":
+                self._internal.submit(self._run_internal, job)
+                continue
+            try:
+                started = self.executor.submit(job)
+                pids.append((task.id, started.pid, started.pid_started))
+            except Exception as exc:
+                log.warning("task %s did not start: %s", task.id, exc)
+                self._on_outcome(Outcome(task.id, task.attempt, False, f"did not start: {exc}"))
+        if pids:
+            self.runs.set_pids(pids)
+        return touched
+
+    def _job(self, run: _Run, task: _Task) -> Job:
+        op = task.op
+        workflow = run.workflow
+        return Job(
+            task_id=task.id,
+            attempt=task.attempt,
+            run_id=run.id,
+            workflow=workflow.name,
+            version=workflow.version,
+            operator=op.name,
+            kind=op.kind,
+            per=op.per,
+            series_uid=task.series_uid,
+            inputs={name: workflow.operator(name).per for name in op.inputs},
+            params=run.params,
+            run_dir=str(run.paths.root.resolve()),
+            series=run.series,
+            timeout_s=op.timeout_s,
+            cpu=op.resources.cpu,
+            memory_mb=op.resources.memory_mb,
+            gpu_memory_mb=op.resources.gpu_memory_mb,
+            function=op.function,
+            module_file=self.registry.module_file(op.function),
+            command=op.command,
+            image=op.image,
+            isolation=op.isolation,
+            extra_env=dict(op.env),
+            gpu=task.gpu,
+        )
+
+    def _run_internal(self, job: Job) -> None:
+        """An internal operator, in a thread of the server: it uses the server's services."""
+        job.out_dir.mkdir(parents=True, exist_ok=True)
+        job.log_path.parent.mkdir(parents=True, exist_ok=True)
+        logger = logging.getLogger(f"kahu.task.{job.run_id}.{job.task_id}")
+        handler = logging.FileHandler(job.log_path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+        try:
+            assert job.function is not None
+            function: InternalFunction = load_callable(job.function)
+            function(TaskContext(job, logger), self.services)
+            outcome = Outcome(job.task_id, job.attempt, True)
+        except Exception as exc:
+            logger.exception("failed")
+            outcome = Outcome(job.task_id, job.attempt, False, f"{type(exc).__name__}: {exc}")
+        finally:
+            logger.removeHandler(handler)
+            handler.close()
+        self._on_outcome(outcome)
+
+    # -- cancel and settle -----------------------------------------------------------------
+
+    def _cancel_tasks(self, run: _Run) -> None:
+        waiting = [
+            t for t in run.tasks.values() if t.state in ("pending", "queued", "waiting_input")
+        ]
+        now = utcnow()
+        moved = self.runs.apply([("cancel", t.id, {"finished_at": now}) for t in waiting])
+        for task in waiting:
+            if task.id in moved:
+                task.state = "cancelled"
+        for task in run.tasks.values():
+            if task.state == "running" and task.op.kind not in ("internal", "application"):
+                self.executor.cancel(task.id)
+
+    def _settle(self, run_id: str) -> None:
+        run = self._active.get(run_id)
+        if run is None:
+            return
+        states = [t.state for t in run.tasks.values()]
+        open_states = [s for s in states if s not in TASK_DONE]
+        now = utcnow()
+        started = any(s not in ("pending", "queued") for s in states)
+        if (
+            run.state == "queued"
+            and started
+            and self.runs.move_run(run.id, "start", started_at=now)
+        ):
+            run.state = "running"
+        if run.state == "cancelling" and not any(s == "running" for s in states):
+            if run.id in self._fail_fast:
+                self._fail_fast.discard(run.id)
+                self.runs.move_run(run.id, "fail", finished_at=now)
+            else:
+                self.runs.move_run(run.id, "cancelled", finished_at=now)
+            self._drop(run.id)
+            return
+        if run.state in ("running", "waiting") and not open_states:
+            failed = sum(1 for s in states if s != "succeeded")
+            if failed:
+                self.runs.move_run(
+                    run.id,
+                    "fail",
+                    finished_at=now,
+                    error=f"{failed} of {len(states)} tasks did not succeed",
+                )
+            else:
+                self.runs.move_run(run.id, "succeed", finished_at=now)
+            self._drop(run.id)
+            return
+        busy = any(s in ("running", "queued") for s in open_states)
+        if run.state == "running" and "waiting_input" in open_states and not busy:
+            if self.runs.move_run(run.id, "wait"):
+                run.state = "waiting"
+        elif run.state == "waiting" and busy and self.runs.move_run(run.id, "resume"):
+            run.state = "running"

@@ -1,0 +1,44 @@
+"""Starting runs: one entry for the API, the CLI and the triggers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kahu.catalog.repository import Catalog
+from kahu.flow.cohort import RunInput, resolve
+from kahu.flow.engine import Engine
+from kahu.flow.registry import WorkflowRegistry
+
+
+def launch(
+    catalog: Catalog,
+    registry: WorkflowRegistry,
+    engine: Engine,
+    workflow_name: str,
+    params: Mapping[str, Any] | None,
+    run_input: RunInput,
+    *,
+    version: str | None = None,
+    one_run_per_series: bool = False,
+    trigger: str = "manual",
+    created_by: str = "",
+) -> list[str]:
+    """Validate the parameters (errors name the field), resolve the cohort and create the
+    run, or one run per series. Returns the run ids."""
+    workflow = registry.get(workflow_name, version)
+    values = workflow.validate_parameters(params)
+    series, missing = resolve(catalog, run_input)
+    groups = [[uid] for uid in series] if one_run_per_series else [series]
+    return [
+        engine.create_run(
+            workflow,
+            values,
+            group,
+            input=run_input.public(),
+            missing=missing,
+            trigger=trigger,
+            created_by=created_by,
+        )
+        for group in groups
+    ]

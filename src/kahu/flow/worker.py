@@ -1,0 +1,81 @@
+"""The process side of a Python operator: runs in a fresh process forked from a preloaded
+server (multiprocessing's forkserver), so a task can be killed, limited and crash alone."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import logging
+import os
+import resource
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from kahu.flow.job import Job, TaskContext
+from kahu.flow.model import load_callable
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to kill this process when its parent dies (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def limit_memory(memory_mb: int, slack_mb: int) -> None:
+    """Cap the address space: declared memory plus slack for what every process maps."""
+    if memory_mb <= 0:
+        return
+    limit = (memory_mb + slack_mb) * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def resolve(job: Job) -> Callable[..., Any]:
+    assert job.function is not None
+    if job.module_file:
+        module_name, _, _qualname = job.function.partition(":")
+        if module_name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(module_name, job.module_file)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {job.module_file}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)
+    return load_callable(job.function)
+
+
+def run_python(job: Job, memory_slack_mb: int) -> None:
+    """Entry point of the task process: exit 0 on success, 1 with ``<log>.error`` on failure."""
+    os.setpgid(0, 0)  # its own process group: a timeout kills what it started too
+    die_with_parent()
+    log_fd = os.open(job.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    log = logging.getLogger(f"kahu.task.{job.operator}")
+    try:
+        limit_memory(job.memory_mb, memory_slack_mb)
+        os.environ.update(job.environment())
+        os.chdir(job.out_dir)
+        function = resolve(job)
+        function(TaskContext(job, log))
+    except BaseException as exc:
+        traceback.print_exc()
+        summary = f"{type(exc).__name__}: {exc}"[:2000]
+        with open(job.error_path, "w") as fh:
+            fh.write(summary)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

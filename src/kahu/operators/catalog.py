@@ -1,0 +1,110 @@
+"""Operators that talk to the catalog: fetching a run's series as DICOM files, and storing
+results back through the one ingest path with their lineage."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kahu.flow.job import TaskContext
+from kahu.flow.model import Operator, Resources
+
+if TYPE_CHECKING:
+    from kahu.core import Kahu
+
+#: files stored in one ingest transaction
+_BATCH = 64
+
+
+def fetch_series(ctx: TaskContext, kahu: Kahu) -> None:
+    """Write the task's series as ``<SOPInstanceUID>.dcm`` files into the output folder."""
+    uid = ctx.series_uid
+    if uid is None:
+        raise ValueError("get-input runs per series")
+    count = 0
+    for instance in kahu.catalog.instances(series_uid=uid):
+        target = ctx.out_dir / f"{instance.sop_instance_uid}.dcm"
+        local = kahu.store.local_path(instance.blob_key)
+        if local is not None:
+            shutil.copyfile(local, target)
+        else:
+            target.write_bytes(kahu.store.get(instance.blob_key))
+        count += 1
+    if count == 0:
+        raise ValueError(f"series {uid} has no instances")
+    ctx.log.info("fetched %d instances of %s", count, uid)
+
+
+def _files(folders: Sequence[Path]) -> list[Path]:
+    found: list[Path] = []
+    for folder in folders:
+        if folder.is_dir():
+            found += sorted(p for p in folder.rglob("*") if p.is_file())
+    return found
+
+
+def ingest_results(ctx: TaskContext, kahu: Kahu) -> None:
+    """Ingest every file under the inputs' folders; record which run made each series and
+    from which source series. A file that is not valid DICOM fails the task by name."""
+    job = ctx.job
+    folders = []
+    for name, per in job.inputs.items():
+        if per == "series" and not job.series_uid:
+            folders += list(ctx.series_dirs(name).values())
+        else:
+            folders.append(job.in_dir(name))
+    files = _files(folders)
+    source = f"workflow:{job.workflow}:{job.run_id}"
+    stored: dict[str, None] = {}
+    rejected: list[str] = []
+    for start in range(0, len(files), _BATCH):
+        chunk = files[start : start + _BATCH]
+        results = kahu.ingestor.ingest_many([p.read_bytes() for p in chunk], source=source)
+        for path, result in zip(chunk, results, strict=True):
+            if result.status == "rejected":
+                rejected.append(f"{path.name}: {result.reason}")
+            elif result.series_instance_uid:
+                stored[result.series_instance_uid] = None
+    for series_uid in stored:
+        if job.series_uid:
+            sources = [job.series_uid]
+        else:
+            doc = kahu.catalog.get_series(series_uid).document
+            sources = [r for r in doc.get("referenced_series", []) if r in job.series]
+        kahu.lineage.record(series_uid, job.run_id, job.workflow, job.version, sources)
+    ctx.log.info("stored %d files in %d series", len(files) - len(rejected), len(stored))
+    if rejected:
+        raise ValueError(f"{len(rejected)} files were not stored: " + "; ".join(rejected[:5]))
+
+
+def get_input(name: str = "get-input", *, cpu: float = 0.5, memory_mb: int = 256) -> Operator:
+    """Per series: the series' DICOM files in ``batch/<uid>/<name>/`` (Kaapana's
+    ``get-input-data``)."""
+    return Operator(
+        name,
+        "internal",
+        "series",
+        (),
+        function="kahu.operators.catalog:fetch_series",
+        resources=Resources(cpu=cpu, memory_mb=memory_mb),
+        retries=2,
+        retry_delay_s=2.0,
+        description="Fetch the series' DICOM files from the catalog",
+    )
+
+
+def store_results(
+    inputs: Sequence[str], name: str = "store-results", *, per: str = "series"
+) -> Operator:
+    """Store the DICOM files the ``inputs`` wrote into Kahu (one ingest path), with lineage."""
+    return Operator(
+        name,
+        "internal",
+        "series" if per == "series" else "run",
+        tuple(inputs),
+        function="kahu.operators.catalog:ingest_results",
+        resources=Resources(cpu=0.5, memory_mb=512),
+        description="Store result DICOM files in the catalog with their lineage",
+    )

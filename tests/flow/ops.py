@@ -1,0 +1,186 @@
+"""Operator functions and workflows for the engine tests (imported by task processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from kahu.flow import (
+    Resources,
+    TaskContext,
+    Workflow,
+    application_operator,
+    command_operator,
+    python_operator,
+)
+from kahu.operators import get_input, store_results
+
+
+def mark(ctx: TaskContext) -> None:
+    """Writes what it saw: its series, parameters, inputs, environment."""
+    seen = {
+        "series": ctx.series_uid,
+        "params": dict(ctx.params),
+        "env": {k: os.environ[k] for k in ("RUN_ID", "OPERATOR_OUT_DIR", "WORKFLOW_NAME")},
+        "inputs": sorted(p.name for p in ctx.in_dir.iterdir()) if ctx.job.inputs else [],
+    }
+    (ctx.out_dir / "seen.json").write_text(json.dumps(seen))
+
+
+def count_inputs(ctx: TaskContext) -> None:
+    """Run-level: lists the per-series folders of its input."""
+    dirs = ctx.series_dirs("mark")
+    (ctx.out_dir / "count.json").write_text(json.dumps(sorted(dirs)))
+
+
+def fail_for_odd(ctx: TaskContext) -> None:
+    """Fails for the series named in the parameter ``bad``."""
+    if ctx.series_uid in ctx.params.get("bad", []):
+        raise RuntimeError(f"cannot process {ctx.series_uid}")
+    (ctx.out_dir / "ok").write_text("ok")
+
+
+def flaky(ctx: TaskContext) -> None:
+    """Fails on its first attempt, succeeds on the second."""
+    marker = ctx.workflow_dir / f"flaky-{ctx.job.task_id}"
+    if not marker.exists():
+        marker.write_text("tried")
+        raise RuntimeError("first attempt fails")
+    (ctx.out_dir / "ok").write_text("ok")
+
+
+def sleep(ctx: TaskContext) -> None:
+    """Records start and end around a sleep of ``seconds`` (default 0.5)."""
+    seconds = float(ctx.params.get("seconds", 0.5))
+    log = ctx.workflow_dir / "events.log"
+    with open(log, "a") as fh:
+        fh.write(f"start {ctx.job.task_id} {time.time()}\n")
+    time.sleep(seconds)
+    with open(log, "a") as fh:
+        fh.write(f"end {ctx.job.task_id} {time.time()}\n")
+
+
+def noop(ctx: TaskContext) -> None:
+    return None
+
+
+def fork_children(ctx: TaskContext) -> None:
+    """Starts a grandchild that would outlive it, then hangs."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "300"])
+    (ctx.workflow_dir / "grandchild.pid").write_text(str(child.pid))
+    time.sleep(300)
+
+
+def copy_input(ctx: TaskContext) -> None:
+    for path in ctx.in_dir.iterdir():
+        (ctx.out_dir / path.name).write_bytes(path.read_bytes())
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "threshold": {"type": "integer", "minimum": 0, "default": 100, "description": "HU"},
+        "mode": {"type": "string", "enum": ["fast", "exact"], "default": "fast"},
+        "bad": {"type": "array", "items": {"type": "string"}, "default": []},
+        "seconds": {"type": "number", "default": 0.5},
+    },
+    "additionalProperties": False,
+}
+
+WORKFLOWS = [
+    Workflow(
+        "test-chain",
+        "1.0",
+        (
+            get_input(),
+            python_operator("mark", mark, inputs=["get-input"], resources=Resources(0.5, 128)),
+            python_operator(
+                "count", count_inputs, inputs=["mark"], per="run", resources=Resources(0.5, 128)
+            ),
+        ),
+        title="Chain",
+        parameters=SCHEMA,
+    ),
+    Workflow(
+        "test-failing",
+        "1.0",
+        (
+            python_operator("work", fail_for_odd, resources=Resources(0.5, 128)),
+            python_operator("after", noop, inputs=["work"], resources=Resources(0.5, 128)),
+            python_operator(
+                "summary", noop, inputs=["work"], per="run", resources=Resources(0.5, 128)
+            ),
+        ),
+        parameters=SCHEMA,
+    ),
+    Workflow(
+        "test-flaky",
+        "1.0",
+        (
+            python_operator(
+                "flaky", flaky, retries=1, retry_delay_s=0.1, resources=Resources(0.5, 128)
+            ),
+        ),
+    ),
+    Workflow(
+        "test-sleep",
+        "1.0",
+        (python_operator("sleep", sleep, resources=Resources(1, 128), timeout_s=60),),
+        parameters=SCHEMA,
+    ),
+    Workflow(
+        "test-timeout",
+        "1.0",
+        (python_operator("hang", fork_children, resources=Resources(1, 128), timeout_s=1.0),),
+    ),
+    Workflow(
+        "test-huge",
+        "1.0",
+        (python_operator("huge", noop, resources=Resources(1, 10_000_000)),),
+    ),
+    Workflow(
+        "test-human",
+        "1.0",
+        (
+            python_operator("prepare", noop, resources=Resources(0.5, 128)),
+            application_operator("review", inputs=["prepare"]),
+            python_operator(
+                "finish", copy_input, inputs=["review"], per="run", resources=Resources(0.5, 128)
+            ),
+        ),
+    ),
+    Workflow(
+        "test-command",
+        "1.0",
+        (
+            get_input(),
+            command_operator(
+                "shell",
+                [
+                    "sh",
+                    "-c",
+                    'ls "$WORKFLOW_DIR/$BATCH_NAME" > "$KAHU_OUT_DIR/batch.txt"; '
+                    'env | sort > "$KAHU_OUT_DIR/env.txt"',
+                ],
+                inputs=["get-input"],
+                resources=Resources(0.5, 128),
+            ),
+        ),
+        parameters=SCHEMA,
+    ),
+    Workflow(
+        "test-store",
+        "1.0",
+        (
+            get_input(),
+            python_operator(
+                "copy", copy_input, inputs=["get-input"], resources=Resources(0.5, 128)
+            ),
+            store_results(["copy"]),
+        ),
+    ),
+]
