@@ -47,7 +47,8 @@ class TestRuns:
         assert conf["workflow_form"]["threshold"] == 7
         assert set(_tasks(flow_kahu, run_id).values()) == {"succeeded"}
         info = flow_kahu.runs.run(run_id)
-        assert info.started_at is not None and info.finished_at is not None
+        assert info.started_at is not None
+        assert info.finished_at is not None
         assert info.public()["progress"] == {"done": 7, "total": 7}
 
     def test_one_failing_series_does_not_fail_the_others(self, flow_kahu: Kahu) -> None:

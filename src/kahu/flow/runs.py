@@ -8,9 +8,9 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import CursorResult, delete, func, insert, select, update
 
 from kahu.catalog.database import Database
 from kahu.catalog.tables import FlowRun, FlowRunSeries, FlowTask, utcnow
@@ -408,10 +408,13 @@ class RunStore:
                 run_state = run_next(state, "retry")
             except IllegalTransition:
                 raise Conflict(f"run {run_id} is {state}; it cannot retry") from None
-            moved = s.execute(
-                update(FlowTask)
-                .where(FlowTask.run_id == run_id, FlowTask.state.in_(task_sources("rerun")))
-                .values(state=target, attempt=0, error="", reason="", finished_at=None)
+            moved = cast(
+                CursorResult[Any],
+                s.execute(
+                    update(FlowTask)
+                    .where(FlowTask.run_id == run_id, FlowTask.state.in_(task_sources("rerun")))
+                    .values(state=target, attempt=0, error="", reason="", finished_at=None)
+                ),
             ).rowcount
             s.execute(
                 update(FlowRun)
