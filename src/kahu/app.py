@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from kahu import __version__
-from kahu.api import admin, curation, routes, search
+from kahu.api import admin, curation, flow, routes, search
 from kahu.core import Kahu
 from kahu.dicomweb import router as dicomweb
 from kahu.dicomweb.stow import PayloadTooLarge, UnsupportedMediaType
@@ -19,6 +19,7 @@ from kahu.errors import (
     AuthenticationFailed,
     Conflict,
     InvalidInput,
+    InvalidParameters,
     KahuError,
     NotFound,
     PermissionDenied,
@@ -35,6 +36,7 @@ _STATUS: list[tuple[type[KahuError], int]] = [
     (PermissionDenied, 403),
     (NotFound, 404),
     (Conflict, 409),
+    (InvalidParameters, 422),
     (InvalidInput, 400),
 ]
 
@@ -43,7 +45,10 @@ def _error_response(_request: Request, exc: Exception) -> JSONResponse:
     for kind, status in _STATUS:
         if isinstance(exc, kind):
             headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-            return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+            body: dict[str, object] = {"detail": str(exc)}
+            if isinstance(exc, InvalidParameters):
+                body["errors"] = exc.errors
+            return JSONResponse(body, status_code=status, headers=headers)
     log.error("request failed: %s", exc)
     return JSONResponse({"detail": "internal error"}, status_code=500)
 
@@ -80,6 +85,7 @@ def create_app(settings: Settings, kahu: Kahu | None = None) -> FastAPI:
     app.include_router(routes.router, tags=["catalog"])
     app.include_router(search.router, tags=["search"])
     app.include_router(curation.router, tags=["curation"])
+    app.include_router(flow.router, tags=["workflows"])
     app.include_router(admin.router, tags=["accounts"])
     app.include_router(dicomweb.router)
     return app

@@ -1,0 +1,192 @@
+"""Workflow routes: the catalogue, launching runs, watching them, logs, cancel and retry,
+human-in-the-loop tasks, triggers, and the lineage of series."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import FileResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+
+from kahu.api.deps import CurrentUser, KahuDep
+from kahu.errors import InvalidInput, NotFound
+from kahu.flow.cohort import RunInput
+from kahu.flow.job import RunPaths
+from kahu.flow.launch import launch
+from kahu.flow.states import RUN_ACTIVE, RUN_DONE
+from kahu.search.query import MAX_LENGTH
+
+router = APIRouter(prefix="/api/v1")
+NameParam = Annotated[str, Path(max_length=64)]
+RunParam = Annotated[str, Path(max_length=96)]
+#: an upload completing a human step (a corrected SEG, say)
+MAX_UPLOAD = 2 * 1024**3
+
+
+class RunCreate(BaseModel):
+    workflow: str = Field(max_length=64)
+    version: str | None = Field(default=None, max_length=32)
+    params: dict[str, Any] = Field(default_factory=dict)
+    dataset: str | None = Field(default=None, max_length=64)
+    query: str | None = Field(default=None, max_length=MAX_LENGTH)
+    series_uids: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list, max_length=100_000
+    )
+    limit: int | None = Field(default=None, ge=1, description="cohort size limit")
+    fetch_references: bool = Field(
+        default=False, description="also fetch the series the cohort's series refer to"
+    )
+    one_run_per_series: bool = False
+
+
+@router.get("/workflows", summary="Workflows with their parameter schemas")
+def list_workflows(kahu: KahuDep, _user: CurrentUser) -> dict[str, Any]:
+    return {
+        "workflows": [w.public() for w in kahu.workflows.all()],
+        "errors": [{"source": e.source, "message": e.message} for e in kahu.workflows.errors],
+    }
+
+
+@router.get("/workflows/{name}", summary="One workflow")
+def get_workflow(
+    name: NameParam,
+    kahu: KahuDep,
+    _user: CurrentUser,
+    version: Annotated[str | None, Query(max_length=32)] = None,
+) -> dict[str, Any]:
+    return kahu.workflows.get(name, version).public()
+
+
+@router.post("/runs", status_code=201, summary="Start a workflow on a cohort")
+def create_run(body: RunCreate, kahu: KahuDep, user: CurrentUser) -> dict[str, Any]:
+    """Parameters are checked against the workflow's JSON Schema: errors name the field
+    (HTTP 422)."""
+    ids = launch(
+        kahu.catalog,
+        kahu.workflows,
+        kahu.flow,
+        body.workflow,
+        body.params,
+        RunInput(
+            dataset=body.dataset,
+            query=body.query,
+            series_uids=tuple(body.series_uids),
+            limit=body.limit,
+            fetch_references=body.fetch_references,
+        ),
+        version=body.version,
+        one_run_per_series=body.one_run_per_series,
+        created_by=user.name,
+    )
+    return {"runs": [kahu.runs.run(i).public() for i in ids]}
+
+
+@router.get("/runs", summary="Runs, newest first")
+def list_runs(
+    kahu: KahuDep,
+    _user: CurrentUser,
+    state: Annotated[list[str], Query(max_length=10)] = [],  # noqa: B006 - FastAPI's idiom
+    workflow: Annotated[str | None, Query(max_length=64)] = None,
+    active: bool = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    states = list(state) + (sorted(RUN_ACTIVE) if active else [])
+    unknown = [s for s in states if s not in RUN_ACTIVE | RUN_DONE]
+    if unknown:
+        raise InvalidInput(f"unknown run states: {unknown}")
+    runs = kahu.runs.runs(states=states, workflow=workflow, limit=limit, offset=offset)
+    return {"runs": [r.public() for r in runs]}
+
+
+@router.get("/runs/{run_id}", summary="A run with its progress")
+def get_run(run_id: RunParam, kahu: KahuDep, _user: CurrentUser) -> dict[str, Any]:
+    info = kahu.runs.run(run_id)
+    return {**info.public(), "series": info.series}
+
+
+@router.get("/runs/{run_id}/tasks", summary="A run's tasks")
+def run_tasks(
+    run_id: RunParam,
+    kahu: KahuDep,
+    _user: CurrentUser,
+    state: Annotated[list[str], Query(max_length=10)] = [],  # noqa: B006
+) -> dict[str, Any]:
+    kahu.runs.run(run_id, with_series=False)
+    return {"tasks": [t.public() for t in kahu.runs.tasks(run_id, states=state)]}
+
+
+@router.get(
+    "/runs/{run_id}/tasks/{task_id}/log",
+    response_class=PlainTextResponse,
+    summary="A task's log (every attempt)",
+)
+def task_log(run_id: RunParam, task_id: int, kahu: KahuDep, _user: CurrentUser) -> Response:
+    task = kahu.runs.task(task_id)
+    if task.run_id != run_id:
+        raise NotFound(f"no task {task_id} in run {run_id}")
+    path = RunPaths(kahu.settings.runs_root, run_id).log(task.operator, task.series_uid)
+    if not path.is_file():
+        return PlainTextResponse("")
+    return FileResponse(path, media_type="text/plain; charset=utf-8")
+
+
+@router.post("/runs/{run_id}/cancel", summary="Cancel a run (running tasks are killed)")
+def cancel_run(run_id: RunParam, kahu: KahuDep, _user: CurrentUser) -> dict[str, Any]:
+    kahu.flow.cancel(run_id)
+    return kahu.runs.run(run_id, with_series=False).public()
+
+
+@router.post("/runs/{run_id}/retry", summary="Run the failed and cancelled tasks again")
+def retry_run(run_id: RunParam, kahu: KahuDep, _user: CurrentUser) -> dict[str, Any]:
+    count = kahu.flow.retry(run_id)
+    return {**kahu.runs.run(run_id, with_series=False).public(), "retried_tasks": count}
+
+
+@router.get("/pending", summary="Human-in-the-loop tasks waiting for a user")
+def pending(kahu: KahuDep, _user: CurrentUser) -> dict[str, Any]:
+    return {"tasks": [t.public() for t in kahu.runs.tasks(states=["waiting_input"])]}
+
+
+@router.post("/pending/{task_id}/complete", summary="Complete a human step (optional files)")
+async def complete_pending(
+    task_id: int, request: Request, kahu: KahuDep, _user: CurrentUser
+) -> dict[str, Any]:
+    """Form field ``files`` (any number) lands in the task's output folder, where the next
+    operators read it; then the run continues."""
+    task = kahu.runs.task(task_id)
+    if task.state != "waiting_input":
+        raise InvalidInput(f"task {task_id} is {task.state}, not waiting for a user")
+    out = RunPaths(kahu.settings.runs_root, task.run_id).out_dir(task.operator, task.series_uid)
+    out.mkdir(parents=True, exist_ok=True)
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        async with request.form(max_files=100, max_part_size=MAX_UPLOAD) as form:
+            uploads = form.getlist("files")
+            for upload in uploads:
+                if not isinstance(upload, UploadFile):
+                    raise InvalidInput("'files' must be file parts")
+                _safe_name(upload.filename or "")
+            for upload in uploads:
+                assert isinstance(upload, UploadFile)
+                with open(out / _safe_name(upload.filename or ""), "wb") as fh:
+                    while chunk := await upload.read(1024 * 1024):
+                        fh.write(chunk)
+    kahu.flow.complete(task_id)
+    return kahu.runs.task(task_id).public()
+
+
+def _safe_name(name: str) -> str:
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    if not base or base in (".", "..") or base.startswith(".") or len(base) > 255:
+        raise InvalidInput(f"unsafe file name {name!r}")
+    return base
+
+
+@router.get("/series/{uid}/lineage", summary="What a series was derived from and into")
+def lineage(
+    uid: Annotated[str, Path(max_length=64)], kahu: KahuDep, _user: CurrentUser
+) -> dict[str, Any]:
+    return kahu.lineage.of(uid)
