@@ -462,3 +462,12 @@ def series_delete(uid: str, home: HomeOpt = None, database_url: DbOpt = None) ->
 
 def main() -> None:
     app()
+
+
+def _register_flow() -> None:
+    from kahu.cli_flow import register
+
+    register(app)
+
+
+_register_flow()

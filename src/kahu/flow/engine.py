@@ -328,8 +328,10 @@ class Engine:
         self._recover(run, lost)
 
     def _recover(self, run: _Run, lost: list[TaskInfo]) -> None:
-        """Tasks started by an engine that is gone: stop what is left of them, queue them."""
-        requeue = []
+        """Tasks started by an engine that is gone: stop what is left of them; those that
+        finished (their process left its done marker) succeed, the others are queued."""
+        requeue: list[TaskInfo] = []
+        finished: list[TaskInfo] = []
         for t in lost:
             alive = _owner_alive(t.owner)
             if alive is None:
@@ -339,15 +341,25 @@ class Engine:
                 continue  # another engine on this machine still runs it
             if t.pid is not None and kill_leftover(t.pid, t.pid_started):
                 log.warning("killed leftover process %s of task %s", t.pid, t.id)
-            requeue.append(t)
+            done = run.paths.log(t.operator, t.series_uid).with_suffix(".done")
+            try:
+                ok = done.read_text().strip() == str(t.attempt)
+            except OSError:
+                ok = False
+            (finished if ok else requeue).append(t)
+        now = utcnow()
         moved = self.runs.apply(
             [("lost", t.id, {"attempt": max(0, t.attempt - 1), "pid": None}) for t in requeue]
+            + [("succeed", t.id, {"finished_at": now, "error": ""}) for t in finished]
         )
         for t in requeue:
             if t.id in moved:
                 task = run.tasks[t.id]
                 task.state = "queued"
                 task.attempt = max(0, t.attempt - 1)
+        for t in finished:
+            if t.id in moved:
+                run.tasks[t.id].state = "succeeded"
 
     def _drop(self, run_id: str) -> None:
         run = self._active.pop(run_id, None)

@@ -90,6 +90,12 @@ class Job:
     def error_path(self) -> Path:
         return self.log_path.with_suffix(".error")
 
+    @property
+    def done_path(self) -> Path:
+        """Written by the task process when it succeeded, holding its attempt: a server that
+        died before recording the outcome finds it on restart instead of running it again."""
+        return self.log_path.with_suffix(".done")
+
     def in_dir(self, name: str) -> Path:
         """The folder of input ``name`` for this task (per series where both are)."""
         if self.inputs[name] == "series" and self.series_uid:

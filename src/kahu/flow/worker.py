@@ -9,8 +9,10 @@ import importlib.util
 import logging
 import os
 import resource
+import select
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +27,25 @@ def die_with_parent() -> None:
     """Ask the kernel to kill this process when its parent dies (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def die_with_server(server_pid: int) -> None:
+    """Kill this task's process group when the server process ends (even by SIGKILL).
+
+    A task process is forked by multiprocessing's fork server, which may outlive the server
+    for a while; a thread waiting on the server's pidfd does not depend on it.
+    """
+    try:
+        fd = os.pidfd_open(server_pid)
+    except OSError:
+        os.killpg(0, signal.SIGKILL)  # the server is already gone
+        return
+
+    def watch() -> None:
+        select.select([fd], [], [])
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="kahu-server-watch", daemon=True).start()
 
 
 def limit_memory(memory_mb: int, slack_mb: int) -> None:
@@ -49,10 +70,12 @@ def resolve(job: Job) -> Callable[..., Any]:
     return load_callable(job.function)
 
 
-def run_python(job: Job, memory_slack_mb: int) -> None:
+def run_python(job: Job, memory_slack_mb: int, server_pid: int | None = None) -> None:
     """Entry point of the task process: exit 0 on success, 1 with ``<log>.error`` on failure."""
     os.setpgid(0, 0)  # its own process group: a timeout kills what it started too
     die_with_parent()
+    if server_pid is not None:
+        die_with_server(server_pid)
     log_fd = os.open(job.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
@@ -78,4 +101,11 @@ def run_python(job: Job, memory_slack_mb: int) -> None:
         os._exit(1)
     sys.stdout.flush()
     sys.stderr.flush()
+    mark_done(job)
     os._exit(0)
+
+
+def mark_done(job: Job) -> None:
+    tmp = job.done_path.with_suffix(".done-tmp")
+    tmp.write_text(str(job.attempt))
+    os.replace(tmp, job.done_path)

@@ -125,11 +125,12 @@ class LocalExecutor(Executor):
         job.out_dir.mkdir(parents=True, exist_ok=True)
         job.log_path.parent.mkdir(parents=True, exist_ok=True)
         job.error_path.unlink(missing_ok=True)
+        job.done_path.unlink(missing_ok=True)
         handle: multiprocessing.process.BaseProcess | subprocess.Popen[bytes]
         if job.kind == "python":
             process = self._context.Process(
                 target=worker.run_python,
-                args=(job, self.memory_slack_mb),
+                args=(job, self.memory_slack_mb, os.getpid()),
                 name=f"kahu-task-{job.task_id}",
                 daemon=False,
             )
@@ -230,6 +231,8 @@ class LocalExecutor(Executor):
                 job.task_id, job.attempt, False, f"timed out after {job.timeout_s:g} s", True
             )
         elif code == 0:
+            if job.kind != "python":
+                worker.mark_done(job)
             outcome = Outcome(job.task_id, job.attempt, True)
         else:
             outcome = Outcome(job.task_id, job.attempt, False, _failure(job, code))
