@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pydicom.data
 import pytest
+from fastapi.testclient import TestClient
 
+from kahu.app import create_app
 from kahu.core import Kahu
 from kahu.settings import DicomSettings, Settings
+from tests.api.conftest import Api
 from tests.postgres import PostgresCluster
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
@@ -115,3 +118,17 @@ def pytest_configure(config: pytest.Config) -> None:
 def dcmtk() -> None:
     if shutil.which("storescu") is None:
         pytest.fail("dcmtk is not installed: run `make test`, which installs it")
+
+
+@pytest.fixture
+def api(make_settings) -> Iterator[Api]:  # type: ignore[no-untyped-def]
+    settings = make_settings(enabled=False)
+    kahu = Kahu(settings)
+    password = kahu.accounts.ensure_admin(settings.admin_password_file)
+    assert password
+    admin_token, _ = kahu.accounts.create_token("admin")
+    kahu.accounts.create_user("alice", "correct horse battery")
+    user_token, _ = kahu.accounts.create_token("alice")
+    with TestClient(create_app(settings, kahu)) as client:
+        yield Api(client, kahu, admin_token, user_token, password)
+    kahu.stop()

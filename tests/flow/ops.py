@@ -183,3 +183,56 @@ WORKFLOWS = [
         ),
     ),
 ]
+
+
+PROBE = (
+    "import os, socket, sys\n"
+    "out = os.environ['KAHU_OUT_DIR']\n"
+    "try:\n"
+    "    socket.create_connection(('127.0.0.1', int(os.environ['PORT'])), timeout=2).close()\n"
+    "    net = 'connected'\n"
+    "except OSError as exc:\n"
+    "    net = 'refused: ' + type(exc).__name__\n"
+    "try:\n"
+    "    data = open(os.environ['OTHER']).read()\n"
+    "except OSError as exc:\n"
+    "    data = 'unreadable: ' + type(exc).__name__\n"
+    "try:\n"
+    "    open(os.path.join(os.environ['BATCH_ELEMENT_DIR'], 'get-input', 'x'), 'w')\n"
+    "    wrote = 'wrote input'\n"
+    "except OSError as exc:\n"
+    "    wrote = 'input read-only: ' + type(exc).__name__\n"
+    "open(os.path.join(out, 'probe.txt'), 'w').write(net + '\\n' + data + '\\n' + wrote)\n"
+)
+
+PROBE_PARAMS = {
+    "type": "object",
+    "properties": {"port": {"type": "integer"}, "other": {"type": "string"}},
+    "required": ["port", "other"],
+}
+
+
+def probe_workflow(name: str, isolation: str) -> Workflow:
+    import sys
+
+    return Workflow(
+        name,
+        "1.0",
+        (
+            get_input(),
+            command_operator(
+                "probe",
+                [sys.executable, "-c", PROBE],
+                inputs=["get-input"],
+                isolation=isolation,  # type: ignore[arg-type]
+                resources=Resources(0.5, 128),
+            ),
+        ),
+        parameters=PROBE_PARAMS,
+    )
+
+
+WORKFLOWS += [
+    probe_workflow("test-probe", "required"),
+    probe_workflow("test-probe-open", "off"),
+]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import Api, api  # noqa: F401 - the fixture
+from tests.api.conftest import Api
 from tests.flow.conftest import add_series
 from tests.flow.ops import WORKFLOWS
 
