@@ -120,6 +120,9 @@ class Engine:
     def start(self) -> None:
         self.runs_root.mkdir(parents=True, exist_ok=True)
         self.executor.start(self._on_outcome)
+        capacity = self.executor.capacity()
+        if capacity is not None:  # a cluster: its totals, not this machine's readings
+            self.admission.use_capacity(*capacity)
         self._thread = threading.Thread(target=self._loop, name="kahu-flow", daemon=True)
         self._thread.start()
 

@@ -93,6 +93,14 @@ class Admission:
         self.cpu_used = 0.0
         self.memory_used = 0
         self.gpu_used: dict[str, int] = {}
+        self.live = True
+
+    def use_capacity(self, cpus: float, memory_mb_total: int) -> None:
+        """Schedule against a cluster's totals; live readings of this machine no longer
+        apply (the cluster queues what does not fit at the moment)."""
+        self.cpus = cpus
+        self.memory_mb = memory_mb_total or self.memory_mb
+        self.live = False
 
     @property
     def gpu_list(self) -> list[Gpu]:
@@ -118,6 +126,8 @@ class Admission:
             return Decision(False, "waiting for CPUs")
         if self.memory_used and self.memory_used + need.memory_mb > self.memory_mb:
             return Decision(False, "waiting for memory held by running tasks")
+        if not self.live:
+            return Decision(True)
         _, available = memory_mb()
         if available and available - self.reserve_memory_mb < need.memory_mb:
             return Decision(False, f"waiting for memory ({available} MB available)")

@@ -38,6 +38,10 @@ class Executor(ABC):
     @abstractmethod
     def start(self, report: Report) -> None: ...
 
+    def capacity(self) -> tuple[float, int] | None:
+        """(CPUs, memory MB) to schedule against when the executor is not this machine."""
+        return None
+
     @abstractmethod
     def submit(self, job: Job) -> Started:
         """Start ``job``; its outcome comes later through ``report``. Raising means it did
