@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import ingest, search, web
+from bench import flow, ingest, search, web
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -27,12 +27,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Kahu benchmarks (make bench)")
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", choices=["ingest", "web", "search"])
+    parser.add_argument("--only", choices=["ingest", "web", "search", "flow"])
     parser.add_argument(
         "--series", type=int, default=0, help="search: load only this many series (0: all)"
     )
     parser.add_argument(
         "--backends", default="sqlite,postgresql", help="search: catalog backends to measure"
+    )
+    parser.add_argument(
+        "--flow-series", type=int, default=1000, help="flow: series of the no-op workflow"
     )
     args = parser.parse_args()
     meta = {
@@ -47,6 +50,7 @@ def main() -> None:
         "search": lambda: search.run(
             limit=args.series or None, backends=tuple(args.backends.split(","))
         ),
+        "flow": lambda: flow.run(args.flow_series),
     }
     for name, suite in suites.items():
         if args.only and args.only != name:

@@ -12,11 +12,15 @@ from kahu.cli import DbOpt, HomeOpt, _fail, _guard, _open, _settings
 
 workflows_app = typer.Typer(help="List and inspect workflows.", no_args_is_help=True)
 runs_app = typer.Typer(help="Watch, cancel and retry workflow runs.", no_args_is_help=True)
+triggers_app = typer.Typer(
+    help="Start workflows on arrival (a query) or on a schedule (cron).", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(workflows_app, name="workflows")
     app.add_typer(runs_app, name="runs")
+    app.add_typer(triggers_app, name="triggers")
     app.command("run")(_guard(run))
 
 
@@ -26,6 +30,16 @@ def _value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def _params(items: list[str] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            _fail(f"--param wants key=value, not {item!r}")
+        params[key] = _value(text)
+    return params
 
 
 @workflows_app.command("list")
@@ -68,12 +82,7 @@ def run(
     from kahu.flow.cohort import RunInput
     from kahu.flow.launch import launch
 
-    params: dict[str, Any] = {}
-    for item in param or []:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            _fail(f"--param wants key=value, not {item!r}")
-        params[key] = _value(text)
+    params = _params(param)
     settings = _settings(home, database_url, dicom={"enabled": False})
     with _open(settings) as kahu:
         ids = launch(
@@ -158,3 +167,49 @@ def runs_retry(run_id: str, home: HomeOpt = None, database_url: DbOpt = None) ->
     """Queue the failed and cancelled tasks of a finished run again."""
     with _open(_settings(home, database_url)) as kahu:
         typer.echo(f"{kahu.flow.retry(run_id)} tasks queued again")
+
+
+@triggers_app.command("add")
+@_guard
+def triggers_add(
+    name: str,
+    workflow: Annotated[str, typer.Option(help="workflow to start")],
+    query: Annotated[str, typer.Option(help="on arrival: series matching this query")] = "",
+    cron: Annotated[str, typer.Option(help="on a schedule: a cron expression")] = "",
+    dataset: Annotated[str | None, typer.Option(help="schedule: run on this dataset")] = None,
+    cohort_query: Annotated[str | None, typer.Option(help="schedule: run on this query")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="key=value")] = None,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Add an arrival rule (--query) or a schedule (--cron with --dataset or --cohort-query)."""
+    from kahu.flow.cohort import RunInput
+
+    params = _params(param)
+    with _open(_settings(home, database_url)) as kahu:
+        info = kahu.triggers.add(
+            name,
+            workflow,
+            query=query,
+            cron=cron,
+            params=params,
+            run_input=RunInput(dataset=dataset, query=cohort_query),
+            created_by="cli",
+        )
+        typer.echo(json.dumps(info.public(), default=str))
+
+
+@triggers_app.command("list")
+@_guard
+def triggers_list(home: HomeOpt = None, database_url: DbOpt = None) -> None:
+    """Triggers: name, kind, workflow, query or cron, enabled."""
+    with _open(_settings(home, database_url)) as kahu:
+        for t in kahu.triggers.all():
+            typer.echo(f"{t.name}\t{t.kind}\t{t.workflow}\t{t.query or t.cron}\t{t.enabled}")
+
+
+@triggers_app.command("remove")
+@_guard
+def triggers_remove(name: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
+    with _open(_settings(home, database_url)) as kahu:
+        kahu.triggers.remove(name)

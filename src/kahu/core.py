@@ -23,6 +23,7 @@ from kahu.flow.executors.base import Executor
 from kahu.flow.registry import WorkflowRegistry
 from kahu.flow.resources import Admission
 from kahu.flow.runs import RunStore
+from kahu.flow.triggers import Triggers
 from kahu.search.columns import ColumnIndex
 from kahu.settings import FlowSettings, Settings
 from kahu.storage.filesystem import FilesystemBlobStore
@@ -74,6 +75,7 @@ class Kahu:
             poll_seconds=flow.poll_seconds,
             internal_workers=flow.internal_workers,
         )
+        self.triggers = Triggers(self.db, self.catalog, self.workflows, self.flow, self.events)
         self._started = False
 
     def start(self) -> None:
@@ -90,11 +92,13 @@ class Kahu:
             self.dicom.start()
         if self.settings.flow.enabled:
             self.flow.start()
+            self.triggers.start()
         self._started = True
 
     def stop(self) -> None:
         if self._started:
             if self.settings.flow.enabled:
+                self.triggers.stop()
                 self.flow.stop()
             self.dicom.stop()
             self.completion.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,13 @@ def test_timeout_and_commands_on_ray(ray_kahu: Kahu) -> None:
     run_id = run_workflow(ray_kahu, "test-timeout", series)
     assert ray_kahu.flow.wait_idle(run_id, 240) == "failed"
     (task,) = ray_kahu.runs.tasks(run_id)
-    assert "timed out" in task.error
+    assert "timed out after 1 s" in task.error
+    # the node killed the whole process group: the grandchild too
+    pid = int((RunPaths(ray_kahu.settings.runs_root, run_id).root / "grandchild.pid").read_text())
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists()
     shell = run_workflow(ray_kahu, "test-command", series)
     assert ray_kahu.flow.wait_idle(shell, 240) == "succeeded"
     out = RunPaths(ray_kahu.settings.runs_root, shell).out_dir("shell", series[0])

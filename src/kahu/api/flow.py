@@ -190,3 +190,55 @@ def lineage(
     uid: Annotated[str, Path(max_length=64)], kahu: KahuDep, _user: CurrentUser
 ) -> dict[str, Any]:
     return kahu.lineage.of(uid)
+
+
+class TriggerCreate(BaseModel):
+    name: str = Field(max_length=64)
+    workflow: str = Field(max_length=64)
+    query: str = Field(
+        default="", max_length=MAX_LENGTH, description="on arrival: a completed series matches"
+    )
+    cron: str = Field(default="", max_length=128, description="on a schedule: cron expression")
+    params: dict[str, Any] = Field(default_factory=dict)
+    dataset: str | None = Field(default=None, max_length=64, description="schedule's cohort")
+    cohort_query: str | None = Field(
+        default=None, max_length=MAX_LENGTH, description="schedule's cohort"
+    )
+    limit: int | None = Field(default=None, ge=1)
+
+
+class TriggerChange(BaseModel):
+    enabled: bool
+
+
+@router.get("/triggers", summary="Arrival rules and schedules")
+def list_triggers(kahu: KahuDep, _user: CurrentUser) -> dict[str, Any]:
+    return {"triggers": [t.public() for t in kahu.triggers.all()]}
+
+
+@router.post("/triggers", status_code=201, summary="Add an arrival rule or a schedule")
+def create_trigger(body: TriggerCreate, kahu: KahuDep, user: CurrentUser) -> dict[str, Any]:
+    info = kahu.triggers.add(
+        body.name,
+        body.workflow,
+        query=body.query,
+        cron=body.cron,
+        params=body.params,
+        run_input=RunInput(dataset=body.dataset, query=body.cohort_query, limit=body.limit),
+        created_by=user.name,
+    )
+    return info.public()
+
+
+@router.patch("/triggers/{name}", summary="Enable or disable a trigger")
+def change_trigger(
+    name: NameParam, body: TriggerChange, kahu: KahuDep, _user: CurrentUser
+) -> dict[str, Any]:
+    kahu.triggers.set_enabled(name, body.enabled)
+    return next(t.public() for t in kahu.triggers.all() if t.name == name)
+
+
+@router.delete("/triggers/{name}", status_code=204, summary="Remove a trigger")
+def delete_trigger(name: NameParam, kahu: KahuDep, _user: CurrentUser) -> Response:
+    kahu.triggers.remove(name)
+    return Response(status_code=204)

@@ -24,9 +24,9 @@ from typing import Any
 from kahu.catalog.tables import utcnow
 from kahu.errors import Conflict, InvalidInput
 from kahu.flow.executors.base import Executor, Outcome
-from kahu.flow.executors.local import kill_leftover, process_start_time
 from kahu.flow.job import Job, RunPaths, TaskContext, write_conf
 from kahu.flow.model import Operator, Workflow, load_callable
+from kahu.flow.processes import kill_leftover, process_start_time
 from kahu.flow.registry import WorkflowRegistry
 from kahu.flow.resources import Admission
 from kahu.flow.runs import RunStore, TaskInfo

@@ -1,15 +1,18 @@
 """Running one job to its end in the calling process (a Ray worker): Python operators in a
 child process, commands as subprocesses, the same sandbox, environment and logs as the
-local executor."""
+local executor. The timeout counts from the start on the node (not from the time the task
+waited in Ray's queue) and kills the job's whole process group."""
 
 from __future__ import annotations
 
 import multiprocessing
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from kahu.flow import worker
 from kahu.flow.job import Job
+from kahu.flow.processes import kill_group
 from kahu.flow.sandbox import bwrap_path, command_line, container_command, find_runtime
 
 
@@ -22,7 +25,10 @@ def execute(job: Job, home: Path, memory_slack_mb: int) -> tuple[bool, str]:
             target=worker.run_python, args=(job, memory_slack_mb)
         )
         process.start()
-        process.join()
+        assert process.pid is not None
+        process.join(job.timeout_s)
+        if process.is_alive():
+            return _timed_out(job, process.pid, process.join)
         code = process.exitcode
     elif job.kind in ("command", "container"):
         if job.kind == "container":
@@ -36,16 +42,19 @@ def execute(job: Job, home: Path, memory_slack_mb: int) -> tuple[bool, str]:
                 return False, f"operator {job.operator} requires isolation; bwrap is missing"
             argv = command_line(job, home, sandbox=wanted != "off" and bwrap_path() is not None)
         with open(job.log_path, "ab") as out:
-            code = subprocess.run(
+            child = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=job.environment() | {"PATH": "/usr/local/bin:/usr/bin:/bin"},
                 cwd=job.out_dir,
-                check=False,
                 process_group=0,
-            ).returncode
+            )
+            try:
+                code = child.wait(job.timeout_s)
+            except subprocess.TimeoutExpired:
+                return _timed_out(job, child.pid, child.wait)
     else:
         return False, f"the Ray executor does not run {job.kind} operators"
     if code == 0:
@@ -54,3 +63,9 @@ def execute(job: Job, home: Path, memory_slack_mb: int) -> tuple[bool, str]:
         return False, job.error_path.read_text().strip() or f"exit code {code}"
     except OSError:
         return False, f"exit code {code}"
+
+
+def _timed_out(job: Job, pid: int, reap: Callable[[], object]) -> tuple[bool, str]:
+    kill_group(pid)
+    reap()
+    return False, f"timed out after {job.timeout_s:g} s"

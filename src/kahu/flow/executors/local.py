@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import multiprocessing.process
 import os
 import selectors
@@ -23,6 +24,7 @@ from kahu.errors import InvalidInput
 from kahu.flow import worker
 from kahu.flow.executors.base import Executor, Outcome, Report, Started
 from kahu.flow.job import Job
+from kahu.flow.processes import kill_group, process_start_time
 from kahu.flow.sandbox import (
     IsolationUnavailable,
     bwrap_path,
@@ -36,28 +38,11 @@ log = logging.getLogger(__name__)
 _PRELOAD = ["kahu.flow.worker", "numpy", "pydicom"]
 
 
-def process_start_time(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot (tells a reused pid apart)."""
+def _start_fork_server() -> None:
     try:
-        with open(f"/proc/{pid}/stat") as fh:
-            stat = fh.read()
-    except OSError:
-        return None
-    try:
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def kill_leftover(pid: int, started: int | None) -> bool:
-    """Kill the process group of ``pid`` if that very process still runs; True if it did."""
-    if started is None or process_start_time(pid) != started:
-        return False
-    _kill_group(pid)
-    deadline = time.monotonic() + 10
-    while process_start_time(pid) == started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return True
+        multiprocessing.forkserver.ensure_running()
+    except Exception:  # the first submit tries again and reports the error
+        log.exception("the fork server for Python operators did not start")
 
 
 @dataclass
@@ -101,6 +86,8 @@ class LocalExecutor(Executor):
     def start(self, report: Report) -> None:
         self._report = report
         self._context.set_forkserver_preload(_PRELOAD)
+        # start the fork server now, beside the engine, not in the first task's submit
+        threading.Thread(target=_start_fork_server, name="kahu-forkserver", daemon=True).start()
         self._thread = threading.Thread(target=self._monitor, name="kahu-flow-local", daemon=True)
         self._thread.start()
 
@@ -195,7 +182,7 @@ class LocalExecutor(Executor):
             os.write(self._wake_w, b"x")
 
     def _kill(self, item: _Running) -> None:
-        _kill_group(item.pid)
+        kill_group(item.pid)
 
     def _monitor(self) -> None:
         while not self._stopping:
@@ -249,17 +236,6 @@ class LocalExecutor(Executor):
             code = handle.exitcode
             handle.close()
         return code
-
-
-def _kill_group(pid: int) -> None:
-    """SIGKILL the process group led by ``pid`` (or the process, before it leads one)."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-        return
-    except (ProcessLookupError, PermissionError):
-        pass
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGKILL)
 
 
 def _base_env() -> dict[str, str]:

@@ -44,6 +44,7 @@ class RayExecutor(Executor):
         memory_slack_mb: int = 1024,
         num_cpus: float | None = None,
         gpu_memory_mb: int = 0,
+        queue_grace_s: float = 600.0,
     ) -> None:
         self.home = home.resolve()
         self.address = address
@@ -56,6 +57,9 @@ class RayExecutor(Executor):
         self._report: Report | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        #: how long past its timeout a task may take on the driver's clock before the driver
+        #: cancels it (queue time in the cluster, a node that stopped answering)
+        self.queue_grace_s = queue_grace_s
         self._remote: Any = None
         self._started_ray = False
 
@@ -98,7 +102,10 @@ class RayExecutor(Executor):
             options["num_gpus"] = min(1.0, share)
         ref = self._remote.options(**options).remote(job, str(self.home), self.memory_slack_mb)
         with self._lock:
-            self._pending[job.task_id] = _Pending(job, ref, time.monotonic() + job.timeout_s)
+            # the node enforces the timeout from the task's start; this backstop also
+            # counts the time the task waited in Ray's queue
+            deadline = time.monotonic() + job.timeout_s + self.queue_grace_s
+            self._pending[job.task_id] = _Pending(job, ref, deadline)
         return Started()
 
     def cancel(self, task_id: int) -> None:

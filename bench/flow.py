@@ -1,0 +1,108 @@
+"""Workflow engine overhead: a no-op per-series Python operator over N series, end to end
+from the API call to the last task done, with the local executor and on a local Ray cluster.
+
+Each task still runs in its own process (forked from the preloaded fork server, or on a Ray
+worker), so the figure is what the engine adds to real work: claiming, admission, process
+start, outcome recording, one durable transaction per scheduling pass.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from fastapi.testclient import TestClient
+from pydicom.data import get_testdata_file
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from bench.flow_ops import NOOP
+from kahu.app import create_app
+from kahu.core import Kahu
+from kahu.settings import DicomSettings, FlowSettings, Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _series_files(count: int) -> list[bytes]:
+    """``count`` one-instance CT series (pydicom's CT_small header, new UIDs)."""
+    template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    out = []
+    for index in range(count):
+        ds = template.copy()
+        ds.file_meta = FileMetaDataset(template.file_meta)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+        ds.PatientID = f"BENCH{index:05d}"
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        out.append(buffer.getvalue())
+    return out
+
+
+def _measure(executor: str, files: list[bytes], cpus: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            home=Path(tmp) / "home",
+            dicom=DicomSettings(enabled=False),
+            flow=FlowSettings(executor=executor, cpus=cpus, min_free_disk_mb=0),  # type: ignore[arg-type]
+        )
+        kahu = Kahu(settings)
+        kahu.workflows.add(NOOP)
+        for start in range(0, len(files), 200):
+            kahu.ingestor.ingest_many(files[start : start + 200])
+        kahu.accounts.ensure_admin(settings.admin_password_file)
+        token, _ = kahu.accounts.create_token("admin")
+        headers = {"Authorization": f"Bearer {token}"}
+        with TestClient(create_app(settings, kahu)) as client:
+            begin = time.perf_counter()
+            response = client.post(
+                "/api/v1/runs",
+                json={"workflow": "bench-noop", "query": "Modality:CT"},
+                headers=headers,
+            )
+            response.raise_for_status()
+            run_id = response.json()["runs"][0]["id"]
+            while True:
+                run = client.get(f"/api/v1/runs/{run_id}", headers=headers).json()
+                if run["state"] in ("succeeded", "failed", "cancelled"):
+                    break
+                time.sleep(0.02)
+            wall = time.perf_counter() - begin
+        kahu.stop()
+    tasks = run["progress"]["total"]
+    return {
+        "executor": executor,
+        "series": len(files),
+        "state": run["state"],
+        "end to end s": round(wall, 2),
+        "tasks/s": round(tasks / wall, 1),
+        # the operator does nothing: every CPU-second of the run is the engine's
+        "overhead ms/task": round(wall * cpus / tasks * 1000, 2),
+        "target": "< 20 s, < 20 ms/task" if executor == "local" else "(reported)",
+    }
+
+
+def run(series: int = 1000) -> list[dict[str, Any]]:
+    cpus = os.cpu_count() or 1
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+    )
+    files = _series_files(series)
+    rows = [_measure("local", files, cpus)]
+    print(rows[-1], file=sys.stderr)
+    import ray
+
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        rows.append(_measure("ray", files, cpus))
+    finally:
+        ray.shutdown()
+    return rows
