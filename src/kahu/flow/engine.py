@@ -140,6 +140,12 @@ class Engine:
         ]
         self.runs.apply([("lost", t.id, {"attempt": max(0, t.attempt - 1)}) for t in running])
 
+    def thread_id(self) -> int:
+        """The native id of the engine's thread (for measuring its CPU time)."""
+        if self._thread is None or self._thread.native_id is None:
+            raise RuntimeError("the engine is not running")
+        return self._thread.native_id
+
     def wake(self) -> None:
         with self._cond:
             self._woken = True

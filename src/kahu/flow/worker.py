@@ -22,6 +22,24 @@ from kahu.flow.model import load_callable
 
 _PR_SET_PDEATHSIG = 1
 
+#: the server's main script, set by the local executor before the fork server starts
+MAIN_PATH_VARIABLE = "KAHU_FORK_SERVER_MAIN"
+
+
+def _skip_main_import() -> None:
+    """In the fork server: let multiprocessing believe the server's main script is loaded,
+    so that each task process does not import it again (it needs none of it: its target is
+    ``run_python`` and operators are named by module). Python 3.11's ``__main__`` preload
+    would import it but never receives the path."""
+    main = os.environ.get(MAIN_PATH_VARIABLE)
+    current = sys.modules.get("__main__")
+    in_fork_server = "multiprocessing.forkserver" in sys.modules
+    if main and in_fork_server and current is not None and not hasattr(current, "__file__"):
+        current.__file__ = main
+
+
+_skip_main_import()
+
 
 def die_with_parent() -> None:
     """Ask the kernel to kill this process when its parent dies (Linux)."""

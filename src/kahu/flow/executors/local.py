@@ -10,6 +10,7 @@ import logging
 import multiprocessing
 import multiprocessing.forkserver
 import multiprocessing.process
+import multiprocessing.spawn as spawn
 import os
 import selectors
 import signal
@@ -86,6 +87,11 @@ class LocalExecutor(Executor):
     def start(self, report: Report) -> None:
         self._report = report
         self._context.set_forkserver_preload(_PRELOAD)
+        # multiprocessing would import the program's main script again in every task process
+        # (the `kahu` script loads the whole application, ~1 s); task processes never need it
+        main = spawn.get_preparation_data("kahu").get("init_main_from_path")
+        if main:
+            os.environ[worker.MAIN_PATH_VARIABLE] = main
         # start the fork server now, beside the engine, not in the first task's submit
         threading.Thread(target=_start_fork_server, name="kahu-forkserver", daemon=True).start()
         self._thread = threading.Thread(target=self._monitor, name="kahu-flow-local", daemon=True)
