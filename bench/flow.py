@@ -51,7 +51,7 @@ def _measure(executor: str, files: list[bytes], cpus: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
             home=Path(tmp) / "home",
-            dicom=DicomSettings(enabled=False),
+            dicom=DicomSettings(enabled=False, series_quiet_seconds=0.1),
             flow=FlowSettings(executor=executor, cpus=cpus, min_free_disk_mb=0),  # type: ignore[arg-type]
         )
         kahu = Kahu(settings)
@@ -62,8 +62,14 @@ def _measure(executor: str, files: list[bytes], cpus: int) -> dict[str, Any]:
         token, _ = kahu.accounts.create_token("admin")
         headers = {"Authorization": f"Bearer {token}"}
         with TestClient(create_app(settings, kahu)) as client:
+            # the ingest's own follow-up work (series completion, metadata cache) is done
+            # before the clock starts
+            while kahu.completion.pending():
+                time.sleep(0.05)
+            kahu.metadata.idle(timeout=120)
             engine_thread = kahu.flow.thread_id()
             cpu_before = _thread_cpu_s(engine_thread)
+            server_before = time.process_time()
             begin = time.perf_counter()
             response = client.post(
                 "/api/v1/runs",
@@ -76,9 +82,13 @@ def _measure(executor: str, files: list[bytes], cpus: int) -> dict[str, Any]:
                 run = client.get(f"/api/v1/runs/{run_id}", headers=headers).json()
                 if run["state"] in ("succeeded", "failed", "cancelled"):
                     break
-                time.sleep(0.02)
+                time.sleep(0.25)  # a browser polls every second or so
             wall = time.perf_counter() - begin
             engine_cpu = _thread_cpu_s(engine_thread) - cpu_before
+            server_cpu = time.process_time() - server_before
+            if run["state"] != "succeeded":
+                failed = [t for t in kahu.flow.runs.tasks(run_id) if t.state != "succeeded"]
+                print(f"{len(failed)} tasks did not succeed, e.g. {failed[:3]}", file=sys.stderr)
         kahu.stop()
     tasks = run["progress"]["total"]
     return {
@@ -91,6 +101,8 @@ def _measure(executor: str, files: list[bytes], cpus: int) -> dict[str, Any]:
         "wall ms/task": round(wall / tasks * 1000, 2),
         # the scheduler's own work (the engine thread's CPU time) per task
         "scheduler ms/task": round(engine_cpu / tasks * 1000, 2),
+        # every thread of the server process (engine, executor, API, the polling client)
+        "server CPU ms/task": round(server_cpu / tasks * 1000, 2),
         "target": "< 20 s, < 20 ms/task" if executor == "local" else "(reported)",
     }
 

@@ -55,3 +55,13 @@ def test_search_suite_runs(tmp_path: Path) -> None:
     assert figures["series"]["sqlite p50"] == 40
     assert figures["cohort matches"]["sqlite p50"] == 7  # CT, CHEST, SIEMENS: n % 6 == 0
     assert figures["first 100"]["DuckDB p50"] > 0
+
+
+def test_flow_suite_runs() -> None:
+    """The engine benchmark's no-op workflow over a handful of series (local executor)."""
+    from bench import flow
+
+    row = flow._measure("local", flow._series_files(6), 2)
+    assert row["state"] == "succeeded"
+    assert row["series"] == 6
+    assert row["scheduler ms/task"] >= 0

@@ -76,6 +76,11 @@ class SeriesCompletionMonitor:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
 
+    def pending(self) -> int:
+        """Series that received instances and are not complete yet."""
+        with self._cond:
+            return len(self._pending)
+
     def _on_stored(self, event: InstanceStored) -> None:
         with self._cond:
             _, study, datasets, count = self._pending.get(

@@ -114,12 +114,14 @@ class Engine:
         self._internal_running: set[int] = set()
         self._last_poll = 0.0
         self._fail_fast: set[str] = set()
+        #: process ids of tasks started in the last pass, written with the next pass
+        self._pids: list[tuple[int, int | None, int | None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         self.runs_root.mkdir(parents=True, exist_ok=True)
-        self.executor.start(self._on_outcome)
+        self.executor.start(self._on_outcome, self.registry.python_modules())
         capacity = self.executor.capacity()
         if capacity is not None:  # a cluster: its totals, not this machine's readings
             self.admission.use_capacity(*capacity)
@@ -237,9 +239,13 @@ class Engine:
             try:
                 self._pass(outcomes, woken)
             except Exception:
-                log.exception("workflow engine pass failed; retrying")
+                log.exception("workflow engine pass failed; reloading the runs and retrying")
                 with self._cond:
                     self._outcomes = outcomes + self._outcomes
+                    self._woken = True
+                # what this pass changed in memory may not have been committed
+                for run_id in list(self._active):
+                    self._drop(run_id)
                 time.sleep(1)
 
     def _next_wait(self) -> float:
@@ -261,14 +267,21 @@ class Engine:
             self._last_poll = now
             self._sync_runs()
         touched: set[str] = set()
-        if outcomes:
-            touched |= self._record(outcomes)
-        for run in list(self._active.values()):
-            if run.state == "cancelling":
-                self._cancel_tasks(run)
-                touched.add(run.id)
-        touched |= self._promote()
-        touched |= self._dispatch()
+        # one transaction for the pass's transitions; processes start after it commits, so
+        # a task runs only once it is durably claimed
+        pids = list(self._pids)
+        with self.runs.batch():
+            self.runs.set_pids(pids)
+            if outcomes:
+                touched |= self._record(outcomes)
+            for run in list(self._active.values()):
+                if run.state == "cancelling":
+                    self._cancel_tasks(run)
+                    touched.add(run.id)
+            touched |= self._promote()
+            claimed = self._claim()
+        del self._pids[: len(pids)]
+        touched |= self._start(claimed)
         for run_id in touched | set(self._active):
             self._settle(run_id)
 
@@ -321,6 +334,10 @@ class Engine:
             keys[(t.operator, t.series_uid)] = t.id
             if t.state == "running" and t.owner != self.owner:
                 lost.append(t)
+            elif t.state == "running" and op.kind != "application":
+                # reloaded while this engine runs it: it holds its resources again
+                self.admission.take(op.resources, None)
+                task.held = True
         for task in run.tasks.values():
             for name in task.op.inputs:
                 source = workflow.operator(name)
@@ -484,7 +501,9 @@ class Engine:
 
     # -- dispatch --------------------------------------------------------------------------
 
-    def _dispatch(self) -> set[str]:
+    def _claim(self) -> list[tuple[_Run, _Task]]:
+        """Queued tasks that fit now, claimed (running, attempt counted) in the pass's
+        transaction; their processes start after it commits."""
         now = time.monotonic()
         claims: list[tuple[str, int, dict[str, Any]]] = []
         chosen: list[tuple[_Run, _Task]] = []
@@ -524,39 +543,38 @@ class Engine:
                 chosen.append((run, task))
         for task, reason in reasons:
             task.reason = reason
-        if reasons:
-            self.runs.set_reasons([(t.id, r) for t, r in reasons])
-        if not claims:
-            return set()
+        self.runs.set_reasons([(t.id, r) for t, r in reasons])
         moved = self.runs.apply(claims)
-        touched: set[str] = set()
-        pids: list[tuple[int, int | None, int | None]] = []
+        claimed: list[tuple[_Run, _Task]] = []
         for run, task in chosen:
             if task.id not in moved:
                 if task.held:
                     self.admission.give(task.op.resources, task.gpu)
                     task.held = False
                 continue
-            touched.add(run.id)
             task.attempt += 1
             task.reason = ""
+            task.state = "waiting_input" if task.op.kind == "application" else "running"
+            claimed.append((run, task))
+        return claimed
+
+    def _start(self, claimed: list[tuple[_Run, _Task]]) -> set[str]:
+        touched: set[str] = set()
+        for run, task in claimed:
+            touched.add(run.id)
             if task.op.kind == "application":
-                task.state = "waiting_input"
                 run.paths.out_dir(task.op.name, task.series_uid).mkdir(parents=True, exist_ok=True)
                 continue
-            task.state = "running"
             job = self._job(run, task)
             if task.op.kind == "internal":
                 self._internal.submit(self._run_internal, job)
                 continue
             try:
                 started = self.executor.submit(job)
-                pids.append((task.id, started.pid, started.pid_started))
+                self._pids.append((task.id, started.pid, started.pid_started))
             except Exception as exc:
                 log.warning("task %s did not start: %s", task.id, exc)
                 self._on_outcome(Outcome(task.id, task.attempt, False, f"did not start: {exc}"))
-        if pids:
-            self.runs.set_pids(pids)
         return touched
 
     def _job(self, run: _Run, task: _Task) -> Job:

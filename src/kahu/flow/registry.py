@@ -125,6 +125,16 @@ class WorkflowRegistry:
     def all(self) -> list[Workflow]:
         return [self.get(name) for name in sorted(self._workflows)]
 
+    def python_modules(self) -> list[str]:
+        """Modules of the python operators that import by name (drop-in files do not)."""
+        names = {
+            op.function.partition(":")[0]
+            for workflow in self.all()
+            for op in workflow.operators
+            if op.kind == "python" and op.function
+        }
+        return sorted(names - set(self.module_files))
+
     def module_file(self, function: str | None) -> str | None:
         if not function:
             return None

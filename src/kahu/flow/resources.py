@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,25 @@ class Admission:
         self.memory_used = 0
         self.gpu_used: dict[str, int] = {}
         self.live = True
+        self._readings: tuple[float, int, int, int] = (-1e9, 0, 0, 0)
+
+    #: how long a reading of available memory and free disk is used (a pass admits many
+    #: tasks; what they take is counted by their declarations until the next reading)
+    READING_TTL_S = 0.5
+
+    def _live_readings(self) -> tuple[int, int]:
+        """(available memory MB, free disk MB in the home), read at most every TTL; memory
+        declared by tasks started since the reading is taken off it."""
+        at, available, free_disk, used = self._readings
+        now = time.monotonic()
+        if now - at > self.READING_TTL_S:
+            _, available = memory_mb()
+            free_disk = shutil.disk_usage(self.home).free // (1024 * 1024)
+            used = self.memory_used
+            self._readings = (now, available, free_disk, used)
+        if available:
+            available = max(1, available - max(0, self.memory_used - used))
+        return available, free_disk
 
     def use_capacity(self, cpus: float, memory_mb_total: int) -> None:
         """Schedule against a cluster's totals; live readings of this machine no longer
@@ -128,10 +148,9 @@ class Admission:
             return Decision(False, "waiting for memory held by running tasks")
         if not self.live:
             return Decision(True)
-        _, available = memory_mb()
+        available, free_disk = self._live_readings()
         if available and available - self.reserve_memory_mb < need.memory_mb:
             return Decision(False, f"waiting for memory ({available} MB available)")
-        free_disk = shutil.disk_usage(self.home).free // (1024 * 1024)
         if free_disk < self.min_free_disk_mb:
             return Decision(False, f"waiting for disk space ({free_disk} MB free in the home)")
         gpu = None

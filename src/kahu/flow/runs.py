@@ -5,12 +5,15 @@ tables, and reading them for the API. Every transition is an ``UPDATE ... WHERE 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, insert, select, update
+from sqlalchemy import Connection, CursorResult, bindparam, delete, func, insert, select, update
+from sqlalchemy.orm import Session
 
 from kahu.catalog.database import Database
 from kahu.catalog.tables import FlowRun, FlowRunSeries, FlowTask, utcnow
@@ -121,6 +124,18 @@ def _task_info(t: FlowTask) -> TaskInfo:
     )
 
 
+def _update_tasks(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """One ``UPDATE ... WHERE id = :_id AND state = :_from`` per row (an executemany); the
+    other keys of the rows, the same in each, are the columns set."""
+    table = FlowTask.__table__
+    conn.execute(
+        update(table).where(  # type: ignore[arg-type]
+            table.c.id == bindparam("_id"), table.c.state == bindparam("_from")
+        ),
+        rows,
+    )
+
+
 def new_run_id(workflow: str) -> str:
     return f"{workflow}-{utcnow():%y%m%d%H%M%S}-{secrets.token_hex(3)}"
 
@@ -130,6 +145,30 @@ class RunStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._batch = threading.local()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """The transitions this thread writes inside the block share one transaction (the
+        engine's scheduling pass: one commit instead of one per step)."""
+        if getattr(self._batch, "session", None) is not None:
+            yield
+            return
+        with self.db.write() as s:
+            self._batch.session = s
+            try:
+                yield
+            finally:
+                self._batch.session = None
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        session: Session | None = getattr(self._batch, "session", None)
+        if session is not None:
+            yield session
+            return
+        with self.db.write() as s:
+            yield s
 
     # -- creating --------------------------------------------------------------------------
 
@@ -346,35 +385,48 @@ class RunStore:
 
     def apply(self, changes: Sequence[tuple[str, int, dict[str, Any]]]) -> set[int]:
         """Several task transitions in one transaction: (event, task id, columns). Returns the
-        ids that moved (a task no longer in a source state of its event is left alone)."""
+        ids that moved (a task no longer in a source state of its event is left alone).
+
+        The engine's hot path: Core statements, one ``executemany`` per run of changes that
+        set the same columns."""
         moved: set[int] = set()
         if not changes:
             return moved
-        with self.db.write() as s:
-            current = dict(
-                s.execute(
-                    select(FlowTask.id, FlowTask.state).where(
-                        FlowTask.id.in_([c[1] for c in changes])
-                    )
-                ).all()
-            )
+        table = FlowTask.__table__
+        with self._write() as s:
+            conn = s.connection()
+            current: dict[int, str] = {}
+            ids = sorted({c[1] for c in changes})
+            for start in range(0, len(ids), 500):
+                current.update(
+                    conn.execute(
+                        select(table.c.id, table.c.state).where(
+                            table.c.id.in_(ids[start : start + 500])
+                        )
+                    ).all()
+                )
+            batch: list[dict[str, Any]] = []
+            columns: tuple[str, ...] = ()
             for event, task_id, values in changes:
                 state = current.get(task_id)
                 if state is None or (state, event) not in TASK_TRANSITIONS:
                     continue
                 target = task_next(state, event)
-                s.execute(
-                    update(FlowTask)
-                    .where(FlowTask.id == task_id, FlowTask.state == state)
-                    .values(state=target, **values)
-                )
+                keys = tuple(sorted(values))
+                if batch and keys != columns:
+                    _update_tasks(conn, batch)
+                    batch = []
+                columns = keys
+                batch.append({"_id": task_id, "_from": state, "state": target, **values})
                 current[task_id] = target
                 moved.add(task_id)
+            if batch:
+                _update_tasks(conn, batch)
         return moved
 
     def move_run(self, run_id: str, event: str, **values: Any) -> RunState | None:
         """Apply ``event`` to a run if its current state allows it; return the new state."""
-        with self.db.write() as s:
+        with self._write() as s:
             state = s.scalar(select(FlowRun.state).where(FlowRun.id == run_id))
             if state is None:
                 raise NotFound(f"no run {run_id!r}")
@@ -430,7 +482,7 @@ class RunStore:
     def fail_run(self, run_id: str, error: str) -> None:
         """End a run that cannot go on (its workflow is gone) and its open tasks."""
         now = utcnow()
-        with self.db.write() as s:
+        with self._write() as s:
             s.execute(
                 update(FlowTask)
                 .where(FlowTask.run_id == run_id, FlowTask.state.not_in(list(TASK_DONE)))
@@ -443,18 +495,24 @@ class RunStore:
             )
 
     def set_reasons(self, reasons: Sequence[tuple[int, str]]) -> None:
-        with self.db.write() as s:
-            for task_id, reason in reasons:
-                s.execute(update(FlowTask).where(FlowTask.id == task_id).values(reason=reason))
+        if not reasons:
+            return
+        table = FlowTask.__table__
+        with self._write() as s:
+            s.connection().execute(
+                update(table).where(table.c.id == bindparam("_id")),  # type: ignore[arg-type]
+                [{"_id": i, "reason": r} for i, r in reasons],
+            )
 
     def set_pids(self, pids: Sequence[tuple[int, int | None, int | None]]) -> None:
-        with self.db.write() as s:
-            for task_id, pid, started in pids:
-                s.execute(
-                    update(FlowTask)
-                    .where(FlowTask.id == task_id)
-                    .values(pid=pid, pid_started=started)
-                )
+        if not pids:
+            return
+        table = FlowTask.__table__
+        with self._write() as s:
+            s.connection().execute(
+                update(table).where(table.c.id == bindparam("_id")),  # type: ignore[arg-type]
+                [{"_id": i, "pid": pid, "pid_started": started} for i, pid, started in pids],
+            )
 
     def delete(self, run_id: str) -> None:
         with self.db.write() as s:

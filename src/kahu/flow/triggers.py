@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -98,6 +99,17 @@ class Triggers:
         events.subscribe(SeriesComplete, self._on_event)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._rules: tuple[float, list[TriggerInfo]] | None = None
+
+    #: arrival rules are read again at most this often (another process may change them)
+    RULES_TTL_S = 2.0
+
+    def _arrival_rules(self) -> list[TriggerInfo]:
+        cached = self._rules
+        if cached is None or time.monotonic() - cached[0] > self.RULES_TTL_S:
+            rules = [t for t in self.all() if t.enabled and t.kind == "arrival"]
+            cached = self._rules = (time.monotonic(), rules)
+        return cached[1]
 
     # -- managing --------------------------------------------------------------------------
 
@@ -145,7 +157,9 @@ class Triggers:
             )
             s.add(row)
             s.flush()
-            return _info(row)
+            info = _info(row)
+        self._rules = None
+        return info
 
     def all(self) -> list[TriggerInfo]:
         with self.db.read() as s:
@@ -155,6 +169,7 @@ class Triggers:
         with self.db.write() as s:
             if s.execute(delete(FlowTrigger).where(FlowTrigger.name == name)).rowcount == 0:  # type: ignore[attr-defined]
                 raise NotFound(f"no trigger {name!r}")
+        self._rules = None
 
     def set_enabled(self, name: str, enabled: bool) -> None:
         with self.db.write() as s:
@@ -163,6 +178,7 @@ class Triggers:
             )
             if found.rowcount == 0:  # type: ignore[attr-defined]
                 raise NotFound(f"no trigger {name!r}")
+        self._rules = None
 
     # -- firing ----------------------------------------------------------------------------
 
@@ -171,7 +187,7 @@ class Triggers:
 
     def on_series_complete(self, event: SeriesComplete) -> list[str]:
         """Start the workflows whose rule matches the series; returns the run ids."""
-        rules = [t for t in self.all() if t.enabled and t.kind == "arrival"]
+        rules = self._arrival_rules()
         started: list[str] = []
         for rule in rules:
             try:

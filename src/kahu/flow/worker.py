@@ -41,10 +41,21 @@ def _skip_main_import() -> None:
 _skip_main_import()
 
 
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+#: loaded once (in the fork server), not in every task process
+_LIBC = _libc()
+
+
 def die_with_parent() -> None:
     """Ask the kernel to kill this process when its parent dies (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def die_with_server(server_pid: int) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kahu.flow.job import Job
@@ -36,7 +36,9 @@ class Executor(ABC):
     name: str = "executor"
 
     @abstractmethod
-    def start(self, report: Report) -> None: ...
+    def start(self, report: Report, preload: Sequence[str] = ()) -> None:
+        """Begin; ``preload`` names the operators' modules, which a process-starting
+        executor may import once up front."""
 
     def capacity(self) -> tuple[float, int] | None:
         """(CPUs, memory MB) to schedule against when the executor is not this machine."""

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -75,6 +76,7 @@ class LocalExecutor(Executor):
         self._context = multiprocessing.get_context("forkserver")
         self._running: dict[int, _Running] = {}
         self._lock = threading.Lock()
+        self._reap_lock = threading.Lock()
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
@@ -84,9 +86,10 @@ class LocalExecutor(Executor):
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self, report: Report) -> None:
+    def start(self, report: Report, preload: Sequence[str] = ()) -> None:
         self._report = report
-        self._context.set_forkserver_preload(_PRELOAD)
+        # the fork server imports these once; each task process is forked with them loaded
+        self._context.set_forkserver_preload([*_PRELOAD, *preload])
         # multiprocessing would import the program's main script again in every task process
         # (the `kahu` script loads the whole application, ~1 s); task processes never need it
         main = spawn.get_preparation_data("kahu").get("init_main_from_path")
@@ -127,7 +130,8 @@ class LocalExecutor(Executor):
                 name=f"kahu-task-{job.task_id}",
                 daemon=False,
             )
-            process.start()
+            with self._reap_lock:  # start() polls finished children (see _reap)
+                process.start()
             assert process.pid is not None
             pid, fd, handle = process.pid, process.sentinel, process
         elif job.kind in ("command", "container"):
@@ -238,9 +242,12 @@ class LocalExecutor(Executor):
             code: int | None = handle.wait()
             os.close(item.fd)
         else:
-            handle.join()
-            code = handle.exitcode
-            handle.close()
+            # multiprocessing's start() polls every finished child for its exit status (read
+            # from the fork server's pipe); two threads reading it at once lose it (255)
+            with self._reap_lock:
+                handle.join()
+                code = handle.exitcode
+                handle.close()
         return code
 
 

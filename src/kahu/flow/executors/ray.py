@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ class RayExecutor(Executor):
         self._remote: Any = None
         self._started_ray = False
 
-    def start(self, report: Report) -> None:
+    def start(self, report: Report, preload: Sequence[str] = ()) -> None:
         import ray
 
         self._report = report
