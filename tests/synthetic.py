@@ -104,3 +104,60 @@ def ct_series(
         ds.PixelData = pixels.tobytes()
         out.append(to_bytes(ds))
     return out
+
+
+def ct_volume(
+    slices: int = 12,
+    size: int = 32,
+    *,
+    pixel_spacing: float = 0.8,
+    slice_gap: float = 2.5,
+    patient_id: str = "VOL001",
+    shuffle: bool = True,
+) -> tuple[list[bytes], np.ndarray]:
+    """A CT volume with full geometry: air around a soft-tissue body (40 HU) holding a bone
+    sphere (700 HU). Returns the slices as files (in shuffled order unless ``shuffle`` is
+    false) and the HU volume as (slices, rows, columns)."""
+    study, series, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
+    z, y, x = np.mgrid[0:slices, 0:size, 0:size]
+    centre = np.array([slices / 2, size / 2, size / 2])
+    body = ((y - centre[1]) ** 2 + (x - centre[2]) ** 2) < (size * 0.45) ** 2
+    bone = (
+        ((z - centre[0]) * slice_gap) ** 2
+        + ((y - centre[1]) * pixel_spacing) ** 2
+        + ((x - centre[2]) * pixel_spacing) ** 2
+    ) < (min(slices * slice_gap, size * pixel_spacing) * 0.3) ** 2
+    hu = np.where(body, 40, -1000).astype(np.int16)
+    hu[bone] = 700
+    out = []
+    for index in range(slices):
+        ds = _base(CT_IMAGE, "CT", study=study, series=series, patient_id=patient_id)
+        ds.SeriesDescription = "synthetic CT volume"
+        ds.FrameOfReferenceUID = frame_of_reference
+        ds.InstanceNumber = index + 1
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.BodyPartExamined = "ABDOMEN"
+        ds.Manufacturer = "Kahu tests"
+        ds.Rows = ds.Columns = size
+        ds.PixelSpacing = [pixel_spacing, pixel_spacing]
+        ds.SliceThickness = slice_gap
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [
+            -size * pixel_spacing / 2,
+            -size * pixel_spacing / 2,
+            -100.0 + index * slice_gap,
+        ]
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 0
+        ds.RescaleIntercept = -1024
+        ds.RescaleSlope = 1
+        ds.RescaleType = "HU"
+        ds.PixelData = (hu[index].astype(np.int32) + 1024).astype(np.uint16).tobytes()
+        out.append(to_bytes(ds))
+    if shuffle:
+        order = np.random.default_rng(1).permutation(slices)
+        out = [out[i] for i in order]
+    return out, hu

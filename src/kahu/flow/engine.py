@@ -604,6 +604,7 @@ class Engine:
             image=op.image,
             isolation=op.isolation,
             extra_env=dict(op.env),
+            options=dict(op.options),
             gpu=task.gpu,
         )
 

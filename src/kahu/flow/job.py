@@ -70,6 +70,8 @@ class Job:
     image: str | None = None
     isolation: str = "auto"
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    #: the operator's options (``ctx.options``)
+    options: Mapping[str, Any] = field(default_factory=dict)
     #: GPU chosen by the scheduler (``CUDA_VISIBLE_DEVICES``), if any
     gpu: str | None = None
 
@@ -152,6 +154,11 @@ class TaskContext:
     @property
     def params(self) -> Mapping[str, Any]:
         return self.job.params
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """How the workflow configured this operator (``python_operator(..., options=)``)."""
+        return self.job.options
 
     @property
     def series_uid(self) -> str | None:

@@ -89,6 +89,8 @@ class Operator:
     #: extra environment variables for command and container operators
     env: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    #: settings of this use of the operator (JSON values), ``ctx.options`` in its function
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -118,8 +120,10 @@ def python_operator(
     retry_delay_s: float = 5.0,
     timeout_s: float = 3600.0,
     description: str = "",
+    options: Mapping[str, Any] | None = None,
 ) -> Operator:
-    """A Python function ``function(ctx: TaskContext) -> None`` run in its own process."""
+    """A Python function ``function(ctx: TaskContext) -> None`` run in its own process;
+    ``options`` (JSON values) configure this use of it (``ctx.options``)."""
     return Operator(
         name,
         "python",
@@ -131,6 +135,7 @@ def python_operator(
         retry_delay_s=retry_delay_s,
         timeout_s=timeout_s,
         description=description,
+        options=dict(options or {}),
     )
 
 
@@ -329,6 +334,7 @@ class Workflow:
                     "retries": op.retries,
                     "timeout_s": op.timeout_s,
                     "description": op.description,
+                    "options": dict(op.options),
                 }
                 for op in self.operators
             ],
