@@ -21,6 +21,10 @@ from tests.postgres import PostgresCluster
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 
+# runs of its own on every arriving series would disturb what tests count (servers started
+# as processes inherit it); tests/flow/test_thumbnails.py switches it on
+os.environ.setdefault("KAHU_FLOW__THUMBNAILS_ON_ARRIVAL", "false")
+
 
 def sample_path(name: str) -> Path:
     """A file from pydicom's bundled test files or from pydicom-data."""

@@ -23,7 +23,7 @@ from kahu.flow.executors.base import Executor
 from kahu.flow.registry import WorkflowRegistry
 from kahu.flow.resources import Admission
 from kahu.flow.runs import RunStore
-from kahu.flow.triggers import Triggers
+from kahu.flow.triggers import Triggers, builtin_rule
 from kahu.search.columns import ColumnIndex
 from kahu.settings import FlowSettings, Settings
 from kahu.storage.filesystem import FilesystemBlobStore
@@ -75,7 +75,14 @@ class Kahu:
             poll_seconds=flow.poll_seconds,
             internal_workers=flow.internal_workers,
         )
-        self.triggers = Triggers(self.db, self.catalog, self.workflows, self.flow, self.events)
+        builtin = (
+            [builtin_rule("builtin:thumbnails-on-arrival", "series-thumbnails")]
+            if flow.thumbnails_on_arrival
+            else []
+        )
+        self.triggers = Triggers(
+            self.db, self.catalog, self.workflows, self.flow, self.events, builtin
+        )
         self._started = False
 
     def start(self) -> None:

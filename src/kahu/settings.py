@@ -112,6 +112,8 @@ class FlowSettings(BaseModel):
     poll_seconds: float = Field(default=1.0, gt=0)
     #: threads for internal operators (input fetching, storing results)
     internal_workers: int = Field(default=4, ge=1)
+    #: run the series-thumbnails workflow on every series that arrives
+    thumbnails_on_arrival: bool = True
 
 
 class Settings(BaseSettings):

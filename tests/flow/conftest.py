@@ -17,7 +17,13 @@ from tests.synthetic import ct_series
 
 def flow_settings(make_settings: Any, database_url: str = "", **flow: Any) -> Any:
     settings = make_settings(database_url, enabled=False)
-    options = {"poll_seconds": 0.2, "cpus": 2.0, "min_free_disk_mb": 0, **flow}
+    options = {
+        "poll_seconds": 0.2,
+        "cpus": 2.0,
+        "min_free_disk_mb": 0,
+        "thumbnails_on_arrival": False,
+        **flow,
+    }
     return settings.model_copy(update={"flow": FlowSettings(**options)})
 
 

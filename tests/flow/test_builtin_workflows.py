@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
+import pytest
+from fastapi.testclient import TestClient
 
+from kahu.app import create_app
 from kahu.core import Kahu
+from kahu.dicom.structure import body_offset
+from kahu.dimse.nodes import Node
+from kahu.errors import InvalidParameters
+from kahu.flow import Workflow
+from kahu.operators import cleanup, get_input, zip_outputs
 from kahu.operators.seg import seg_to_volumes
+from kahu.operators.send import SendFailed, send_instances
 from kahu.operators.sr import sr_to_measurements
-from tests.flow.conftest import run_workflow
+from tests.conftest import free_port
+from tests.flow.conftest import add_series, run_workflow
 from tests.synthetic import ct_volume
 
 
@@ -84,3 +98,118 @@ def test_threshold_segmentation_refuses_a_series_with_a_missing_slice(local_kahu
     assert [t.operator for t in failed] == ["dicom-to-volume"]
     assert "inconsistent slice spacing" in failed[0].error
     assert "1 missing slice" in failed[0].error
+
+
+def _api(kahu: Kahu) -> tuple[TestClient, dict[str, str]]:
+    kahu.accounts.ensure_admin(kahu.settings.admin_password_file)
+    token, _ = kahu.accounts.create_token("admin")
+    return TestClient(create_app(kahu.settings, kahu)), {"Authorization": f"Bearer {token}"}
+
+
+def test_export_dicom_zip_is_downloaded_from_the_run_files(local_kahu: Kahu) -> None:
+    series = add_series(local_kahu, 2, instances=3)
+    run_id = run_workflow(local_kahu, "export-dicom-zip", series)
+    assert local_kahu.flow.wait_idle(run_id, 60) == "succeeded"
+    client, headers = _api(local_kahu)
+    with client:
+        listing = client.get(f"/api/v1/runs/{run_id}/files?prefix=zip", headers=headers).json()
+        assert [f["path"] for f in listing["files"]] == [f"zip/{run_id}.zip"]
+        download = client.get(f"/api/v1/runs/{run_id}/files/zip/{run_id}.zip", headers=headers)
+        assert download.status_code == 200
+        # nothing outside the run folder is reachable, not even through a link
+        (local_kahu.settings.runs_root / run_id / "zip" / "escape").symlink_to("/etc/passwd")
+        for path in ["../../catalog.sqlite", "zip/escape", "%2e%2e/%2e%2e/catalog.sqlite"]:
+            response = client.get(f"/api/v1/runs/{run_id}/files/{path}", headers=headers)
+            assert response.status_code == 404, path
+        assert client.get(f"/api/v1/runs/{run_id}/files", headers={}).status_code == 401
+    with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
+        names = sorted(archive.namelist())
+        assert len(names) == 6
+        assert {n.split("/")[0] for n in names} == set(series)
+        for name in names:
+            uid, filename = name.split("/")
+            sop = filename.removesuffix(".dcm")
+            [row] = local_kahu.catalog.instances(series_uid=uid, sop_uid=sop)
+            assert archive.read(name) == local_kahu.store.get(row.blob_key)
+
+
+def test_export_volumes_zip_as_nrrd(local_kahu: Kahu) -> None:
+    files, hu = ct_volume(slices=6, size=16)
+    [ct] = {r.series_instance_uid for r in local_kahu.ingestor.ingest_many(files)}
+    assert ct is not None
+    run_id = run_workflow(local_kahu, "export-volumes-zip", [ct], {"format": "nrrd"})
+    assert local_kahu.flow.wait_idle(run_id, 60) == "succeeded"
+    zip_path = local_kahu.settings.runs_root / run_id / "zip" / f"{run_id}.zip"
+    with zipfile.ZipFile(zip_path) as archive:
+        assert archive.namelist() == [f"{ct}/{ct}.nrrd"]
+        target = local_kahu.settings.home / "volume.nrrd"
+        target.write_bytes(archive.read(f"{ct}/{ct}.nrrd"))
+    import SimpleITK as sitk
+
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(target))), hu)
+    with pytest.raises(InvalidParameters) as caught:
+        run_workflow(local_kahu, "export-volumes-zip", [ct], {"format": "dicom"})
+    assert caught.value.errors[0]["field"] == "format"
+
+
+@pytest.fixture
+def destination(make_settings: Any) -> Iterator[Kahu]:
+    """A second Kahu, listening: the DICOM node series are sent to."""
+    other = Kahu(make_settings(ae_title="DEST"))
+    other.start()
+    yield other
+    other.stop()
+
+
+def body_of(data: bytes) -> bytes:
+    """The data set without its file meta (the receiver writes its own)."""
+    return data[body_offset(data) :]
+
+
+def test_send_to_node_delivers_the_stored_bytes(local_kahu: Kahu, destination: Kahu) -> None:
+    series = add_series(local_kahu, 2, instances=2)
+    local_kahu.nodes.add(Node("dest", "DEST", "127.0.0.1", destination.dicom.port))
+    run_id = run_workflow(local_kahu, "send-to-node", series, {"node": "dest"})
+    assert local_kahu.flow.wait_idle(run_id, 60) == "succeeded"
+    sent = {
+        r.sop_instance_uid: local_kahu.store.get(r.blob_key) for r in local_kahu.catalog.instances()
+    }
+    received = {
+        r.sop_instance_uid: destination.store.get(r.blob_key)
+        for r in destination.catalog.instances()
+    }
+    assert received.keys() == sent.keys()
+    assert all(body_of(received[uid]) == body_of(sent[uid]) for uid in sent)
+
+
+def test_sending_to_a_node_that_does_not_listen_names_it(local_kahu: Kahu) -> None:
+    [uid] = add_series(local_kahu, 1)
+    node = Node("gone", "GONE", "127.0.0.1", free_port())
+    with pytest.raises(SendFailed, match=r"gone \(GONE at 127.0.0.1:\d+\) did not accept"):
+        send_instances(local_kahu, node, local_kahu.catalog.instances(series_uid=uid))
+
+
+def test_delete_series_needs_confirmation(local_kahu: Kahu) -> None:
+    keep, gone = add_series(local_kahu, 2)
+    with pytest.raises(InvalidParameters):
+        run_workflow(local_kahu, "delete-series", [gone])
+    run_id = run_workflow(local_kahu, "delete-series", [gone], {"confirm": True})
+    assert local_kahu.flow.wait_idle(run_id, 60) == "succeeded"
+    assert {r.series_instance_uid for r in local_kahu.catalog.instances()} == {keep}
+
+
+def test_cleanup_removes_intermediate_files_and_keeps_logs(local_kahu: Kahu) -> None:
+    local_kahu.workflows.add(
+        Workflow(
+            "zip-then-clean",
+            "1.0",
+            (get_input(), zip_outputs(["get-input"]), cleanup(["zip"], operators=["get-input"])),
+        )
+    )
+    series = add_series(local_kahu, 2)
+    run_id = run_workflow(local_kahu, "zip-then-clean", series)
+    assert local_kahu.flow.wait_idle(run_id, 60) == "succeeded"
+    root = local_kahu.settings.runs_root / run_id
+    assert not (root / "batch").exists() or not any((root / "batch").iterdir())
+    assert (root / "zip" / f"{run_id}.zip").is_file()
+    assert (root / "logs" / "cleanup.log").read_text().count("removed") == 1

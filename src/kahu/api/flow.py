@@ -3,6 +3,7 @@ human-in-the-loop tasks, triggers, and the lineage of series."""
 
 from __future__ import annotations
 
+from pathlib import Path as FsPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -131,6 +132,47 @@ def task_log(run_id: RunParam, task_id: int, kahu: KahuDep, _user: CurrentUser) 
     if not path.is_file():
         return PlainTextResponse("")
     return FileResponse(path, media_type="text/plain; charset=utf-8")
+
+
+#: files listed per call (a run over a large cohort writes many)
+MAX_LISTED = 10_000
+
+
+@router.get("/runs/{run_id}/files", summary="The files a run's operators wrote")
+def run_files(
+    run_id: RunParam,
+    kahu: KahuDep,
+    _user: CurrentUser,
+    prefix: Annotated[str, Query(max_length=512, description="a folder of the run")] = "",
+) -> dict[str, Any]:
+    kahu.runs.run(run_id, with_series=False)  # 404 for an unknown run
+    root = RunPaths(kahu.settings.runs_root, run_id).root.resolve()
+    start = _inside(root, prefix) if prefix else root
+    files = []
+    if start.is_dir():
+        for path in sorted(start.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                files.append({"path": str(path.relative_to(root)), "size": path.stat().st_size})
+                if len(files) == MAX_LISTED:
+                    break
+    return {"run_id": run_id, "files": files, "truncated": len(files) == MAX_LISTED}
+
+
+@router.get("/runs/{run_id}/files/{path:path}", summary="Download a file a run wrote")
+def run_file(run_id: RunParam, path: str, kahu: KahuDep, _user: CurrentUser) -> Response:
+    kahu.runs.run(run_id, with_series=False)
+    target = _inside(RunPaths(kahu.settings.runs_root, run_id).root.resolve(), path)
+    if not target.is_file():
+        raise NotFound(f"run {run_id} has no file {path}")
+    return FileResponse(target, filename=target.name)
+
+
+def _inside(root: FsPath, relative: str) -> FsPath:
+    """``root/relative`` if it stays inside ``root`` (after following links)."""
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root):
+        raise NotFound(f"no file {relative}")
+    return target
 
 
 @router.post("/runs/{run_id}/cancel", summary="Cancel a run (running tasks are killed)")

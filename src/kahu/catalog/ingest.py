@@ -6,6 +6,7 @@ DIMSE C-STORE, STOW-RS, upload, ``kahu import`` and workflow results all call
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -526,4 +527,6 @@ class Ingestor:
                 removed += self.store.delete(key)
             except Exception:
                 log.exception("could not remove %s of deleted series %s", key, series_uid)
+        with contextlib.suppress(Exception):  # made by the series-thumbnails workflow
+            self.store.delete(f"thumbnails/{series_uid}.png")
         return removed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Iterator
 from typing import Annotated
@@ -21,6 +22,7 @@ from kahu.dicom.render import CannotRender, render
 from kahu.dicomweb.common import DICOM_JSON, base_url, uids
 from kahu.dicomweb.multipart import MediaType, new_boundary, parse_accept, related_stream
 from kahu.errors import InvalidInput, NotFound
+from kahu.operators.thumbnails import thumbnail_key
 
 router = APIRouter()
 
@@ -358,6 +360,10 @@ def series_thumbnail(
     study: str, series: str, request: Request, kahu: KahuDep, viewport: Viewport = None
 ) -> Response:
     row = _middle(_instances(kahu, study, series))
+    if viewport is None and _image_type(request) == "image/png":
+        # made by the series-thumbnails workflow (on arrival by default)
+        with contextlib.suppress(NotFound):
+            return Response(kahu.store.get(thumbnail_key(series)), media_type="image/png")
     return _rendered(kahu, request, row, 1, None, viewport or "128,128", 80)
 
 

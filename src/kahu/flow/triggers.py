@@ -13,6 +13,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -67,6 +68,13 @@ class TriggerInfo:
         }
 
 
+def builtin_rule(name: str, workflow: str) -> TriggerInfo:
+    """An arrival rule that comes from the settings, not the database: it matches every
+    series (except the workflow's own results) and cannot be removed, only switched off
+    by its setting."""
+    return TriggerInfo(name, "arrival", workflow, "", "", {}, {}, True, "kahu", utcnow(), None)
+
+
 def _info(t: FlowTrigger) -> TriggerInfo:
     return TriggerInfo(
         t.name,
@@ -91,8 +99,10 @@ class Triggers:
         registry: WorkflowRegistry,
         engine: Engine,
         events: EventBus,
+        builtin: Sequence[TriggerInfo] = (),
     ) -> None:
         self.db = db
+        self.builtin = list(builtin)
         self.catalog = catalog
         self.registry = registry
         self.engine = engine
@@ -108,7 +118,7 @@ class Triggers:
         cached = self._rules
         if cached is None or time.monotonic() - cached[0] > self.RULES_TTL_S:
             rules = [t for t in self.all() if t.enabled and t.kind == "arrival"]
-            cached = self._rules = (time.monotonic(), rules)
+            cached = self._rules = (time.monotonic(), self.builtin + rules)
         return cached[1]
 
     # -- managing --------------------------------------------------------------------------
@@ -221,6 +231,8 @@ class Triggers:
             )
             if made_by_it is not None:
                 return False
+            if not rule.query:
+                return True
             found = s.scalar(
                 select(Series.id).where(
                     Series.series_instance_uid == series_uid,

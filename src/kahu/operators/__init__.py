@@ -13,12 +13,18 @@ from kahu.operators.documents import (
     dicom_to_binary_operator,
     pdf_to_dicom_operator,
 )
+from kahu.operators.export import zip_outputs
+from kahu.operators.maintenance import cleanup, delete_series
 from kahu.operators.seg import labels_to_seg_operator, seg_to_volume_operator
+from kahu.operators.send import send_to_node
 from kahu.operators.sr import json_to_sr_operator, sr_to_json_operator
+from kahu.operators.thumbnails import thumbnails
 from kahu.operators.volumes import dicom_to_volume
 
 __all__ = [
     "binary_to_dicom_operator",
+    "cleanup",
+    "delete_series",
     "dicom_to_binary_operator",
     "dicom_to_volume",
     "get_input",
@@ -26,6 +32,9 @@ __all__ = [
     "labels_to_seg_operator",
     "pdf_to_dicom_operator",
     "seg_to_volume_operator",
+    "send_to_node",
     "sr_to_json_operator",
     "store_results",
+    "thumbnails",
+    "zip_outputs",
 ]

@@ -1,0 +1,75 @@
+"""Operators that change or tidy the catalog and the run folders: deleting series, removing
+a run's intermediate files once its results are stored."""
+
+from __future__ import annotations
+
+import shutil
+from typing import TYPE_CHECKING
+
+from kahu.flow.job import BATCH_NAME, TaskContext
+from kahu.flow.model import Operator, Resources
+
+if TYPE_CHECKING:
+    from kahu.core import Kahu
+
+
+def delete_series_task(ctx: TaskContext, kahu: Kahu) -> None:
+    """Per series: delete it from the catalog and the store (its files, thumbnail)."""
+    uid = ctx.series_uid
+    if uid is None:
+        raise ValueError("delete-series runs per series")
+    if ctx.params.get("confirm") is not True:
+        raise ValueError("deleting series needs the run parameter confirm=true")
+    removed = kahu.ingestor.delete_series(uid)
+    ctx.log.info("deleted series %s (%d files)", uid, removed)
+
+
+def cleanup_task(ctx: TaskContext, kahu: Kahu) -> None:
+    """Once per run, last: remove the per-series and run-level outputs of the operators
+    named in ``ctx.options["operators"]`` (all but this one when empty); logs, the
+    configuration and this operator's folder stay."""
+    root = ctx.workflow_dir
+    keep = {"conf", "logs", ctx.job.operator}
+    wanted = set(ctx.options.get("operators") or [])
+    freed = 0
+    candidates = [p for p in (root / BATCH_NAME).glob("*/*") if p.is_dir()]
+    candidates += [p for p in root.iterdir() if p.is_dir() and p.name != BATCH_NAME]
+    for folder in candidates:
+        if folder.name in keep or (wanted and folder.name not in wanted):
+            continue
+        freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        shutil.rmtree(folder)
+    for element in (root / BATCH_NAME).glob("*"):
+        if element.is_dir() and not any(element.iterdir()):
+            element.rmdir()
+    ctx.log.info("removed %.1f MB of intermediate files", freed / 1e6)
+
+
+def delete_series(name: str = "delete-series") -> Operator:
+    """Per series: delete it (the run must pass ``confirm=true``)."""
+    return Operator(
+        name,
+        "internal",
+        "series",
+        (),
+        function="kahu.operators.maintenance:delete_series_task",
+        resources=Resources(cpu=0.25, memory_mb=128),
+        description="Delete each series from the catalog and the store",
+    )
+
+
+def cleanup(
+    inputs: list[str], name: str = "cleanup", *, operators: list[str] | None = None
+) -> Operator:
+    """Once per run after ``inputs``: remove intermediate outputs (of ``operators``, or of
+    every operator) from the run folder."""
+    return Operator(
+        name,
+        "internal",
+        "run",
+        tuple(inputs),
+        function="kahu.operators.maintenance:cleanup_task",
+        resources=Resources(cpu=0.25, memory_mb=128),
+        description="Remove intermediate files from the run folder",
+        options={"operators": list(operators or [])},
+    )

@@ -1,0 +1,57 @@
+"""Series thumbnails: the middle instance rendered as a small PNG, kept in the blob store
+beside the series so the gallery and WADO-RS serve it without decoding the images again."""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING
+
+import pydicom
+
+from kahu.dicom.render import CannotRender, render
+from kahu.dicom.uids import validate_uid
+from kahu.flow.job import TaskContext
+from kahu.flow.model import Operator, Resources
+
+if TYPE_CHECKING:
+    from kahu.core import Kahu
+
+#: the edge of a stored thumbnail (WADO-RS's default thumbnail viewport)
+SIZE = 128
+
+
+def thumbnail_key(series_uid: str) -> str:
+    return f"thumbnails/{validate_uid(series_uid, 'SeriesInstanceUID')}.png"
+
+
+def make_thumbnail(ctx: TaskContext, kahu: Kahu) -> None:
+    """Per series: render the middle instance; a series without pixels (SR, PDF) is skipped."""
+    uid = ctx.series_uid
+    if uid is None:
+        raise ValueError("thumbnails run per series")
+    rows = kahu.catalog.instances(series_uid=uid)
+    if not rows:
+        raise ValueError(f"series {uid} has no instances")
+    row = rows[len(rows) // 2]
+    local = kahu.store.local_path(row.blob_key)
+    data = local.read_bytes() if local is not None else kahu.store.get(row.blob_key)
+    try:
+        png = render(pydicom.dcmread(io.BytesIO(data)), viewport=(SIZE, SIZE))
+    except CannotRender as exc:
+        ctx.log.info("no thumbnail for %s: %s", uid, exc)
+        return
+    kahu.store.put(thumbnail_key(uid), png)
+    (ctx.out_dir / "thumbnail.png").write_bytes(png)
+
+
+def thumbnails(name: str = "thumbnails") -> Operator:
+    """Per series: a PNG thumbnail of the middle instance, stored for the gallery."""
+    return Operator(
+        name,
+        "internal",
+        "series",
+        (),
+        function="kahu.operators.thumbnails:make_thumbnail",
+        resources=Resources(cpu=0.5, memory_mb=256),
+        description="Render a thumbnail of each series",
+    )
