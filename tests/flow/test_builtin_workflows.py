@@ -213,3 +213,15 @@ def test_cleanup_removes_intermediate_files_and_keeps_logs(local_kahu: Kahu) -> 
     assert not (root / "batch").exists() or not any((root / "batch").iterdir())
     assert (root / "zip" / f"{run_id}.zip").is_file()
     assert (root / "logs" / "cleanup.log").read_text().count("removed") == 1
+
+
+def test_threshold_segmentation_of_a_single_real_slice(local_kahu: Kahu) -> None:
+    """pydicom's CT_small: one real CT slice, a volume one voxel deep."""
+    from pydicom.data import get_testdata_file
+
+    data = Path(get_testdata_file("CT_small.dcm", read=False)).read_bytes()  # type: ignore[arg-type]
+    [result] = local_kahu.ingestor.ingest_many([data])
+    assert result.series_instance_uid is not None
+    run_id = run_workflow(local_kahu, "ct-threshold-segmentation", [result.series_instance_uid])
+    assert local_kahu.flow.wait_idle(run_id, 120) == "succeeded", local_kahu.flow.runs.tasks(run_id)
+    assert len(local_kahu.lineage.of(result.series_instance_uid)["results"]) == 2

@@ -121,6 +121,12 @@ def read_volume(files: Sequence[Path]) -> tuple[SimpleITK.Image, list[Slice]]:
     slices = ordered_slices(files)
     if len(slices) == 1:
         image = sitk.ReadImage(str(slices[0].path))
+        if image.GetDimension() == 2:  # one slice: a volume one voxel deep
+            header = pydicom.dcmread(slices[0].path, stop_before_pixels=True)
+            depth = float(header.get("SliceThickness") or 1.0)
+            position = [float(v) for v in header.get("ImagePositionPatient", [0, 0, 0])]
+            image = sitk.JoinSeries(image, position[2], depth)
+            image.SetOrigin(position)
     else:
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames([str(s.path) for s in slices])
