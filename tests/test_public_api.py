@@ -18,3 +18,23 @@ def test_settings_are_passed_in_never_read_at_import(tmp_path, monkeypatch) -> N
     app = kahu.create_app(settings)
     assert app.title == "Kahu"
     assert settings.http.port == 1234
+
+
+def test_workflow_modules_import_lightly() -> None:
+    """A task process (a forked worker, a Ray worker) imports the workflow's module: the
+    operator factories must not drag in the database, the DICOM network or the imaging
+    libraries (they load inside the operators that use them)."""
+    import subprocess
+    import sys
+
+    import kahu.operators
+
+    names = ", ".join(kahu.operators.__all__)
+    code = (
+        f"from kahu.operators import {names}\n"
+        "import sys\n"
+        "heavy = {'sqlalchemy', 'pynetdicom', 'highdicom', 'SimpleITK', 'fastapi', 'fsspec'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -27,6 +27,7 @@ from kahu.flow.triggers import Triggers, builtin_rule
 from kahu.search.columns import ColumnIndex
 from kahu.settings import FlowSettings, Settings
 from kahu.storage.filesystem import FilesystemBlobStore
+from kahu.storage.objects import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class Kahu:
         self.ingestor = Ingestor(self.catalog, self.store, self.events)
         self.accounts = Accounts(self.db)
         self.nodes = NodeRegistry(self.db)
+        self.objects = ObjectStore(settings.resolved_objects_url)
         self.query = DicomQuery(self.db)
         self.metadata = MetadataIndex(self.db, self.store, self.events)
         self.completion = SeriesCompletionMonitor(self.events, settings.dicom.series_quiet_seconds)

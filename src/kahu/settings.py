@@ -131,6 +131,8 @@ class Settings(BaseSettings):
     imports: ImportSettings = Field(default_factory=ImportSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     flow: FlowSettings = Field(default_factory=FlowSettings)
+    #: fsspec URL of the object store's buckets; empty: ``<home>/objects``
+    objects_url: str = ""
     #: fsync files and directories before acknowledging; only tests may turn it off.
     fsync: bool = True
     #: level of Kahu's log on standard error (``kahu serve``): DEBUG, INFO, WARNING, ERROR
@@ -145,6 +147,10 @@ class Settings(BaseSettings):
     @property
     def blob_root(self) -> Path:
         return self.home / "blobs"
+
+    @property
+    def resolved_objects_url(self) -> str:
+        return self.objects_url or str((self.home / "objects").resolve())
 
     @property
     def runs_root(self) -> Path:

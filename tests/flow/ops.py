@@ -41,6 +41,12 @@ def fail_for_odd(ctx: TaskContext) -> None:
     (ctx.out_dir / "ok").write_text("ok")
 
 
+def greedy(ctx: TaskContext) -> None:
+    """Takes far more memory than it declared (its address-space limit refuses it)."""
+    hoard = bytearray(16 * 1024**3)
+    (ctx.out_dir / "size").write_text(str(len(hoard)))
+
+
 def flaky(ctx: TaskContext) -> None:
     """Fails on its first attempt, succeeds on the second."""
     marker = ctx.workflow_dir / f"flaky-{ctx.job.task_id}"
@@ -140,6 +146,18 @@ WORKFLOWS = [
         "test-huge",
         "1.0",
         (python_operator("huge", noop, resources=Resources(1, 10_000_000)),),
+    ),
+    Workflow(
+        "test-greedy",
+        "1.0",
+        (
+            python_operator("greedy", greedy, resources=Resources(0.5, 128)),
+            command_operator(
+                "greedy-command",
+                ["python3", "-c", "bytearray(16 * 1024**3)"],
+                resources=Resources(0.5, 128),
+            ),
+        ),
     ),
     Workflow(
         "test-human",

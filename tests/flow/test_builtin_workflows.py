@@ -225,3 +225,55 @@ def test_threshold_segmentation_of_a_single_real_slice(local_kahu: Kahu) -> None
     run_id = run_workflow(local_kahu, "ct-threshold-segmentation", [result.series_instance_uid])
     assert local_kahu.flow.wait_idle(run_id, 120) == "succeeded", local_kahu.flow.runs.tasks(run_id)
     assert len(local_kahu.lineage.of(result.series_instance_uid)["results"]) == 2
+
+
+def test_seg_to_volume_on_the_referenced_series_grid(local_kahu: Kahu) -> None:
+    """get_referenced brings the SEG's CT; the label volume lands exactly on its grid."""
+    import SimpleITK as sitk
+
+    from kahu.operators import get_referenced, seg_to_volume_operator
+    from kahu.operators.seg import volume_to_seg
+
+    files, hu = ct_volume(slices=8, size=16)
+    [ct] = {r.series_instance_uid for r in local_kahu.ingestor.ingest_many(files)}
+    assert ct is not None
+    ordered = sorted(
+        (pydicom.dcmread(io.BytesIO(f)) for f in files),
+        key=lambda ds: float(ds.ImagePositionPatient[2]),
+    )
+    labels = (hu > 300).astype(np.uint8)
+    seg = volume_to_seg(labels, ordered, {1: "bone"})
+    out = io.BytesIO()
+    seg.save_as(out, enforce_file_format=True)
+    [stored] = local_kahu.ingestor.ingest_many([out.getvalue()])
+    assert stored.series_instance_uid is not None
+    local_kahu.workflows.add(
+        Workflow(
+            "seg-on-source",
+            "1.0",
+            (
+                get_input(),
+                get_referenced(),
+                seg_to_volume_operator(
+                    inputs=["get-input", "get-referenced"], source="get-referenced"
+                ),
+            ),
+        )
+    )
+    run_id = run_workflow(local_kahu, "seg-on-source", [stored.series_instance_uid])
+    assert local_kahu.flow.wait_idle(run_id, 60) == "succeeded", local_kahu.runs.tasks(run_id)
+    out_dir = local_kahu.settings.runs_root / run_id / "batch" / stored.series_instance_uid
+    [volume] = list((out_dir / "seg-to-volume").rglob("labels.nii.gz"))
+    image = sitk.ReadImage(str(volume))
+    assert np.array_equal(sitk.GetArrayFromImage(image), labels)
+    assert image.GetOrigin() == pytest.approx((-6.4, -6.4, -100.0), abs=1e-4)
+
+    # a SEG whose CT is not in the catalog: the task names the missing series
+    local_kahu.ingestor.delete_series(ct)
+    failed_run = run_workflow(local_kahu, "seg-on-source", [stored.series_instance_uid])
+    assert local_kahu.flow.wait_idle(failed_run, 60) == "failed"
+    errors = [t.error for t in local_kahu.runs.tasks(failed_run) if t.state == "failed"]
+    assert errors == [
+        f"ValueError: series {stored.series_instance_uid} refers to 1 series "
+        f"not in the catalog: {ct}"
+    ]

@@ -140,6 +140,18 @@ class TestProcesses:
         local_kahu.flow.cancel(run_id)
         assert local_kahu.flow.wait_idle(run_id, 30) == "cancelled"
 
+    def test_a_task_taking_more_memory_than_declared_fails_alone(self, local_kahu: Kahu) -> None:
+        """Its address space is capped at the declaration plus slack: the allocation fails
+        in the task, not in the server, which goes on running other work."""
+        series = add_series(local_kahu, 1)
+        run_id = run_workflow(local_kahu, "test-greedy", series)
+        assert local_kahu.flow.wait_idle(run_id, 60) == "failed"
+        errors = {t.operator: t.error for t in local_kahu.runs.tasks(run_id)}
+        assert errors["greedy"].startswith("MemoryError")
+        assert "MemoryError" in errors["greedy-command"]
+        other = run_workflow(local_kahu, "test-chain", series)
+        assert local_kahu.flow.wait_idle(other, 60) == "succeeded"
+
     def test_declared_cpus_bound_concurrency(self, local_kahu: Kahu) -> None:
         """Each sleep declares 1 CPU of the 2 given: never more than two at a time."""
         series = add_series(local_kahu, 4)

@@ -43,7 +43,9 @@ def test_chain_with_failures_and_retries_on_ray(ray_kahu: Kahu) -> None:
     assert ray_kahu.flow.executor.name == "ray"
     series = add_series(ray_kahu, 3)
     run_id = run_workflow(ray_kahu, "test-chain", series, {"threshold": 3})
-    assert ray_kahu.flow.wait_idle(run_id, 240) == "succeeded"
+    assert ray_kahu.flow.wait_idle(run_id, 240) == "succeeded", [
+        (t.operator, t.state, t.error) for t in ray_kahu.runs.tasks(run_id) if t.error
+    ]
     paths = RunPaths(ray_kahu.settings.runs_root, run_id)
     for uid in series:
         seen = json.loads((paths.out_dir("mark", uid) / "seen.json").read_text())

@@ -15,7 +15,7 @@ from PIL import Image
 from kahu.app import create_app
 from kahu.core import Kahu
 from kahu.errors import NotFound
-from kahu.operators.thumbnails import thumbnail_key
+from kahu.operators.thumbnail import thumbnail_key
 from tests.flow.conftest import flow_settings, start_kahu
 from tests.synthetic import ct_volume, encapsulated_pdf
 

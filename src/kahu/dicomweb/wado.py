@@ -22,7 +22,7 @@ from kahu.dicom.render import CannotRender, render
 from kahu.dicomweb.common import DICOM_JSON, base_url, uids
 from kahu.dicomweb.multipart import MediaType, new_boundary, parse_accept, related_stream
 from kahu.errors import InvalidInput, NotFound
-from kahu.operators.thumbnails import thumbnail_key
+from kahu.operators.thumbnail import thumbnail_key
 
 router = APIRouter()
 

@@ -77,11 +77,26 @@ def die_with_server(server_pid: int) -> None:
     threading.Thread(target=watch, name="kahu-server-watch", daemon=True).start()
 
 
-def limit_memory(memory_mb: int, slack_mb: int) -> None:
-    """Cap the address space: declared memory plus slack for what every process maps."""
+def _mapped_bytes() -> int:
+    """This process's address space now (what it inherited from its parent)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def limit_memory(memory_mb: int, slack_mb: int, *, inherited: bool = True) -> None:
+    """Cap the address space at the declared memory plus slack for what every process maps
+    as it goes (thread stacks, libraries it loads), on top of what the process already maps
+    when it keeps its parent's image (``inherited``: a fork of the fork server or of a Ray
+    worker, whose sizes differ a lot); a program about to be exec'ed starts from nothing."""
     if memory_mb <= 0:
         return
-    limit = (memory_mb + slack_mb) * 1024 * 1024
+    limit = (memory_mb + slack_mb) * 1024 * 1024 + (_mapped_bytes() if inherited else 0)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
@@ -115,10 +130,10 @@ def run_python(job: Job, memory_slack_mb: int, server_pid: int | None = None) ->
     )
     log = logging.getLogger(f"kahu.task.{job.operator}")
     try:
+        function = resolve(job)  # importing the operator's module is not the task's work
         limit_memory(job.memory_mb, memory_slack_mb)
         os.environ.update(job.environment())
         os.chdir(job.out_dir)
-        function = resolve(job)
         function(TaskContext(job, log))
     except BaseException as exc:
         traceback.print_exc()

@@ -18,23 +18,56 @@ if TYPE_CHECKING:
 _BATCH = 64
 
 
-def fetch_series(ctx: TaskContext, kahu: Kahu) -> None:
-    """Write the task's series as ``<SOPInstanceUID>.dcm`` files into the output folder."""
-    uid = ctx.series_uid
-    if uid is None:
-        raise ValueError("get-input runs per series")
+def _write_series(kahu: Kahu, series_uid: str, folder: Path) -> int:
+    """The series' files as ``<SOPInstanceUID>.dcm`` in ``folder``; how many."""
+    folder.mkdir(parents=True, exist_ok=True)
     count = 0
-    for instance in kahu.catalog.instances(series_uid=uid):
-        target = ctx.out_dir / f"{instance.sop_instance_uid}.dcm"
+    for instance in kahu.catalog.instances(series_uid=series_uid):
+        target = folder / f"{instance.sop_instance_uid}.dcm"
         local = kahu.store.local_path(instance.blob_key)
         if local is not None:
             shutil.copyfile(local, target)
         else:
             target.write_bytes(kahu.store.get(instance.blob_key))
         count += 1
+    return count
+
+
+def fetch_series(ctx: TaskContext, kahu: Kahu) -> None:
+    """Write the task's series as ``<SOPInstanceUID>.dcm`` files into the output folder."""
+    uid = ctx.series_uid
+    if uid is None:
+        raise ValueError("get-input runs per series")
+    count = _write_series(kahu, uid, ctx.out_dir)
     if count == 0:
         raise ValueError(f"series {uid} has no instances")
     ctx.log.info("fetched %d instances of %s", count, uid)
+
+
+def fetch_referenced(ctx: TaskContext, kahu: Kahu) -> None:
+    """The series the task's series refers to (a SEG's CT, an SR's images), each in
+    ``<out>/<SeriesInstanceUID>/``. A reference missing from the catalog fails the task
+    naming it, unless the operator was made with ``missing="skip"``."""
+    uid = ctx.series_uid
+    if uid is None:
+        raise ValueError("get-referenced runs per series")
+    referenced = kahu.catalog.get_series(uid).document.get("referenced_series", [])
+    missing = []
+    for ref in referenced:
+        if _write_series(kahu, ref, ctx.out_dir / ref) == 0:
+            (ctx.out_dir / ref).rmdir()
+            missing.append(ref)
+    if missing and ctx.options.get("missing") != "skip":
+        raise ValueError(
+            f"series {uid} refers to {len(missing)} series not in the catalog: "
+            + ", ".join(missing)
+        )
+    ctx.log.info(
+        "fetched %d referenced series of %s%s",
+        len(referenced) - len(missing),
+        uid,
+        f" ({len(missing)} missing: {', '.join(missing)})" if missing else "",
+    )
 
 
 def _files(folders: Sequence[Path]) -> list[Path]:
@@ -92,6 +125,25 @@ def get_input(name: str = "get-input", *, cpu: float = 0.5, memory_mb: int = 256
         retries=2,
         retry_delay_s=2.0,
         description="Fetch the series' DICOM files from the catalog",
+    )
+
+
+def get_referenced(name: str = "get-referenced", *, missing: str = "fail") -> Operator:
+    """Per series: the series it refers to, ``<out>/<SeriesInstanceUID>/*.dcm`` (Kaapana's
+    ``get-ref-series``); ``missing="skip"`` goes on without those not in the catalog."""
+    if missing not in ("fail", "skip"):
+        raise ValueError("missing is 'fail' or 'skip'")
+    return Operator(
+        name,
+        "internal",
+        "series",
+        (),
+        function="kahu.operators.catalog:fetch_referenced",
+        resources=Resources(cpu=0.5, memory_mb=256),
+        retries=2,
+        retry_delay_s=2.0,
+        description="Fetch the series each series refers to",
+        options={"missing": missing},
     )
 
 

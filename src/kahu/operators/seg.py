@@ -343,9 +343,16 @@ def seg_to_volume_task(ctx: TaskContext) -> None:
             referenced = [
                 str(item.SeriesInstanceUID) for item in header.get("ReferencedSeriesSequence", [])
             ]
-            folders = [ctx.job.paths.out_dir(str(source_name), uid) for uid in referenced]
-            if folders and folders[0].is_dir():
-                source_files = dicom_files(folders[0])
+            for uid in referenced[:1]:
+                # the referenced series fetched for this series (get_referenced, an input),
+                # or fetched as a series of the run itself (launched with fetch_references)
+                folder = (
+                    ctx.input(str(source_name)) / uid
+                    if source_name in ctx.job.inputs
+                    else ctx.job.paths.out_dir(str(source_name), uid)
+                )
+                if folder.is_dir():
+                    source_files = dicom_files(folder)
         written = seg_to_volumes(
             path,
             ctx.out_dir / str(header.SOPInstanceUID),
@@ -399,8 +406,9 @@ def seg_to_volume_operator(
     source: str | None = None,
 ) -> Operator:
     """Per series: SEGs to label volumes (``split`` one per segment, ``labels`` only those).
-    ``source`` names the operator that fetched the referenced series (a run launched with
-    ``fetch_references``): the volumes then share its grid."""
+    ``source`` names the operator that fetched the referenced series: a
+    :func:`~kahu.operators.catalog.get_referenced` among ``inputs``, or ``get-input`` of a run
+    launched with ``fetch_references``; the volumes then share the source's grid."""
     return python_operator(
         name,
         seg_to_volume_task,

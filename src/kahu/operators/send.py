@@ -7,18 +7,15 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import pydicom
-from pydicom.dataset import Dataset
-from pynetdicom import AE, build_context
-
-from kahu.catalog.records import InstanceRow
-from kahu.dimse.nodes import Node
-from kahu.dimse.stored import send_stored_files, stored_file
 from kahu.flow.job import TaskContext
 from kahu.flow.model import Operator, Resources
 
 if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+    from kahu.catalog.records import InstanceRow
     from kahu.core import Kahu
+    from kahu.dimse.nodes import Node
 
 #: C-STORE statuses that mean stored (success and the PS3.4 B.2.3 warnings)
 _STORED = {0x0000, 0xB000, 0xB006, 0xB007}
@@ -32,6 +29,11 @@ def send_instances(kahu: Kahu, node: Node, rows: Sequence[InstanceRow]) -> int:
     """C-STORE ``rows`` to ``node`` in one association proposing exactly the stored (SOP
     class, transfer syntax) pairs; return how many were stored. Raises :class:`SendFailed`
     naming the instances the node did not store."""
+    import pydicom
+    from pynetdicom import AE, build_context
+
+    from kahu.dimse.stored import send_stored_files, stored_file
+
     if not rows:
         return 0
     send_stored_files()

@@ -258,7 +258,7 @@ def _base_env() -> dict[str, str]:
 
 def _child_setup(memory_mb: int, slack_mb: int) -> None:
     worker.die_with_parent()
-    worker.limit_memory(memory_mb, slack_mb)
+    worker.limit_memory(memory_mb, slack_mb, inherited=False)
 
 
 def _failure(job: Job, code: int | None) -> str:

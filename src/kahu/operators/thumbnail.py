@@ -6,10 +6,6 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING
 
-import pydicom
-
-from kahu.dicom.render import CannotRender, render
-from kahu.dicom.uids import validate_uid
 from kahu.flow.job import TaskContext
 from kahu.flow.model import Operator, Resources
 
@@ -21,11 +17,17 @@ SIZE = 128
 
 
 def thumbnail_key(series_uid: str) -> str:
+    from kahu.dicom.uids import validate_uid
+
     return f"thumbnails/{validate_uid(series_uid, 'SeriesInstanceUID')}.png"
 
 
 def make_thumbnail(ctx: TaskContext, kahu: Kahu) -> None:
     """Per series: render the middle instance; a series without pixels (SR, PDF) is skipped."""
+    import pydicom
+
+    from kahu.dicom.render import CannotRender, render
+
     uid = ctx.series_uid
     if uid is None:
         raise ValueError("thumbnails run per series")
@@ -51,7 +53,7 @@ def thumbnails(name: str = "thumbnails") -> Operator:
         "internal",
         "series",
         (),
-        function="kahu.operators.thumbnails:make_thumbnail",
+        function="kahu.operators.thumbnail:make_thumbnail",
         resources=Resources(cpu=0.5, memory_mb=256),
         description="Render a thumbnail of each series",
     )
