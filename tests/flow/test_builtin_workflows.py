@@ -277,3 +277,34 @@ def test_seg_to_volume_on_the_referenced_series_grid(local_kahu: Kahu) -> None:
         f"ValueError: series {stored.series_instance_uid} refers to 1 series "
         f"not in the catalog: {ct}"
     ]
+
+
+def test_reindex_restores_metadata_from_the_files(local_kahu: Kahu) -> None:
+    """A series whose metadata went wrong is found again after re-indexing, by SQL and by
+    the column index alike (which sees the series leave and come back)."""
+    from dataclasses import replace
+
+    from kahu.catalog.ingest import read_instance
+    from kahu.search.series import search_series
+
+    keep, broken = add_series(local_kahu, 2)
+    index = local_kahu.search_index
+    assert index is not None
+
+    def found(query: str) -> set[str]:
+        by_sql = {r.series_instance_uid for r in search_series(local_kahu.catalog, query)[0]}
+        by_index = search_series(local_kahu.catalog, query, index=index)[0]
+        assert {r.series_instance_uid for r in by_index} == by_sql
+        return by_sql
+
+    assert found("Modality:CT") == {keep, broken}
+    [first, *_] = local_kahu.catalog.instances(series_uid=broken)
+    facts, _ = read_instance(local_kahu.store.get(first.blob_key))
+    local_kahu.catalog.reindex_series(broken, replace(facts, modality="OT"), {"Modality": "OT"})
+    assert found("Modality:CT") == {keep}
+    assert found("Modality:OT") == {broken}
+    run_id = run_workflow(local_kahu, "reindex-metadata", [broken])
+    assert local_kahu.flow.wait_idle(run_id, 60) == "succeeded"
+    assert found("Modality:CT") == {keep, broken}
+    assert found("Modality:OT") == set()
+    assert local_kahu.catalog.get_series(broken).document["BodyPartExamined"] == "CHEST"

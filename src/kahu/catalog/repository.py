@@ -417,6 +417,34 @@ class Catalog:
             .on_conflict_do_nothing()
         )
 
+    def reindex_series(
+        self, series_uid: str, facts: InstanceFacts, document: dict[str, Any]
+    ) -> None:
+        """Replace a series' document and the columns derived from it (metadata extracted
+        again from its files); searches see the change as the series leaving and coming
+        back in one new generation."""
+        facts, document = _without_nul(facts), _without_nul(document)
+        with self.db.write() as s:
+            series_pk = s.scalar(select(Series.id).where(Series.series_instance_uid == series_uid))
+            if series_pk is None:
+                raise NotFound(f"no series {series_uid}")
+            generation = self._next_generation(s.connection())
+            s.execute(
+                update(Series)
+                .where(Series.id == series_pk)
+                .values(
+                    modality=facts.modality,
+                    series_number=facts.series_number,
+                    series_description=facts.series_description,
+                    body_part_examined=facts.body_part_examined,
+                    series_date=facts.series_date,
+                    document=document,
+                    updated_at=utcnow(),
+                    generation=generation,
+                )
+            )
+            s.execute(insert(SeriesTombstone).values(generation=generation, series_pk=series_pk))
+
     def delete_series(self, series_uid: str) -> list[str]:
         """Remove a series' rows (and studies/patients left empty); return its blob keys."""
         with self.db.write() as s:

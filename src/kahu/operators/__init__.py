@@ -19,7 +19,7 @@ if TYPE_CHECKING:
         pdf_to_dicom_operator,
     )
     from kahu.operators.export import zip_outputs
-    from kahu.operators.maintenance import cleanup, delete_series
+    from kahu.operators.maintenance import cleanup, delete_series, reindex
     from kahu.operators.objects import get_objects, put_objects
     from kahu.operators.seg import labels_to_seg_operator, seg_to_volume_operator
     from kahu.operators.send import send_to_node
@@ -40,6 +40,7 @@ _WHERE = {
     "labels_to_seg_operator": "seg",
     "pdf_to_dicom_operator": "documents",
     "put_objects": "objects",
+    "reindex": "maintenance",
     "send_to_node": "send",
     "seg_to_volume_operator": "seg",
     "sr_to_json_operator": "sr",
@@ -61,6 +62,7 @@ __all__ = [
     "labels_to_seg_operator",
     "pdf_to_dicom_operator",
     "put_objects",
+    "reindex",
     "seg_to_volume_operator",
     "send_to_node",
     "sr_to_json_operator",

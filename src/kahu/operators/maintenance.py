@@ -1,5 +1,6 @@
-"""Operators that change or tidy the catalog and the run folders: deleting series, removing
-a run's intermediate files once its results are stored."""
+"""Operators that change or tidy the catalog and the run folders: deleting series,
+extracting their metadata again, removing a run's intermediate files once its results are
+stored."""
 
 from __future__ import annotations
 
@@ -22,6 +23,22 @@ def delete_series_task(ctx: TaskContext, kahu: Kahu) -> None:
         raise ValueError("deleting series needs the run parameter confirm=true")
     removed = kahu.ingestor.delete_series(uid)
     ctx.log.info("deleted series %s (%d files)", uid, removed)
+
+
+def reindex_task(ctx: TaskContext, kahu: Kahu) -> None:
+    """Per series: extract its metadata again from its first stored instance (after an
+    upgrade of the extraction, or a repair) and replace the series' document."""
+    from kahu.catalog.ingest import document_of, read_instance
+
+    uid = ctx.series_uid
+    if uid is None:
+        raise ValueError("reindex runs per series")
+    rows = kahu.catalog.instances(series_uid=uid)
+    if not rows:
+        raise ValueError(f"series {uid} has no instances")
+    facts, header = read_instance(kahu.store.get(rows[0].blob_key))
+    kahu.catalog.reindex_series(uid, facts, document_of(facts, header))
+    ctx.log.info("re-indexed %s from %s", uid, rows[0].sop_instance_uid)
 
 
 def cleanup_task(ctx: TaskContext, kahu: Kahu) -> None:
@@ -55,6 +72,19 @@ def delete_series(name: str = "delete-series") -> Operator:
         function="kahu.operators.maintenance:delete_series_task",
         resources=Resources(cpu=0.25, memory_mb=128),
         description="Delete each series from the catalog and the store",
+    )
+
+
+def reindex(name: str = "reindex") -> Operator:
+    """Per series: extract the series' metadata again from its stored files."""
+    return Operator(
+        name,
+        "internal",
+        "series",
+        (),
+        function="kahu.operators.maintenance:reindex_task",
+        resources=Resources(cpu=0.5, memory_mb=256),
+        description="Extract each series' metadata again from its files",
     )
 
 

@@ -1,9 +1,10 @@
-"""Sending a cohort to a DICOM node, and deleting a cohort."""
+"""Catalog services as workflows: sending a cohort to a DICOM node, deleting it, and
+extracting its metadata again."""
 
 from __future__ import annotations
 
 from kahu.flow import Workflow
-from kahu.operators import delete_series, send_to_node
+from kahu.operators import delete_series, reindex, send_to_node
 
 SEND = Workflow(
     name="send-to-node",
@@ -45,4 +46,16 @@ DELETE = Workflow(
     operators=(delete_series(),),
 )
 
-WORKFLOWS = [SEND, DELETE]
+REINDEX = Workflow(
+    name="reindex-metadata",
+    version="1.0",
+    title="Re-index metadata",
+    description=(
+        "Extracts each series' metadata again from its stored files and replaces what search "
+        "and the facets see (after an upgrade of Kahu's extraction, or to repair a series)."
+    ),
+    parameters={"type": "object", "properties": {}, "additionalProperties": False},
+    operators=(reindex(),),
+)
+
+WORKFLOWS = [SEND, DELETE, REINDEX]
