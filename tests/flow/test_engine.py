@@ -134,7 +134,19 @@ class TestProcesses:
         (task,) = local_kahu.runs.tasks(run_id)
         assert task.state == "queued"
         assert "needs 10000000 MB of memory; this machine has" in task.reason
-        # others still run beside it
+        # the server answers and others still run beside it
+        from fastapi.testclient import TestClient
+
+        from kahu.app import create_app
+
+        local_kahu.accounts.ensure_admin(local_kahu.settings.admin_password_file)
+        token, _ = local_kahu.accounts.create_token("admin")
+        with TestClient(create_app(local_kahu.settings, local_kahu)) as client:
+            listed = client.get(
+                f"/api/v1/runs/{run_id}/tasks", headers={"Authorization": f"Bearer {token}"}
+            )
+        assert listed.status_code == 200
+        assert "this machine has" in listed.json()["tasks"][0]["reason"]
         other = run_workflow(local_kahu, "test-chain", series)
         assert local_kahu.flow.wait_idle(other, 60) == "succeeded"
         local_kahu.flow.cancel(run_id)
