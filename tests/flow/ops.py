@@ -21,6 +21,7 @@ def mark(ctx: TaskContext) -> None:
     """Writes what it saw: its series, parameters, inputs, environment."""
     seen = {
         "series": ctx.series_uid,
+        "run_series": list(ctx.series),
         "params": dict(ctx.params),
         "env": {k: os.environ[k] for k in ("RUN_ID", "OPERATOR_OUT_DIR", "WORKFLOW_NAME")},
         "inputs": sorted(p.name for p in ctx.in_dir.iterdir()) if ctx.job.inputs else [],

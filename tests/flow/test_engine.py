@@ -33,6 +33,7 @@ class TestRuns:
         for uid in series:
             seen = json.loads((paths.out_dir("mark", uid) / "seen.json").read_text())
             assert seen["series"] == uid
+            assert seen["run_series"] == series  # from conf.json: not carried by each task
             assert seen["params"] == {"threshold": 7, "mode": "fast", "bad": [], "seconds": 0.5}
             assert seen["env"] == {
                 "RUN_ID": run_id,

@@ -593,7 +593,7 @@ class Engine:
             inputs={name: workflow.operator(name).per for name in op.inputs},
             params=run.params,
             run_dir=str(run.paths.root.resolve()),
-            series=run.series,
+            series=run.series if op.per == "run" else (),
             timeout_s=op.timeout_s,
             cpu=op.resources.cpu,
             memory_mb=op.resources.memory_mb,

@@ -58,7 +58,8 @@ class Job:
     inputs: Mapping[str, str]
     params: Mapping[str, Any]
     run_dir: str
-    #: every series of the run (run-level operators iterate them)
+    #: every series of the run, for a run-level task (a per-series task gets none: at
+    #: thousands of series they would dominate what every task carries)
     series: tuple[str, ...]
     timeout_s: float
     cpu: float
@@ -167,8 +168,11 @@ class TaskContext:
 
     @property
     def series(self) -> tuple[str, ...]:
-        """Every series of the run."""
-        return self.job.series
+        """Every series of the run (a per-series task reads them from ``conf.json``)."""
+        if self.job.series or not self.job.series_uid:
+            return self.job.series
+        conf = json.loads(self.job.paths.conf.read_text())
+        return tuple(conf["data_form"]["series_uids"])
 
     @property
     def workflow_dir(self) -> Path:
@@ -192,5 +196,5 @@ class TaskContext:
         """For a run-level task: each series' folder of per-series input ``name`` that exists
         (series whose input failed have none)."""
         paths = self.job.paths
-        found = {uid: paths.out_dir(name, uid) for uid in self.job.series}
+        found = {uid: paths.out_dir(name, uid) for uid in self.series}
         return {uid: path for uid, path in found.items() if path.is_dir()}
