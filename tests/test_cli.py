@@ -260,3 +260,34 @@ def test_serve_logs_each_association(tmp_path: Path) -> None:
     assert "kahu.dimse.handlers: association accepted: MODALITY7 at 127.0.0.1" in err
     assert "association released: MODALITY7" in err
     assert "pynetdicom" not in err
+
+
+def test_projects_commands(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index, data in enumerate(synthetic.ct_series(2, 8)):
+        (folder / f"{index}.dcm").write_bytes(data)
+    assert kahu(home, "projects", "create", "onco", "--description", "oncology")[0] == 0
+    code, out = kahu(home, "import", str(folder), "--project", "onco")
+    assert code == 0, out
+    assert "2 stored" in out
+    code, out = kahu(home, "import", str(folder), "--project", "nope")
+    assert code != 0
+    assert "no project 'nope'" in out
+    assert (
+        kahu(home, "users", "add", "dana", "--password-stdin", input="correct horse battery\n")[0]
+        == 0
+    )
+    assert kahu(home, "projects", "add-member", "onco", "dana", "--role", "scientist")[0] == 0
+    assert kahu(home, "projects", "map-ae", "ONCO", "onco")[0] == 0
+    code, out = kahu(home, "projects", "show", "onco")
+    shown = json.loads(out)
+    assert shown["series_count"] == 1
+    assert shown["ae_titles"] == ["ONCO"]
+    assert shown["members"] == [{"user": "dana", "role": "scientist"}]
+    code, out = kahu(home, "projects", "list")
+    assert out.splitlines() == ["default\t0 series\t", "onco\t1 series\tONCO"]
+    code, out = kahu(home, "projects", "add-member", "onco", "dana", "--role", "owner")
+    assert code != 0
+    assert "invalid role 'owner'" in out

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from kahu import __version__
-from kahu.api import admin, curation, flow, objects, routes, search
+from kahu.api import admin, curation, flow, objects, projects, routes, search
 from kahu.core import Kahu
 from kahu.dicomweb import router as dicomweb
 from kahu.dicomweb.stow import PayloadTooLarge, UnsupportedMediaType
@@ -87,6 +87,7 @@ def create_app(settings: Settings, kahu: Kahu | None = None) -> FastAPI:
     app.include_router(curation.router, tags=["curation"])
     app.include_router(flow.router, tags=["workflows"])
     app.include_router(objects.router, tags=["objects"])
+    app.include_router(projects.router, tags=["projects"])
     app.include_router(admin.router, tags=["accounts"])
     app.include_router(dicomweb.router)
     return app

@@ -147,6 +147,9 @@ def serve(
 def import_(
     paths: Annotated[list[Path], typer.Argument(help="files, folders or zip archives")],
     dataset: Annotated[str | None, typer.Option(help="add every series to this dataset")] = None,
+    project: Annotated[
+        str | None, typer.Option(help="the project the series enter (default: default)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per file")] = False,
     home: HomeOpt = None,
     database_url: DbOpt = None,
@@ -157,7 +160,9 @@ def import_(
     settings = _settings(home, database_url)
     counts = {"stored": 0, "duplicate": 0, "rejected": 0}
     with _open(settings) as kahu:
-        importer = Importer(kahu.ingestor, settings.imports)
+        if project is not None:
+            kahu.catalog.project_pk(project)
+        importer = Importer(kahu.ingestor, settings.imports, project)
         for report in importer.import_paths(paths, dataset=dataset):
             counts[report.status] += 1
             if as_json:
@@ -464,10 +469,11 @@ def main() -> None:
     app()
 
 
-def _register_flow() -> None:
-    from kahu.cli_flow import register
+def _register() -> None:
+    from kahu import cli_flow, cli_projects
 
-    register(app)
+    cli_flow.register(app)
+    cli_projects.register(app)
 
 
-_register_flow()
+_register()

@@ -6,6 +6,7 @@ import logging
 import threading
 from pathlib import Path
 
+from kahu.auth.projects import Projects
 from kahu.auth.users import Accounts
 from kahu.catalog.curation import Curation
 from kahu.catalog.database import Database, make_engine, migrate
@@ -48,13 +49,20 @@ class Kahu:
         self.events = EventBus()
         self.ingestor = Ingestor(self.catalog, self.store, self.events)
         self.accounts = Accounts(self.db)
+        self.projects = Projects(self.db)
         self.nodes = NodeRegistry(self.db)
         self.objects = ObjectStore(settings.resolved_objects_url)
         self.query = DicomQuery(self.db)
         self.metadata = MetadataIndex(self.db, self.store, self.events)
         self.completion = SeriesCompletionMonitor(self.events, settings.dicom.series_quiet_seconds)
         handlers = DimseHandlers(
-            settings.dicom, self.ingestor, self.catalog, self.query, self.nodes, self.store
+            settings.dicom,
+            self.ingestor,
+            self.catalog,
+            self.query,
+            self.nodes,
+            self.store,
+            self.projects,
         )
         self.dicom = DicomServer(settings.dicom, handlers)
         self.lineage = Lineage(self.db)

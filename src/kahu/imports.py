@@ -46,12 +46,20 @@ def _unsafe_member(name: str) -> str | None:
 
 
 class Importer:
-    def __init__(self, ingestor: Ingestor, limits: ImportSettings) -> None:
+    """Imports into ``project`` (the default project when None)."""
+
+    def __init__(
+        self, ingestor: Ingestor, limits: ImportSettings, project: str | None = None
+    ) -> None:
         self.ingestor = ingestor
         self.limits = limits
+        self.project = project
 
     def _ingest(self, name: str, data: bytes, dataset: str | None, source: str) -> FileReport:
-        return _report(name, self.ingestor.ingest(data, dataset=dataset, source=source))
+        return _report(
+            name,
+            self.ingestor.ingest(data, dataset=dataset, source=source, project=self.project),
+        )
 
     def import_stream(
         self, name: str, stream: IO[bytes], *, dataset: str | None = None, source: str = "upload"

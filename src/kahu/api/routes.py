@@ -162,6 +162,9 @@ async def upload(
     kahu: KahuDep,
     _user: CurrentUser,
     dataset: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9 ._-]+$")] = None,
+    project: Annotated[
+        str | None, Query(max_length=64, description="the project the series enter")
+    ] = None,
 ) -> UploadReport:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in UPLOAD_TYPES:
@@ -170,7 +173,9 @@ async def upload(
             f"unsupported content type {content_type or '(none)'!r}; send "
             "multipart/form-data, application/zip or application/dicom",
         )
-    importer = Importer(kahu.ingestor, kahu.settings.imports)
+    if project is not None:
+        kahu.catalog.project_pk(project)  # 404 before anything is read
+    importer = Importer(kahu.ingestor, kahu.settings.imports, project)
     reports: list[FileReport] = []
     if content_type == "multipart/form-data":
         form = await request.form(max_files=10_000, max_fields=100)

@@ -25,7 +25,7 @@ from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from kahu.catalog.records import IngestResult, InstanceFacts
-from kahu.catalog.repository import Catalog, NewInstance, StoredOutcome
+from kahu.catalog.repository import DEFAULT_PROJECT, Catalog, NewInstance, StoredOutcome
 from kahu.dicom import values
 from kahu.dicom.metadata import flatten
 from kahu.dicom.part10 import file_meta_header
@@ -326,14 +326,15 @@ class Ingestor:
         dataset: str | None = None,
         source: str | None = None,
         expect_study: str | None = None,
+        project: str | None = None,
     ) -> IngestResult:
         """Store one Part 10 file. Bad input is reported as ``rejected``; storage errors raise.
 
         ``expect_study`` refuses an instance of another study (STOW-RS to /studies/{uid}).
         """
-        return self.ingest_many([data], dataset=dataset, source=source, expect_study=expect_study)[
-            0
-        ]
+        return self.ingest_many(
+            [data], dataset=dataset, source=source, expect_study=expect_study, project=project
+        )[0]
 
     def ingest_many(
         self,
@@ -342,9 +343,13 @@ class Ingestor:
         dataset: str | None = None,
         source: str | None = None,
         expect_study: str | None = None,
+        project: str | None = None,
     ) -> list[IngestResult]:
         """Store several files with one group commit: each file is fsync'ed, each folder once,
-        and one catalog transaction records them all. Results come in the order given."""
+        and one catalog transaction records them all. Results come in the order given. The
+        series join ``project`` (the default project when None); a project that does not
+        exist raises NotFound before anything is stored."""
+        self.catalog.project_pk(project or DEFAULT_PROJECT)
         results: list[IngestResult | None] = [None] * len(items)
         writes: dict[int, Future[Staged]] = {}
         parts: list[tuple[int, bytes, Future[str]]] = []
@@ -370,7 +375,7 @@ class Ingestor:
                     batch.add(prepared.facts.sop_instance_uid)
                     accepted.append((index, prepared))
             if accepted:
-                self._record(accepted, writes, published, dataset, source, results)
+                self._record(accepted, writes, published, dataset, source, results, project)
         finally:
             for index, write in writes.items():
                 if index not in published:
@@ -411,6 +416,7 @@ class Ingestor:
         dataset: str | None,
         source: str | None,
         results: list[IngestResult | None],
+        project: str | None,
     ) -> None:
         """One catalog transaction; the new files are published inside it, before commit."""
         placed: list[str] = []
@@ -438,6 +444,7 @@ class Ingestor:
                 ],
                 dataset=dataset,
                 origin=_origin(source),
+                project=project,
                 before_commit=publish,
             )
         except BaseException:
@@ -454,6 +461,7 @@ class Ingestor:
                     c.digest.result(),
                     dataset,
                     source,
+                    project,
                 )
                 continue
             self.events.publish(
@@ -484,6 +492,7 @@ class Ingestor:
         digest: str,
         dataset: str | None,
         source: str | None,
+        project: str | None,
     ) -> IngestResult:
         if stored_series != facts.series_instance_uid:
             return self._result(
@@ -496,6 +505,7 @@ class Ingestor:
         reason = None if stored_sha == digest else "different encoding; kept the stored copy"
         if dataset:
             self.catalog.add_to_dataset(dataset, facts.series_instance_uid, origin=_origin(source))
+        self.catalog.add_to_project(project or DEFAULT_PROJECT, facts.series_instance_uid)
         return self._result("duplicate", facts, source, reason)
 
     def _discard(self, key: str) -> None:

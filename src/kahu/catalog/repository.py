@@ -34,6 +34,8 @@ from kahu.catalog.tables import (
     DatasetSeries,
     Instance,
     Patient,
+    Project,
+    ProjectSeries,
     Series,
     SeriesTag,
     SeriesTombstone,
@@ -41,6 +43,9 @@ from kahu.catalog.tables import (
     utcnow,
 )
 from kahu.errors import NotFound
+
+#: where data goes that names no project (and where an upgraded catalog's series are)
+DEFAULT_PROJECT = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,9 @@ class Catalog:
         # ever grow by our own commits and shrink by our own deletes (others: IntegrityError)
         self._series_pk: dict[str, int] = {}
         self._members: set[tuple[str, int]] = set()
+        # project name -> primary key, and (project, series) pairs known to exist
+        self._project_pks: dict[str, int] = {}
+        self._in_project: set[tuple[int, int]] = set()
         self._prepare()
 
     # -- writes -------------------------------------------------------------------------------
@@ -156,32 +164,76 @@ class Catalog:
         *,
         dataset: str | None,
         origin: str = "ae",
+        project: str | None = None,
         before_commit: Callable[[list[StoredOutcome]], None] | None = None,
     ) -> list[StoredOutcome]:
-        """Record instances in one transaction; idempotent per SOPInstanceUID.
+        """Record instances in one transaction; idempotent per SOPInstanceUID. Their series
+        join ``project`` (the default project when None).
 
         ``before_commit`` runs inside the transaction once the outcomes are known (the
         ingest path publishes the new files there); if it raises, nothing is recorded. Each
         series' document is built only for a new series.
         """
+        project_pk = self.project_pk(project or DEFAULT_PROJECT)
         try:
-            return self._add_instances(items, dataset, origin, before_commit)
+            return self._add_instances(items, dataset, origin, project_pk, before_commit)
         except IntegrityError:
-            # a cached series was deleted by another process: forget them and try once more
+            # a cached series or project was deleted by another process: forget them and
+            # try once more
             self._series_pk.clear()
-            return self._add_instances(items, dataset, origin, before_commit)
+            self.forget_projects()
+            project_pk = self.project_pk(project or DEFAULT_PROJECT)
+            return self._add_instances(items, dataset, origin, project_pk, before_commit)
+
+    def project_pk(self, name: str) -> int:
+        """The primary key of project ``name`` (NotFound when there is none)."""
+        pk = self._project_pks.get(name)
+        if pk is None:
+            with self.db.read() as s:
+                pk = s.scalar(select(Project.id).where(Project.name == name))
+            if pk is None:
+                raise NotFound(f"no project {name!r}")
+            self._project_pks[name] = pk
+        return pk
+
+    def forget_projects(self) -> None:
+        """Drop the ingest path's memory of projects and memberships (after removals)."""
+        self._project_pks.clear()
+        self._in_project.clear()
+
+    def add_to_project(self, project: str, series_uid: str) -> None:
+        """The series joins ``project`` too (a copy arriving through another project)."""
+        project_pk = self.project_pk(project)
+        known = self._series_pk.get(series_uid)
+        if known is not None and (project_pk, known) in self._in_project:
+            return
+        with self.db.write_connection() as conn:
+            series_pk = conn.scalar(self._q_series_pk, {"uid": series_uid})
+            if series_pk is None:
+                raise NotFound(f"no series {series_uid}")
+            self._join_project(conn, project_pk, series_pk)
+        self._in_project.add((project_pk, series_pk))
+
+    def _join_project(self, conn: Connection, project_pk: int, series_pk: int) -> None:
+        conn.execute(
+            self._insert(ProjectSeries)
+            .values(project_pk=project_pk, series_pk=series_pk, added_at=utcnow())
+            .on_conflict_do_nothing()
+        )
 
     def _add_instances(
         self,
         items: Sequence[NewInstance],
         dataset: str | None,
         origin: str,
+        project_pk: int,
         before_commit: Callable[[list[StoredOutcome]], None] | None,
     ) -> list[StoredOutcome]:
         now = utcnow()
         outcomes: list[StoredOutcome] = []
         learned: dict[str, int] = {}
         joined: set[tuple[str, int]] = set()
+        in_project: set[tuple[int, int]] = set()
         generation: list[int] = []  # taken by the first new series of the transaction
         with self.db.write_connection() as conn:
             # An instance of a series not created yet might be a copy stored in another series:
@@ -205,10 +257,16 @@ class Catalog:
                     row = conn.execute(self._q_existing, {"sop": facts.sop_instance_uid}).first()
                     assert row is not None
                     outcomes.append(StoredOutcome(False, row[0], False, row[1]))
+            for series_pk in set(learned.values()):
+                member = (project_pk, series_pk)
+                if member not in self._in_project:
+                    self._join_project(conn, project_pk, series_pk)
+                    in_project.add(member)
             if before_commit is not None:
                 before_commit(outcomes)
         self._series_pk.update(learned)
         self._members |= joined
+        self._in_project |= in_project
         return outcomes
 
     def _insert_instance(
@@ -457,6 +515,7 @@ class Catalog:
             keys = list(s.scalars(select(Instance.blob_key).where(Instance.series_pk == series_pk)))
             self._series_pk.pop(series_uid, None)
             self._members = {m for m in self._members if m[1] != series_pk}
+            self._in_project = {m for m in self._in_project if m[1] != series_pk}
             s.execute(delete(Instance).where(Instance.series_pk == series_pk))
             s.execute(delete(DatasetSeries).where(DatasetSeries.series_pk == series_pk))
             s.execute(delete(Series).where(Series.id == series_pk))

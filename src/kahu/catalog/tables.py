@@ -235,6 +235,58 @@ class ApiToken(Base):
     user: Mapped[User] = relationship()
 
 
+class Project(Base):
+    """A group's share of the catalog: series belong to projects, users hold roles in them."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ProjectMember(Base):
+    __tablename__ = "project_members"
+    __table_args__ = (Index("ix_project_members_user_pk", "user_pk"),)
+
+    project_pk: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_pk: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: viewer, scientist or manager
+    role: Mapped[str] = mapped_column(String(16))
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ProjectSeries(Base):
+    """Which projects a series belongs to (one or several)."""
+
+    __tablename__ = "project_series"
+    __table_args__ = (Index("ix_project_series_series_pk", "series_pk"),)
+
+    project_pk: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    series_pk: Mapped[int] = mapped_column(
+        ForeignKey("series.id", ondelete="CASCADE"), primary_key=True
+    )
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AeProject(Base):
+    """Data sent to a called AE title enters this project."""
+
+    __tablename__ = "ae_projects"
+
+    ae_title: Mapped[str] = mapped_column(String(16), primary_key=True)
+    project_pk: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+
+
 class DicomNode(Base):
     __tablename__ = "dicom_nodes"
 

@@ -14,6 +14,7 @@ from pynetdicom import events
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import build_context
 
+from kahu.auth.projects import Projects
 from kahu.catalog.dicom_query import DERIVED, UNIQUE_KEYS, DicomQuery, Level
 from kahu.catalog.ingest import Ingestor
 from kahu.catalog.records import InstanceRow
@@ -62,8 +63,10 @@ class DimseHandlers:
         query: DicomQuery,
         nodes: NodeRegistry,
         store: BlobStore,
+        projects: Projects,
     ) -> None:
         self.settings = settings
+        self.projects = projects
         self.ingestor = ingestor
         self.catalog = catalog
         self.query = query
@@ -121,7 +124,10 @@ class DimseHandlers:
                 + data_set
             )
             result = self.ingestor.ingest(
-                data, dataset=self._dataset_name(called_aet), source=f"dimse:{calling_aet}"
+                data,
+                dataset=self._dataset_name(called_aet),
+                source=f"dimse:{calling_aet}",
+                project=self.projects.project_of_ae(called_aet),
             )
         except InvalidInput as exc:
             log.warning("C-STORE from %s rejected: %s", calling_aet, exc)

@@ -1,0 +1,126 @@
+"""Project routes: projects, members and roles, AE title mappings, copying and moving series.
+
+Administrators manage everything; a project's managers manage its members and its series;
+every member sees the project."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Response
+from pydantic import BaseModel, Field
+
+from kahu.api.deps import AdminUser, CurrentUser, KahuDep
+from kahu.auth.projects import Role, at_least
+from kahu.auth.users import UserPublic
+from kahu.core import Kahu
+from kahu.errors import NotFound, PermissionDenied
+
+router = APIRouter(prefix="/api/v1/projects")
+Name = Annotated[str, Path(max_length=64)]
+
+
+class ProjectCreate(BaseModel):
+    name: str = Field(max_length=64)
+    description: str = Field(default="", max_length=2000)
+
+
+class MemberRole(BaseModel):
+    role: str = Field(max_length=16, description="viewer, scientist or manager")
+
+
+class SeriesTransfer(BaseModel):
+    series_uids: list[Annotated[str, Field(max_length=64)]] = Field(
+        min_length=1, max_length=100_000
+    )
+    move_from: str | None = Field(
+        default=None, max_length=64, description="take the series out of this project"
+    )
+
+
+def _role(kahu: Kahu, user: UserPublic, project: str) -> str | None:
+    return "manager" if user.is_admin else kahu.projects.roles_of(user.name).get(project)
+
+
+def _require(kahu: Kahu, user: UserPublic, project: str, needed: Role) -> None:
+    role = _role(kahu, user, project)
+    if role is None:
+        kahu.projects.pk(project)  # 404 for a project that does not exist
+        raise NotFound(f"no project {project!r}")  # members only know it exists
+    if not at_least(role, needed):
+        raise PermissionDenied(f"{needed}s of {project} only")
+
+
+@router.get("", summary="The caller's projects (every project for administrators)")
+def projects(kahu: KahuDep, user: CurrentUser) -> dict[str, Any]:
+    if user.is_admin:
+        return {"projects": [{**p.public(), "role": "admin"} for p in kahu.projects.all()]}
+    roles = kahu.projects.roles_of(user.name)
+    return {
+        "projects": [{**p.public(), "role": roles[p.name]} for p in kahu.projects.all(list(roles))]
+    }
+
+
+@router.post("", status_code=201, summary="Create a project")
+def create(body: ProjectCreate, kahu: KahuDep, _admin: AdminUser) -> dict[str, Any]:
+    return kahu.projects.create(body.name, body.description).public()
+
+
+@router.get("/{name}", summary="A project (with its members for managers)")
+def project(name: Name, kahu: KahuDep, user: CurrentUser) -> dict[str, Any]:
+    _require(kahu, user, name, "viewer")
+    info = kahu.projects.get(name).public()
+    if not at_least(_role(kahu, user, name) or "", "manager"):
+        info.pop("members", None)
+    return info
+
+
+@router.delete("/{name}", status_code=204, summary="Delete a project (not its series)")
+def delete(name: Name, kahu: KahuDep, _admin: AdminUser) -> Response:
+    kahu.projects.delete(name)
+    kahu.catalog.forget_projects()
+    return Response(status_code=204)
+
+
+@router.put("/{name}/members/{user_name}", summary="Give a user a role in the project")
+def set_member(
+    name: Name, user_name: Name, body: MemberRole, kahu: KahuDep, user: CurrentUser
+) -> dict[str, Any]:
+    _require(kahu, user, name, "manager")
+    kahu.projects.set_member(name, user_name, body.role)
+    return {"project": name, "user": user_name, "role": body.role}
+
+
+@router.delete("/{name}/members/{user_name}", status_code=204, summary="Remove a member")
+def remove_member(name: Name, user_name: Name, kahu: KahuDep, user: CurrentUser) -> Response:
+    _require(kahu, user, name, "manager")
+    kahu.projects.remove_member(name, user_name)
+    return Response(status_code=204)
+
+
+@router.put("/{name}/ae-titles/{ae_title}", summary="Data sent to this AE title enters it")
+def map_ae(name: Name, ae_title: Name, kahu: KahuDep, _admin: AdminUser) -> dict[str, Any]:
+    kahu.projects.map_ae(ae_title, name)
+    return {"project": name, "ae_title": ae_title}
+
+
+@router.delete("/{name}/ae-titles/{ae_title}", status_code=204, summary="Unmap an AE title")
+def unmap_ae(name: Name, ae_title: Name, kahu: KahuDep, _admin: AdminUser) -> Response:
+    if kahu.projects.ae_map().get(ae_title) != name:
+        raise NotFound(f"AE title {ae_title!r} is not mapped to {name!r}")
+    kahu.projects.unmap_ae(ae_title)
+    return Response(status_code=204)
+
+
+@router.post("/{name}/series", summary="Copy (or move) series into the project")
+def add_series(
+    name: Name, body: SeriesTransfer, kahu: KahuDep, user: CurrentUser
+) -> dict[str, Any]:
+    _require(kahu, user, name, "manager")
+    if body.move_from is not None:
+        _require(kahu, user, body.move_from, "manager")
+        added = kahu.projects.move_series(body.series_uids, body.move_from, name)
+        kahu.catalog.forget_projects()
+    else:
+        added = kahu.projects.copy_series(body.series_uids, name)
+    return {"project": name, "added": added}

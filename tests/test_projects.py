@@ -1,0 +1,203 @@
+"""Projects: series enter them by the called AE title, the upload's project or the default;
+members hold roles; managers manage their project; series are copied and moved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import text
+
+from kahu.catalog.database import alembic_config, make_engine
+from kahu.catalog.tables import utcnow
+from kahu.core import Kahu
+from kahu.errors import Conflict, InvalidInput, NotFound
+from kahu.settings import Settings
+from tests.api.conftest import Api
+from tests.dimse import scu
+from tests.synthetic import ct_series
+
+
+def _series(kahu: Kahu, files: list[bytes], **kwargs: object) -> str:
+    [uid] = {r.series_instance_uid for r in kahu.ingestor.ingest_many(files, **kwargs)}  # type: ignore[arg-type]
+    assert uid is not None
+    return uid
+
+
+def test_series_enter_the_default_project_or_the_one_named(kahu: Kahu) -> None:
+    kahu.projects.create("lung-study", "screening cohort")
+    plain = _series(kahu, ct_series(2, 8))
+    named = _series(kahu, ct_series(2, 8), project="lung-study")
+    assert kahu.projects.series_projects(plain) == ["default"]
+    assert kahu.projects.series_projects(named) == ["lung-study"]
+    with pytest.raises(NotFound, match="no project 'nope'"):
+        kahu.ingestor.ingest_many(ct_series(1, 8), project="nope")
+    assert {p.name: p.series_count for p in kahu.projects.all()} == {
+        "default": 1,
+        "lung-study": 1,
+    }
+
+
+def test_called_ae_titles_route_c_store_into_projects(running_kahu: Kahu) -> None:
+    kahu = running_kahu
+    kahu.projects.create("oncology")
+    kahu.projects.create("cardio")
+    kahu.projects.map_ae("ONCO", "oncology")
+    kahu.projects.map_ae("CARDIO", "cardio")
+    files = ct_series(2, 8)
+    assert scu.store(kahu.dicom.port, files, called="ONCO") == [0, 0]
+    [uid] = {r.series_instance_uid for r in kahu.catalog.instances()}
+    assert kahu.projects.series_projects(uid) == ["oncology"]
+    # the same series sent to another project's AE title: it belongs to both now
+    assert scu.store(kahu.dicom.port, files, called="CARDIO") == [0, 0]
+    assert kahu.projects.series_projects(uid) == ["cardio", "oncology"]
+    assert kahu.projects.project_of_ae("ONCO") == "oncology"
+    kahu.projects.unmap_ae("ONCO")
+    assert kahu.projects.project_of_ae("ONCO") is None
+
+
+def test_members_roles_and_series_management(kahu: Kahu) -> None:
+    kahu.accounts.create_user("alice", "correct horse battery")
+    kahu.projects.create("neuro")
+    with pytest.raises(Conflict):
+        kahu.projects.create("neuro")
+    with pytest.raises(InvalidInput):
+        kahu.projects.create("Bad Name")
+    with pytest.raises(InvalidInput, match="invalid role 'owner'"):
+        kahu.projects.set_member("neuro", "alice", "owner")
+    kahu.projects.set_member("neuro", "alice", "scientist")
+    kahu.projects.set_member("neuro", "alice", "manager")  # a change, not a second row
+    assert kahu.projects.roles_of("alice") == {"neuro": "manager"}
+    assert kahu.projects.members("neuro") == {"alice": "manager"}
+
+    uid = _series(kahu, ct_series(1, 8))
+    assert kahu.projects.copy_series([uid], "neuro") == 1
+    assert kahu.projects.copy_series([uid], "neuro") == 0
+    assert kahu.projects.series_projects(uid) == ["default", "neuro"]
+    kahu.projects.move_series([uid], "neuro", "default")
+    assert kahu.projects.series_projects(uid) == ["default"]
+    with pytest.raises(NotFound, match=r"no series 9\.9"):
+        kahu.projects.copy_series(["9.9"], "neuro")
+
+    kahu.projects.copy_series([uid], "neuro")
+    kahu.projects.delete("neuro")  # the series stays, in its other project
+    assert kahu.projects.series_projects(uid) == ["default"]
+    assert kahu.projects.roles_of("alice") == {}
+    with pytest.raises(InvalidInput, match="default project cannot be removed"):
+        kahu.projects.delete("default")
+
+
+def test_project_routes_follow_roles(api: Api) -> None:
+    kahu, client = api.kahu, api.client
+    admin = api.headers()
+    alice = api.headers(api.user_token)
+    kahu.accounts.create_user("bob", "correct horse battery staple")
+    bob_token, _ = kahu.accounts.create_token("bob")
+    bob = api.headers(bob_token)
+
+    assert client.post("/api/v1/projects", json={"name": "trial"}, headers=alice).status_code == 403
+    assert client.post("/api/v1/projects", json={"name": "trial"}, headers=admin).status_code == 201
+    assert client.get("/api/v1/projects/trial", headers=alice).status_code == 404  # not a member
+    member = {"role": "manager"}
+    assert (
+        client.put("/api/v1/projects/trial/members/alice", json=member, headers=alice).status_code
+        == 404
+    )
+    assert (
+        client.put("/api/v1/projects/trial/members/alice", json=member, headers=admin).status_code
+        == 200
+    )
+    # alice manages trial: she adds bob as a viewer, who may look but not manage
+    viewer = {"role": "viewer"}
+    assert (
+        client.put("/api/v1/projects/trial/members/bob", json=viewer, headers=alice).status_code
+        == 200
+    )
+    shown = client.get("/api/v1/projects/trial", headers=bob).json()
+    assert shown["name"] == "trial"
+    assert "members" not in shown
+    assert (
+        client.put("/api/v1/projects/trial/members/bob", json=member, headers=bob).status_code
+        == 403
+    )
+    assert {
+        m["user"]: m["role"]
+        for m in client.get("/api/v1/projects/trial", headers=alice).json()["members"]
+    } == {
+        "alice": "manager",
+        "bob": "viewer",
+    }
+    listed = client.get("/api/v1/projects", headers=bob).json()["projects"]
+    assert [(p["name"], p["role"]) for p in listed] == [("trial", "viewer")]
+    everything = client.get("/api/v1/projects", headers=admin).json()["projects"]
+    assert {p["name"] for p in everything} == {"default", "trial"}
+
+    # AE titles are the administrators'; series go where a manager puts them
+    assert client.put("/api/v1/projects/trial/ae-titles/TRIAL", headers=alice).status_code == 403
+    assert client.put("/api/v1/projects/trial/ae-titles/TRIAL", headers=admin).status_code == 200
+    uid = _series(kahu, ct_series(1, 8))
+    moved = client.post(
+        "/api/v1/projects/trial/series",
+        json={"series_uids": [uid], "move_from": "default"},
+        headers=alice,
+    )
+    assert moved.status_code == 404  # alice is not even a member of default
+    copied = client.post(
+        "/api/v1/projects/trial/series", json={"series_uids": [uid]}, headers=alice
+    )
+    assert copied.json() == {"project": "trial", "added": 1}
+    assert kahu.projects.series_projects(uid) == ["default", "trial"]
+    upload = client.post(
+        "/api/v1/upload?project=nope",
+        content=ct_series(1, 8)[0],
+        headers={**admin, "Content-Type": "application/dicom"},
+    )
+    assert upload.status_code == 404
+    upload = client.post(
+        "/api/v1/upload?project=trial",
+        content=ct_series(1, 8)[0],
+        headers={**admin, "Content-Type": "application/dicom"},
+    )
+    assert upload.status_code == 200
+    assert kahu.projects.get("trial").series_count == 2
+
+
+def test_an_upgraded_catalog_keeps_everything_in_the_default_project(
+    database_url: str, tmp_path: Path
+) -> None:
+    url = database_url or f"sqlite:///{tmp_path}/upgrade.sqlite"
+    engine = make_engine(url)
+    try:
+        command.upgrade(alembic_config(engine), "0005")
+        with engine.begin() as conn:
+            now = {"now": utcnow()}
+            conn.execute(text("INSERT INTO patients (patient_id, issuer) VALUES ('P', '')"))
+            conn.execute(
+                text(
+                    "INSERT INTO studies (study_instance_uid, patient_pk, created_at)"
+                    " SELECT '1.2', id, :now FROM patients"
+                ),
+                now,
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO series (series_instance_uid, study_pk, received_at,"
+                    " updated_at, instance_count, size_bytes, document, generation)"
+                    " SELECT '1.2.3', id, :now, :now, 0, 0, '{}', 1 FROM studies"
+                ),
+                now,
+            )
+            for name, admin in (("root", True), ("carol", False)):
+                conn.execute(
+                    text(
+                        "INSERT INTO users (name, password_hash, is_admin, disabled, created_at)"
+                        " VALUES (:name, 'x', :admin, false, :now)"
+                    ),
+                    {"name": name, "admin": admin, **now},
+                )
+    finally:
+        engine.dispose()
+    with Kahu(Settings(home=tmp_path / "home", database_url=url)) as kahu:
+        assert kahu.projects.series_projects("1.2.3") == ["default"]
+        assert kahu.projects.members("default") == {"carol": "scientist"}
