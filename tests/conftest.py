@@ -132,6 +132,7 @@ def api(make_settings) -> Iterator[Api]:  # type: ignore[no-untyped-def]
     assert password
     admin_token, _ = kahu.accounts.create_token("admin")
     kahu.accounts.create_user("alice", "correct horse battery")
+    kahu.projects.set_member("default", "alice", "scientist")
     user_token, _ = kahu.accounts.create_token("alice")
     with TestClient(create_app(settings, kahu)) as client:
         yield Api(client, kahu, admin_token, user_token, password)

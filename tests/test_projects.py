@@ -142,7 +142,7 @@ def test_project_routes_follow_roles(api: Api) -> None:
         json={"series_uids": [uid], "move_from": "default"},
         headers=alice,
     )
-    assert moved.status_code == 404  # alice is not even a member of default
+    assert moved.status_code == 403  # alice is a scientist of default, not its manager
     copied = client.post(
         "/api/v1/projects/trial/series", json={"series_uids": [uid]}, headers=alice
     )
@@ -201,3 +201,36 @@ def test_an_upgraded_catalog_keeps_everything_in_the_default_project(
     with Kahu(Settings(home=tmp_path / "home", database_url=url)) as kahu:
         assert kahu.projects.series_projects("1.2.3") == ["default"]
         assert kahu.projects.members("default") == {"carol": "scientist"}
+
+
+def test_runs_read_and_write_only_their_project(api: Api) -> None:
+    """A run in a project sees only its series and stores its results there; launching
+    needs a scientist's role."""
+    from tests.synthetic import ct_volume
+
+    kahu, client = api.kahu, api.client
+    kahu.projects.create("trial")
+    inside = _series(kahu, ct_volume(slices=6, size=16)[0], project="trial")
+    outside = _series(kahu, ct_volume(slices=6, size=16)[0])
+    alice = api.headers(api.user_token)
+    run = {"workflow": "ct-threshold-segmentation", "query": "Modality:CT", "project": "trial"}
+    assert client.post("/api/v1/runs", json=run, headers=alice).status_code == 404
+    kahu.projects.set_member("trial", "alice", "viewer")
+    assert client.post("/api/v1/runs", json=run, headers=alice).status_code == 403
+    kahu.projects.set_member("trial", "alice", "scientist")
+    created = client.post("/api/v1/runs", json=run, headers=alice)
+    assert created.status_code == 201, created.text
+    [info] = created.json()["runs"]
+    assert info["project"] == "trial"
+    assert info["series_count"] == 1  # the query matches both; the run sees its project's
+    explicit = client.post(
+        "/api/v1/runs",
+        json={**run, "query": None, "series_uids": [outside]},
+        headers=alice,
+    )
+    assert explicit.status_code == 400
+    assert "not in project trial" in explicit.json()["detail"]
+    assert kahu.flow.wait_idle(info["id"], 120) == "succeeded"
+    results = [r["series_uid"] for r in kahu.lineage.of(inside)["results"]]
+    assert len(results) == 2  # the SEG and the SR
+    assert all(kahu.projects.series_projects(uid) == ["trial"] for uid in results)

@@ -72,6 +72,9 @@ def run(
     limit: Annotated[int | None, typer.Option(min=1, help="at most this many series")] = None,
     fetch_references: Annotated[bool, typer.Option(help="add the series they refer to")] = False,
     one_run_per_series: Annotated[bool, typer.Option(help="a separate run per series")] = False,
+    project: Annotated[
+        str, typer.Option(help="the project whose series it reads and its results enter")
+    ] = "default",
     detach: Annotated[
         bool, typer.Option(help="only create the run: a running server executes it")
     ] = False,
@@ -94,6 +97,7 @@ def run(
             RunInput(dataset, query, tuple(series or ()), limit, fetch_references),
             one_run_per_series=one_run_per_series,
             created_by="cli",
+            project=project,
         )
         for run_id in ids:
             typer.echo(run_id)
@@ -179,6 +183,7 @@ def triggers_add(
     dataset: Annotated[str | None, typer.Option(help="schedule: run on this dataset")] = None,
     cohort_query: Annotated[str | None, typer.Option(help="schedule: run on this query")] = None,
     param: Annotated[list[str] | None, typer.Option(help="key=value")] = None,
+    project: Annotated[str, typer.Option(help="the project of its runs")] = "default",
     home: HomeOpt = None,
     database_url: DbOpt = None,
 ) -> None:
@@ -195,6 +200,7 @@ def triggers_add(
             params=params,
             run_input=RunInput(dataset=dataset, query=cohort_query),
             created_by="cli",
+            project=project,
         )
         typer.echo(json.dumps(info.public(), default=str))
 

@@ -94,6 +94,7 @@ class Kahu:
             self.db, self.catalog, self.workflows, self.flow, self.events, builtin
         )
         self._started = False
+        self._warming: threading.Thread | None = None
 
     def start(self) -> None:
         """Start the background parts: series-complete monitor and, if enabled, DIMSE."""
@@ -102,9 +103,10 @@ class Kahu:
         self.completion.start()
         self.metadata.start()
         if self.search_index is not None:  # load it now, not in the first search
-            threading.Thread(
+            self._warming = threading.Thread(
                 target=self.search_index.warm, name="kahu-column-index", daemon=True
-            ).start()
+            )
+            self._warming.start()
         if self.settings.dicom.enabled:
             self.dicom.start()
         if self.settings.flow.enabled:
@@ -120,6 +122,8 @@ class Kahu:
             self.dicom.stop()
             self.completion.stop()
             self.metadata.stop()
+            if self._warming is not None:  # it reads the database: let it finish first
+                self._warming.join(timeout=60)
             self._started = False
         self.ingestor.close()
         self.db.dispose()

@@ -101,7 +101,7 @@ class TestRuns:
         assert flow_kahu.runs.runs() == []
 
     def test_empty_or_unknown_cohorts_are_refused(self, flow_kahu: Kahu) -> None:
-        with pytest.raises(InvalidInput, match="not in the catalog"):
+        with pytest.raises(InvalidInput, match="series not in project default"):
             run_workflow(flow_kahu, "test-chain", ["1.2.3.4"])
         with pytest.raises(InvalidInput, match="needs a dataset"):
             run_workflow(flow_kahu, "test-chain", [])

@@ -12,6 +12,8 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from kahu.api.deps import CurrentUser, KahuDep
+from kahu.auth.policy import require_role
+from kahu.catalog.repository import DEFAULT_PROJECT
 from kahu.errors import InvalidInput, NotFound
 from kahu.flow.cohort import RunInput
 from kahu.flow.job import RunPaths
@@ -40,6 +42,11 @@ class RunCreate(BaseModel):
         default=False, description="also fetch the series the cohort's series refer to"
     )
     one_run_per_series: bool = False
+    project: str = Field(
+        default=DEFAULT_PROJECT,
+        max_length=64,
+        description="the project whose series the run reads and whose catalog its results enter",
+    )
 
 
 @router.get("/workflows", summary="Workflows with their parameter schemas")
@@ -63,7 +70,8 @@ def get_workflow(
 @router.post("/runs", status_code=201, summary="Start a workflow on a cohort")
 def create_run(body: RunCreate, kahu: KahuDep, user: CurrentUser) -> dict[str, Any]:
     """Parameters are checked against the workflow's JSON Schema: errors name the field
-    (HTTP 422)."""
+    (HTTP 422). The caller must be a scientist (or manager) of the project."""
+    require_role(kahu.projects, user, body.project, "scientist")
     ids = launch(
         kahu.catalog,
         kahu.workflows,
@@ -80,6 +88,7 @@ def create_run(body: RunCreate, kahu: KahuDep, user: CurrentUser) -> dict[str, A
         version=body.version,
         one_run_per_series=body.one_run_per_series,
         created_by=user.name,
+        project=body.project,
     )
     return {"runs": [kahu.runs.run(i).public() for i in ids]}
 
@@ -247,6 +256,9 @@ class TriggerCreate(BaseModel):
         default=None, max_length=MAX_LENGTH, description="schedule's cohort"
     )
     limit: int | None = Field(default=None, ge=1)
+    project: str = Field(
+        default=DEFAULT_PROJECT, max_length=64, description="the project of its runs"
+    )
 
 
 class TriggerChange(BaseModel):
@@ -260,6 +272,7 @@ def list_triggers(kahu: KahuDep, _user: CurrentUser) -> dict[str, Any]:
 
 @router.post("/triggers", status_code=201, summary="Add an arrival rule or a schedule")
 def create_trigger(body: TriggerCreate, kahu: KahuDep, user: CurrentUser) -> dict[str, Any]:
+    require_role(kahu.projects, user, body.project, "scientist")
     info = kahu.triggers.add(
         body.name,
         body.workflow,
@@ -268,6 +281,7 @@ def create_trigger(body: TriggerCreate, kahu: KahuDep, user: CurrentUser) -> dic
         params=body.params,
         run_input=RunInput(dataset=body.dataset, query=body.cohort_query, limit=body.limit),
         created_by=user.name,
+        project=body.project,
     )
     return info.public()
 

@@ -11,10 +11,11 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
 from kahu.api.deps import AdminUser, CurrentUser, KahuDep
+from kahu.auth.policy import require_role, role_in
 from kahu.auth.projects import Role, at_least
 from kahu.auth.users import UserPublic
 from kahu.core import Kahu
-from kahu.errors import NotFound, PermissionDenied
+from kahu.errors import NotFound
 
 router = APIRouter(prefix="/api/v1/projects")
 Name = Annotated[str, Path(max_length=64)]
@@ -39,16 +40,11 @@ class SeriesTransfer(BaseModel):
 
 
 def _role(kahu: Kahu, user: UserPublic, project: str) -> str | None:
-    return "manager" if user.is_admin else kahu.projects.roles_of(user.name).get(project)
+    return role_in(kahu.projects, user, project)
 
 
 def _require(kahu: Kahu, user: UserPublic, project: str, needed: Role) -> None:
-    role = _role(kahu, user, project)
-    if role is None:
-        kahu.projects.pk(project)  # 404 for a project that does not exist
-        raise NotFound(f"no project {project!r}")  # members only know it exists
-    if not at_least(role, needed):
-        raise PermissionDenied(f"{needed}s of {project} only")
+    require_role(kahu.projects, user, project, needed)
 
 
 @router.get("", summary="The caller's projects (every project for administrators)")

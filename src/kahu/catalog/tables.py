@@ -315,6 +315,8 @@ class FlowRun(Base):
     missing: Mapped[list[str]] = mapped_column(JSON, default=list)
     trigger: Mapped[str] = mapped_column(String(128), default="manual")
     created_by: Mapped[str] = mapped_column(String(64), default="")
+    #: the project whose series the run reads and whose catalog its results enter
+    project: Mapped[str] = mapped_column(String(64), server_default="default", index=True)
     error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -375,6 +377,8 @@ class FlowTrigger(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_by: Mapped[str] = mapped_column(String(64), default="")
+    #: the project of its runs (an arrival rule sees only that project's series)
+    project: Mapped[str] = mapped_column(String(64), server_default="default")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import select
 
 from kahu.catalog.curation import Curation
-from kahu.catalog.repository import Catalog
-from kahu.catalog.tables import Series
+from kahu.catalog.repository import DEFAULT_PROJECT, Catalog
+from kahu.catalog.tables import ProjectSeries, Series
 from kahu.dicom.uids import validate_uid
 from kahu.errors import InvalidInput
 from kahu.search.query import parse
@@ -51,10 +51,18 @@ def _quoted(name: str) -> str:
     return '"' + re.sub(r'(["\\])', r"\\\1", name) + '"'
 
 
-def resolve(catalog: Catalog, given: RunInput) -> tuple[list[str], list[str]]:
-    """The run's series (in catalog order, limited) and the referenced series not found."""
+def resolve(
+    catalog: Catalog, given: RunInput, project: str = DEFAULT_PROJECT
+) -> tuple[list[str], list[str]]:
+    """The run's series (in catalog order, limited) and the referenced series not found,
+    all from ``project``: a series of another project is not there for the run."""
     if given.limit is not None and given.limit < 1:
         raise InvalidInput("limit must be at least 1")
+    in_project = Series.id.in_(
+        select(ProjectSeries.series_pk).where(
+            ProjectSeries.project_pk == catalog.project_pk(project)
+        )
+    )
     uids = [validate_uid(u) for u in given.series_uids]
     terms = []
     if given.dataset:
@@ -66,7 +74,7 @@ def resolve(catalog: Catalog, given: RunInput) -> tuple[list[str], list[str]]:
     chosen: list[str] = []
     if terms:
         condition = series_condition(catalog, " AND ".join(terms))
-        stmt = select(Series.series_instance_uid).where(condition).order_by(Series.id)
+        stmt = select(Series.series_instance_uid).where(condition, in_project).order_by(Series.id)
         if uids:
             stmt = stmt.where(Series.series_instance_uid.in_(uids))
         if given.limit is not None:
@@ -77,12 +85,14 @@ def resolve(catalog: Catalog, given: RunInput) -> tuple[list[str], list[str]]:
         with catalog.db.read() as s:
             known = set(
                 s.scalars(
-                    select(Series.series_instance_uid).where(Series.series_instance_uid.in_(uids))
+                    select(Series.series_instance_uid).where(
+                        Series.series_instance_uid.in_(uids), in_project
+                    )
                 )
             )
         unknown = [u for u in uids if u not in known]
         if unknown:
-            raise InvalidInput(f"series not in the catalog: {', '.join(unknown[:5])}")
+            raise InvalidInput(f"series not in project {project}: {', '.join(unknown[:5])}")
         chosen = list(dict.fromkeys(uids))[: given.limit]
     else:
         raise InvalidInput("a run needs a dataset, a query or series UIDs")
@@ -98,7 +108,7 @@ def resolve(catalog: Catalog, given: RunInput) -> tuple[list[str], list[str]]:
                 found = set(
                     s.scalars(
                         select(Series.series_instance_uid).where(
-                            Series.series_instance_uid.in_(referenced)
+                            Series.series_instance_uid.in_(referenced), in_project
                         )
                     )
                 )

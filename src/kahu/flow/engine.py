@@ -21,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from kahu.catalog.repository import DEFAULT_PROJECT
 from kahu.catalog.tables import utcnow
 from kahu.errors import Conflict, InvalidInput
 from kahu.flow.executors.base import Executor, Outcome
@@ -79,6 +80,7 @@ class _Run:
     paths: RunPaths
     tasks: dict[int, _Task] = field(default_factory=dict)
     created: float = 0.0
+    project: str = DEFAULT_PROJECT
 
 
 class Engine:
@@ -170,6 +172,7 @@ class Engine:
         missing: Sequence[str] = (),
         trigger: str = "manual",
         created_by: str = "",
+        project: str = DEFAULT_PROJECT,
     ) -> str:
         if not series and any(op.per == "series" for op in workflow.operators):
             raise InvalidInput("the cohort is empty: no series to run on")
@@ -181,6 +184,7 @@ class Engine:
             missing=missing,
             trigger=trigger,
             created_by=created_by,
+            project=project,
         )
         paths = RunPaths(self.runs_root, run_id)
         write_conf(
@@ -189,6 +193,7 @@ class Engine:
                 "run_id": run_id,
                 "workflow": workflow.name,
                 "version": workflow.version,
+                "project": project,
                 "workflow_form": params,
                 "data_form": {"series_uids": list(series), **input},
             },
@@ -319,6 +324,7 @@ class Engine:
             info.state,
             RunPaths(self.runs_root, run_id),
             created=info.created_at.timestamp(),
+            project=info.project,
         )
         tasks = self.runs.tasks(run_id)
         keys: dict[tuple[str, str], int] = {}
@@ -605,6 +611,7 @@ class Engine:
             isolation=op.isolation,
             extra_env=dict(op.env),
             options=dict(op.options),
+            project=run.project,
             gpu=task.gpu,
         )
 

@@ -73,6 +73,8 @@ class Job:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     #: the operator's options (``ctx.options``)
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: the run's project: its results enter it
+    project: str = "default"
     #: GPU chosen by the scheduler (``CUDA_VISIBLE_DEVICES``), if any
     gpu: str | None = None
 

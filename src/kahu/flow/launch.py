@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kahu.catalog.repository import Catalog
+from kahu.catalog.repository import DEFAULT_PROJECT, Catalog
 from kahu.flow.cohort import RunInput, resolve
 from kahu.flow.engine import Engine
 from kahu.flow.registry import WorkflowRegistry
@@ -23,12 +23,13 @@ def launch(
     one_run_per_series: bool = False,
     trigger: str = "manual",
     created_by: str = "",
+    project: str = DEFAULT_PROJECT,
 ) -> list[str]:
-    """Validate the parameters (errors name the field), resolve the cohort and create the
-    run, or one run per series. Returns the run ids."""
+    """Validate the parameters (errors name the field), resolve the cohort within
+    ``project`` and create the run, or one run per series. Returns the run ids."""
     workflow = registry.get(workflow_name, version)
     values = workflow.validate_parameters(params)
-    series, missing = resolve(catalog, run_input)
+    series, missing = resolve(catalog, run_input, project)
     groups = [[uid] for uid in series] if one_run_per_series else [series]
     return [
         engine.create_run(
@@ -39,6 +40,7 @@ def launch(
             missing=missing,
             trigger=trigger,
             created_by=created_by,
+            project=project,
         )
         for group in groups
     ]

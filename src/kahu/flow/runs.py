@@ -16,6 +16,7 @@ from sqlalchemy import Connection, CursorResult, bindparam, delete, func, insert
 from sqlalchemy.orm import Session
 
 from kahu.catalog.database import Database
+from kahu.catalog.repository import DEFAULT_PROJECT
 from kahu.catalog.tables import FlowRun, FlowRunSeries, FlowTask, utcnow
 from kahu.errors import Conflict, NotFound
 from kahu.flow.model import Workflow
@@ -81,6 +82,7 @@ class RunInfo:
     finished_at: datetime | None
     series: list[str] = field(default_factory=list)
     task_states: dict[str, int] = field(default_factory=dict)
+    project: str = DEFAULT_PROJECT
 
     def public(self) -> dict[str, Any]:
         total = sum(self.task_states.values())
@@ -95,6 +97,7 @@ class RunInfo:
             "missing_references": self.missing,
             "trigger": self.trigger,
             "created_by": self.created_by,
+            "project": self.project,
             "error": self.error,
             "created_at": self.created_at,
             "started_at": self.started_at,
@@ -182,6 +185,7 @@ class RunStore:
         missing: Sequence[str] = (),
         trigger: str = "manual",
         created_by: str = "",
+        project: str = DEFAULT_PROJECT,
     ) -> str:
         """A queued run with one task per (per-series operator, series) and per run-level
         operator; tasks without inputs are queued at once, the others pending."""
@@ -217,6 +221,7 @@ class RunStore:
                     missing=list(missing),
                     trigger=trigger,
                     created_by=created_by,
+                    project=project,
                     error="",
                     created_at=now,
                 )
@@ -279,6 +284,7 @@ class RunStore:
             run.finished_at,
             series,
             {k: int(v) for k, v in counts.items()},
+            run.project,
         )
 
     def runs(

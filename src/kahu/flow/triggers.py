@@ -22,8 +22,15 @@ from croniter import croniter
 from sqlalchemy import delete, select, update
 
 from kahu.catalog.database import Database
-from kahu.catalog.repository import Catalog
-from kahu.catalog.tables import FlowTrigger, Series, SeriesLineage, utcnow
+from kahu.catalog.repository import DEFAULT_PROJECT, Catalog
+from kahu.catalog.tables import (
+    FlowTrigger,
+    Project,
+    ProjectSeries,
+    Series,
+    SeriesLineage,
+    utcnow,
+)
 from kahu.errors import Conflict, InvalidInput, NotFound
 from kahu.events import EventBus, SeriesComplete
 from kahu.flow.cohort import RunInput
@@ -51,6 +58,8 @@ class TriggerInfo:
     created_by: str
     created_at: datetime
     last_fired_at: datetime | None
+    #: the project of its runs; empty (built-in rules): the arriving series' own project
+    project: str = DEFAULT_PROJECT
 
     def public(self) -> dict[str, Any]:
         return {
@@ -63,6 +72,7 @@ class TriggerInfo:
             "params": self.params,
             "enabled": self.enabled,
             "created_by": self.created_by,
+            "project": self.project or None,
             "created_at": self.created_at,
             "last_fired_at": self.last_fired_at,
         }
@@ -72,7 +82,7 @@ def builtin_rule(name: str, workflow: str) -> TriggerInfo:
     """An arrival rule that comes from the settings, not the database: it matches every
     series (except the workflow's own results) and cannot be removed, only switched off
     by its setting."""
-    return TriggerInfo(name, "arrival", workflow, "", "", {}, {}, True, "kahu", utcnow(), None)
+    return TriggerInfo(name, "arrival", workflow, "", "", {}, {}, True, "kahu", utcnow(), None, "")
 
 
 def _info(t: FlowTrigger) -> TriggerInfo:
@@ -88,6 +98,7 @@ def _info(t: FlowTrigger) -> TriggerInfo:
         t.created_by,
         t.created_at,
         t.last_fired_at,
+        t.project,
     )
 
 
@@ -133,13 +144,16 @@ class Triggers:
         params: dict[str, Any] | None = None,
         run_input: RunInput | None = None,
         created_by: str = "",
+        project: str = DEFAULT_PROJECT,
     ) -> TriggerInfo:
-        """An arrival rule (``query``) or a schedule (``cron`` with ``run_input``)."""
+        """An arrival rule (``query``) or a schedule (``cron`` with ``run_input``); its runs
+        belong to ``project``, and an arrival rule sees only that project's series."""
         if not _NAME.match(name):
             raise InvalidInput(f"trigger name {name!r}: letters, digits, '.', '-', '_'")
         if bool(query) == bool(cron):
             raise InvalidInput("a trigger has either a query (on arrival) or a cron schedule")
         values = self.registry.get(workflow).validate_parameters(params)
+        self.catalog.project_pk(project)  # NotFound names it
         if query:
             parse(query)
         if cron and not croniter.is_valid(cron):
@@ -162,6 +176,7 @@ class Triggers:
                 params=values,
                 enabled=True,
                 created_by=created_by,
+                project=project,
                 created_at=utcnow(),
                 last_fired_at=utcnow() if cron else None,
             )
@@ -201,7 +216,8 @@ class Triggers:
         started: list[str] = []
         for rule in rules:
             try:
-                if not self._matches(rule, event.series_instance_uid):
+                project = self._matches(rule, event.series_instance_uid)
+                if project is None:
                     continue
                 started += launch(
                     self.catalog,
@@ -212,14 +228,34 @@ class Triggers:
                     RunInput(series_uids=(event.series_instance_uid,)),
                     trigger=f"rule:{rule.name}",
                     created_by=rule.created_by,
+                    project=project,
                 )
                 self._fired(rule.name)
             except Exception:
                 log.exception("trigger %s failed for %s", rule.name, event.series_instance_uid)
         return started
 
-    def _matches(self, rule: TriggerInfo, series_uid: str) -> bool:
+    def _matches(self, rule: TriggerInfo, series_uid: str) -> str | None:
+        """The project to run ``rule`` in for the series, None when it does not match: the
+        series is the rule's own result, is not in the rule's project, or the query fails."""
         with self.db.read() as s:
+            projects = list(
+                s.scalars(
+                    select(Project.name)
+                    .join(ProjectSeries, ProjectSeries.project_pk == Project.id)
+                    .join(Series, Series.id == ProjectSeries.series_pk)
+                    .where(Series.series_instance_uid == series_uid)
+                    .order_by(Project.name)
+                )
+            )
+            if rule.project:
+                project = rule.project if rule.project in projects else None
+            elif DEFAULT_PROJECT in projects:
+                project = DEFAULT_PROJECT
+            else:
+                project = projects[0] if projects else None
+            if project is None:
+                return None
             made_by_it = s.scalar(
                 select(SeriesLineage.run_id)
                 .join(Series, Series.id == SeriesLineage.series_pk)
@@ -230,16 +266,16 @@ class Triggers:
                 .limit(1)
             )
             if made_by_it is not None:
-                return False
+                return None
             if not rule.query:
-                return True
+                return project
             found = s.scalar(
                 select(Series.id).where(
                     Series.series_instance_uid == series_uid,
                     series_condition(self.catalog, rule.query),
                 )
             )
-        return found is not None
+        return project if found is not None else None
 
     def _fired(self, name: str, when: datetime | None = None) -> None:
         with self.db.write() as s:
@@ -271,6 +307,7 @@ class Triggers:
                     RunInput.from_public(trigger.input),
                     trigger=f"schedule:{trigger.name}",
                     created_by=trigger.created_by,
+                    project=trigger.project,
                 )
             except Exception:
                 log.exception("scheduled trigger %s failed", trigger.name)

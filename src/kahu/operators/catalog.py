@@ -94,7 +94,9 @@ def ingest_results(ctx: TaskContext, kahu: Kahu) -> None:
     rejected: list[str] = []
     for start in range(0, len(files), _BATCH):
         chunk = files[start : start + _BATCH]
-        results = kahu.ingestor.ingest_many([p.read_bytes() for p in chunk], source=source)
+        results = kahu.ingestor.ingest_many(
+            [p.read_bytes() for p in chunk], source=source, project=job.project
+        )
         for path, result in zip(chunk, results, strict=True):
             if result.status == "rejected":
                 rejected.append(f"{path.name}: {result.reason}")
