@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from kahu import __version__
 from kahu.api import admin, curation, flow, objects, projects, routes, search
+from kahu.auth.throttle import TooManyAttempts
 from kahu.core import Kahu
 from kahu.dicomweb import router as dicomweb
 from kahu.dicomweb.stow import PayloadTooLarge, UnsupportedMediaType
@@ -42,6 +43,12 @@ _STATUS: list[tuple[type[KahuError], int]] = [
 
 
 def _error_response(_request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, TooManyAttempts):
+        return JSONResponse(
+            {"detail": str(exc)},
+            status_code=429,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
     for kind, status in _STATUS:
         if isinstance(exc, kind):
             headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None

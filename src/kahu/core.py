@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 from kahu.auth.projects import Projects
+from kahu.auth.throttle import LoginThrottle
 from kahu.auth.users import Accounts
 from kahu.catalog.curation import Curation
 from kahu.catalog.database import Database, make_engine, migrate
@@ -49,6 +50,7 @@ class Kahu:
         self.events = EventBus()
         self.ingestor = Ingestor(self.catalog, self.store, self.events)
         self.accounts = Accounts(self.db)
+        self.login_throttle = LoginThrottle()
         self.projects = Projects(self.db)
         self.nodes = NodeRegistry(self.db)
         self.objects = ObjectStore(settings.resolved_objects_url)

@@ -124,3 +124,53 @@ class TestRoles:
             "/api/v1/users", json={"name": "bob", "password": "short"}, headers=api.headers()
         )
         assert response.status_code == 422
+
+
+class TestLoginThrottle:
+    def _login(self, api: Api, user: str, password: str) -> int:
+        response = api.client.post(
+            "/api/v1/auth/login", json={"username": user, "password": password}
+        )
+        return response.status_code
+
+    def test_repeated_failures_lock_the_name_for_a_while(self, api: Api) -> None:
+        assert [self._login(api, "admin", "wrong password") for _ in range(5)] == [401] * 5
+        response = api.client.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": api.admin_password}
+        )
+        assert response.status_code == 429  # even with the right password
+        assert 0 < int(response.headers["retry-after"]) <= 900
+        assert self._login(api, "alice", "correct horse battery") == 200  # others go on
+
+    def test_the_window_passes_and_a_good_login_clears_the_count(self) -> None:
+        from kahu.auth.throttle import LoginThrottle, TooManyAttempts
+
+        now = [0.0]
+        throttle = LoginThrottle({"user": 2, "address": 3}, window_s=60, clock=lambda: now[0])
+        throttle.failed("user:a", "address:x")
+        throttle.succeeded("user:a")
+        throttle.failed("user:a", "address:x")
+        throttle.check("user:a", "address:x")  # one failure since the good login
+        throttle.failed("user:a", "address:x")
+        with pytest.raises(TooManyAttempts) as caught:
+            throttle.check("user:a", "address:x")  # the address has 3
+        assert caught.value.retry_after == 61
+        with pytest.raises(TooManyAttempts):
+            throttle.check("user:b", "address:x")  # the same address, another name
+        now[0] = 61
+        throttle.check("user:a", "address:x")
+
+
+class TestPasswordChange:
+    def test_users_change_their_password_knowing_the_current_one(self, api: Api) -> None:
+        alice = api.headers(api.user_token)
+        wrong = {"current_password": "not it at all", "new_password": "a new long password"}
+        assert api.client.post("/api/v1/me/password", json=wrong, headers=alice).status_code == 403
+        short = {"current_password": "correct horse battery", "new_password": "short"}
+        assert api.client.post("/api/v1/me/password", json=short, headers=alice).status_code == 400
+        good = {"current_password": "correct horse battery", "new_password": "a new long password"}
+        assert api.client.post("/api/v1/me/password", json=good, headers=alice).status_code == 204
+        login = {"username": "alice", "password": "a new long password"}
+        assert api.client.post("/api/v1/auth/login", json=login).status_code == 200
+        old = {"username": "alice", "password": "correct horse battery"}
+        assert api.client.post("/api/v1/auth/login", json=old).status_code == 401

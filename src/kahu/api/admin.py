@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from kahu.api.deps import AdminUser, CurrentUser, KahuDep
 from kahu.api.schemas import (
     LoginRequest,
     NodeCreate,
     NodePublic,
+    PasswordChange,
     TokenCreate,
     TokenCreated,
     TokenPublic,
@@ -19,6 +20,7 @@ from kahu.api.schemas import (
 )
 from kahu.auth import users
 from kahu.dimse.nodes import Node
+from kahu.errors import AuthenticationFailed, PermissionDenied
 
 router = APIRouter(prefix="/api/v1")
 
@@ -47,8 +49,17 @@ def _user(u: users.UserPublic) -> UserPublicModel:
     response_model=TokenCreated,
     summary="Exchange a user name and password for an API token",
 )
-def login(body: LoginRequest, kahu: KahuDep) -> TokenCreated:
-    user = kahu.accounts.authenticate_password(body.username, body.password)
+def login(body: LoginRequest, request: Request, kahu: KahuDep) -> TokenCreated:
+    """Failed attempts are counted per user name and per client address: after 5 in 15
+    minutes the next ones get 429 (with Retry-After), even with the right password."""
+    keys = (f"user:{body.username}", f"address:{request.client.host if request.client else ''}")
+    kahu.login_throttle.check(*keys)
+    try:
+        user = kahu.accounts.authenticate_password(body.username, body.password)
+    except AuthenticationFailed:
+        kahu.login_throttle.failed(*keys)
+        raise
+    kahu.login_throttle.succeeded(keys[0])
     secret, token = kahu.accounts.create_token(
         user.name, name="login", expires_in=timedelta(days=body.expires_in_days)
     )
@@ -58,6 +69,23 @@ def login(body: LoginRequest, kahu: KahuDep) -> TokenCreated:
 @router.get("/me", response_model=UserPublicModel)
 def me(user: CurrentUser) -> UserPublicModel:
     return _user(user)
+
+
+@router.post("/me/password", status_code=204, summary="Change your password")
+def change_password(
+    body: PasswordChange, request: Request, kahu: KahuDep, user: CurrentUser
+) -> Response:
+    """The current password is asked again (a stolen token alone cannot change it); wrong
+    guesses count like failed logins."""
+    keys = (f"user:{user.name}", f"address:{request.client.host if request.client else ''}")
+    kahu.login_throttle.check(*keys)
+    try:
+        kahu.accounts.authenticate_password(user.name, body.current_password)
+    except AuthenticationFailed:
+        kahu.login_throttle.failed(*keys)
+        raise PermissionDenied("the current password is wrong") from None
+    kahu.accounts.set_password(user.name, body.new_password)
+    return Response(status_code=204)
 
 
 @router.get("/users", response_model=list[UserPublicModel])

@@ -112,6 +112,11 @@ class LoginRequest(BaseModel):
     expires_in_days: float = Field(default=1.0, gt=0, le=365)
 
 
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
 class NodeCreate(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     ae_title: str = Field(min_length=1, max_length=16)
