@@ -234,3 +234,18 @@ def test_runs_read_and_write_only_their_project(api: Api) -> None:
     results = [r["series_uid"] for r in kahu.lineage.of(inside)["results"]]
     assert len(results) == 2  # the SEG and the SR
     assert all(kahu.projects.series_projects(uid) == ["trial"] for uid in results)
+    # the run and what it wrote are visible to the project's members only
+    run_id = info["id"]
+    kahu.accounts.create_user("bob", "correct horse battery staple")
+    bob_token, _ = kahu.accounts.create_token("bob")
+    bob = api.headers(bob_token)
+    for path in ("", "/tasks", "/files", f"/files/zip/{run_id}.zip"):
+        assert client.get(f"/api/v1/runs/{run_id}{path}", headers=bob).status_code == 404, path
+    assert client.get("/api/v1/runs", headers=bob).json()["runs"] == []
+    assert client.post(f"/api/v1/runs/{run_id}/retry", headers=bob).status_code == 404
+    assert [r["id"] for r in client.get("/api/v1/runs", headers=alice).json()["runs"]] == [run_id]
+    assert client.get(f"/api/v1/runs/{run_id}", headers=alice).status_code == 200
+    assert client.get(f"/api/v1/runs/{run_id}", headers=api.headers()).status_code == 200
+    kahu.projects.set_member("trial", "bob", "viewer")
+    assert client.get(f"/api/v1/runs/{run_id}/tasks", headers=bob).status_code == 200
+    assert client.post(f"/api/v1/runs/{run_id}/cancel", headers=bob).status_code == 403

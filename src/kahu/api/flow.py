@@ -12,12 +12,16 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from kahu.api.deps import CurrentUser, KahuDep
-from kahu.auth.policy import require_role
+from kahu.auth.policy import readable_projects, require_in_project, require_role
+from kahu.auth.projects import Role
+from kahu.auth.users import UserPublic
 from kahu.catalog.repository import DEFAULT_PROJECT
+from kahu.core import Kahu
 from kahu.errors import InvalidInput, NotFound
 from kahu.flow.cohort import RunInput
 from kahu.flow.job import RunPaths
 from kahu.flow.launch import launch
+from kahu.flow.runs import RunInfo
 from kahu.flow.states import RUN_ACTIVE, RUN_DONE
 from kahu.search.query import MAX_LENGTH
 
@@ -93,10 +97,19 @@ def create_run(body: RunCreate, kahu: KahuDep, user: CurrentUser) -> dict[str, A
     return {"runs": [kahu.runs.run(i).public() for i in ids]}
 
 
+def _run(
+    kahu: Kahu, user: UserPublic, run_id: str, needed: Role = "viewer", *, with_series: bool = False
+) -> RunInfo:
+    """The run, if the caller may see it (and act with ``needed``) in its project."""
+    info = kahu.runs.run(run_id, with_series=with_series)
+    require_in_project(kahu.projects, user, info.project, needed, f"run {run_id!r}")
+    return info
+
+
 @router.get("/runs", summary="Runs, newest first")
 def list_runs(
     kahu: KahuDep,
-    _user: CurrentUser,
+    user: CurrentUser,
     state: Annotated[list[str], Query(max_length=10)] = [],  # noqa: B006 - FastAPI's idiom
     workflow: Annotated[str | None, Query(max_length=64)] = None,
     active: bool = False,
@@ -107,13 +120,19 @@ def list_runs(
     unknown = [s for s in states if s not in RUN_ACTIVE | RUN_DONE]
     if unknown:
         raise InvalidInput(f"unknown run states: {unknown}")
-    runs = kahu.runs.runs(states=states, workflow=workflow, limit=limit, offset=offset)
+    runs = kahu.runs.runs(
+        states=states,
+        workflow=workflow,
+        limit=limit,
+        offset=offset,
+        projects=readable_projects(kahu.projects, user),
+    )
     return {"runs": [r.public() for r in runs]}
 
 
 @router.get("/runs/{run_id}", summary="A run with its progress")
-def get_run(run_id: RunParam, kahu: KahuDep, _user: CurrentUser) -> dict[str, Any]:
-    info = kahu.runs.run(run_id)
+def get_run(run_id: RunParam, kahu: KahuDep, user: CurrentUser) -> dict[str, Any]:
+    info = _run(kahu, user, run_id, with_series=True)
     return {**info.public(), "series": info.series}
 
 
@@ -121,10 +140,10 @@ def get_run(run_id: RunParam, kahu: KahuDep, _user: CurrentUser) -> dict[str, An
 def run_tasks(
     run_id: RunParam,
     kahu: KahuDep,
-    _user: CurrentUser,
+    user: CurrentUser,
     state: Annotated[list[str], Query(max_length=10)] = [],  # noqa: B006
 ) -> dict[str, Any]:
-    kahu.runs.run(run_id, with_series=False)
+    _run(kahu, user, run_id)
     return {"tasks": [t.public() for t in kahu.runs.tasks(run_id, states=state)]}
 
 
@@ -133,7 +152,8 @@ def run_tasks(
     response_class=PlainTextResponse,
     summary="A task's log (every attempt)",
 )
-def task_log(run_id: RunParam, task_id: int, kahu: KahuDep, _user: CurrentUser) -> Response:
+def task_log(run_id: RunParam, task_id: int, kahu: KahuDep, user: CurrentUser) -> Response:
+    _run(kahu, user, run_id)
     task = kahu.runs.task(task_id)
     if task.run_id != run_id:
         raise NotFound(f"no task {task_id} in run {run_id}")
@@ -151,10 +171,10 @@ MAX_LISTED = 10_000
 def run_files(
     run_id: RunParam,
     kahu: KahuDep,
-    _user: CurrentUser,
+    user: CurrentUser,
     prefix: Annotated[str, Query(max_length=512, description="a folder of the run")] = "",
 ) -> dict[str, Any]:
-    kahu.runs.run(run_id, with_series=False)  # 404 for an unknown run
+    _run(kahu, user, run_id)
     root = RunPaths(kahu.settings.runs_root, run_id).root.resolve()
     start = _inside(root, prefix) if prefix else root
     files = []
@@ -168,8 +188,8 @@ def run_files(
 
 
 @router.get("/runs/{run_id}/files/{path:path}", summary="Download a file a run wrote")
-def run_file(run_id: RunParam, path: str, kahu: KahuDep, _user: CurrentUser) -> Response:
-    kahu.runs.run(run_id, with_series=False)
+def run_file(run_id: RunParam, path: str, kahu: KahuDep, user: CurrentUser) -> Response:
+    _run(kahu, user, run_id)
     target = _inside(RunPaths(kahu.settings.runs_root, run_id).root.resolve(), path)
     if not target.is_file():
         raise NotFound(f"run {run_id} has no file {path}")
@@ -185,29 +205,38 @@ def _inside(root: FsPath, relative: str) -> FsPath:
 
 
 @router.post("/runs/{run_id}/cancel", summary="Cancel a run (running tasks are killed)")
-def cancel_run(run_id: RunParam, kahu: KahuDep, _user: CurrentUser) -> dict[str, Any]:
+def cancel_run(run_id: RunParam, kahu: KahuDep, user: CurrentUser) -> dict[str, Any]:
+    _run(kahu, user, run_id, "scientist")
     kahu.flow.cancel(run_id)
     return kahu.runs.run(run_id, with_series=False).public()
 
 
 @router.post("/runs/{run_id}/retry", summary="Run the failed and cancelled tasks again")
-def retry_run(run_id: RunParam, kahu: KahuDep, _user: CurrentUser) -> dict[str, Any]:
+def retry_run(run_id: RunParam, kahu: KahuDep, user: CurrentUser) -> dict[str, Any]:
+    _run(kahu, user, run_id, "scientist")
     count = kahu.flow.retry(run_id)
     return {**kahu.runs.run(run_id, with_series=False).public(), "retried_tasks": count}
 
 
 @router.get("/pending", summary="Human-in-the-loop tasks waiting for a user")
-def pending(kahu: KahuDep, _user: CurrentUser) -> dict[str, Any]:
-    return {"tasks": [t.public() for t in kahu.runs.tasks(states=["waiting_input"])]}
+def pending(kahu: KahuDep, user: CurrentUser) -> dict[str, Any]:
+    tasks = kahu.runs.tasks(states=["waiting_input"])
+    readable = readable_projects(kahu.projects, user)
+    if readable is not None:
+        projects = kahu.runs.projects_of(t.run_id for t in tasks)
+        tasks = [t for t in tasks if projects.get(t.run_id) in readable]
+    return {"tasks": [t.public() for t in tasks]}
 
 
 @router.post("/pending/{task_id}/complete", summary="Complete a human step (optional files)")
 async def complete_pending(
-    task_id: int, request: Request, kahu: KahuDep, _user: CurrentUser
+    task_id: int, request: Request, kahu: KahuDep, user: CurrentUser
 ) -> dict[str, Any]:
     """Form field ``files`` (any number) lands in the task's output folder, where the next
-    operators read it; then the run continues."""
+    operators read it; then the run continues. Scientists of the run's project only."""
     task = kahu.runs.task(task_id)
+    project = kahu.runs.projects_of([task.run_id]).get(task.run_id, "")
+    require_in_project(kahu.projects, user, project, "scientist", f"task {task_id}")
     if task.state != "waiting_input":
         raise InvalidInput(f"task {task_id} is {task.state}, not waiting for a user")
     out = RunPaths(kahu.settings.runs_root, task.run_id).out_dir(task.operator, task.series_uid)

@@ -18,6 +18,23 @@ def role_in(projects: Projects, user: UserPublic, project: str) -> str | None:
     return projects.roles_of(user.name).get(project)
 
 
+def readable_projects(projects: Projects, user: UserPublic) -> list[str] | None:
+    """The projects whose data the caller may read; None: every project (administrators)."""
+    return None if user.is_admin else sorted(projects.roles_of(user.name))
+
+
+def require_in_project(
+    projects: Projects, user: UserPublic, project: str, needed: Role, what: str
+) -> None:
+    """For a thing (``what``: "run 1", "task 7") of ``project``: a caller who is not a member
+    is told it does not exist; a member without ``needed`` is refused."""
+    role = role_in(projects, user, project)
+    if role is None:
+        raise NotFound(f"no {what}")
+    if not at_least(role, needed):
+        raise PermissionDenied(f"{needed}s of {project} only")
+
+
 def require_role(projects: Projects, user: UserPublic, project: str, needed: Role) -> None:
     role = role_in(projects, user, project)
     if role is None:

@@ -294,8 +294,12 @@ class RunStore:
         workflow: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        projects: Sequence[str] | None = None,
     ) -> list[RunInfo]:
+        """Newest first; only those of ``projects`` when given."""
         stmt = select(FlowRun).order_by(FlowRun.created_at.desc(), FlowRun.id.desc())
+        if projects is not None:
+            stmt = stmt.where(FlowRun.project.in_(list(projects)))
         wanted = list(states)
         if wanted:
             stmt = stmt.where(FlowRun.state.in_(wanted))
@@ -342,6 +346,16 @@ class RunStore:
         if not found:
             raise NotFound(f"no task {task_id}")
         return found[0]
+
+    def projects_of(self, run_ids: Iterable[str]) -> dict[str, str]:
+        """Run id -> project."""
+        ids = list(set(run_ids))
+        if not ids:
+            return {}
+        with self.db.read() as s:
+            return dict(
+                s.execute(select(FlowRun.id, FlowRun.project).where(FlowRun.id.in_(ids))).all()
+            )
 
     def active_run_ids(self) -> list[str]:
         with self.db.read() as s:
