@@ -36,6 +36,12 @@ def _server(home: Path) -> tuple[subprocess.Popen[bytes], str, str]:
         check=True,
         capture_output=True,
     )
+    subprocess.run(  # storing needs the scientist role in the project the data enters
+        [*run, "projects", "add-member", "default", "bench", "--role", "scientist"]
+        + ["--home", str(home)],
+        check=True,
+        capture_output=True,
+    )
     token = subprocess.run(
         [*run, "tokens", "create", "--user", "bench", "--home", str(home)],
         check=True,

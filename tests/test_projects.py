@@ -249,3 +249,35 @@ def test_runs_read_and_write_only_their_project(api: Api) -> None:
     kahu.projects.set_member("trial", "bob", "viewer")
     assert client.get(f"/api/v1/runs/{run_id}/tasks", headers=bob).status_code == 200
     assert client.post(f"/api/v1/runs/{run_id}/cancel", headers=bob).status_code == 403
+
+
+def test_stow_and_triggers_follow_project_roles(api: Api) -> None:
+    kahu, client = api.kahu, api.client
+    kahu.projects.create("trial")
+    kahu.accounts.create_user("bob", "correct horse battery staple")
+    bob = api.headers(kahu.accounts.create_token("bob")[0])
+    body = b"--B\r\nContent-Type: application/dicom\r\n\r\n" + ct_series(1, 8)[0] + b"\r\n--B--\r\n"
+    stow = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=B'}
+
+    def store(headers: dict[str, str], project: str = "trial") -> int:
+        url = f"/dicomweb/studies?project={project}"
+        return client.post(url, content=body, headers={**headers, **stow}).status_code
+
+    assert store(bob) == 404
+    assert store(bob, "default") == 404  # bob is in no project at all
+    kahu.projects.set_member("trial", "bob", "viewer")
+    assert store(bob) == 403
+    kahu.projects.set_member("trial", "bob", "scientist")
+    assert store(bob) == 200
+    assert kahu.projects.get("trial").series_count == 1
+
+    rule = {"name": "trial-rule", "workflow": "series-thumbnails", "query": "*", "project": "trial"}
+    alice = api.headers(api.user_token)
+    assert client.post("/api/v1/triggers", json=rule, headers=alice).status_code == 404
+    assert client.post("/api/v1/triggers", json=rule, headers=bob).status_code == 201
+    assert client.get("/api/v1/triggers", headers=alice).json()["triggers"] == []
+    assert [t["name"] for t in client.get("/api/v1/triggers", headers=bob).json()["triggers"]] == [
+        "trial-rule"
+    ]
+    assert client.delete("/api/v1/triggers/trial-rule", headers=alice).status_code == 404
+    assert client.delete("/api/v1/triggers/trial-rule", headers=bob).status_code == 204

@@ -39,6 +39,7 @@ def web(make_settings) -> Iterator[Web]:  # type: ignore[no-untyped-def]
     settings.http.public_url = f"http://127.0.0.1:{port}"
     kahu = Kahu(settings)
     kahu.accounts.create_user("reader", "a long enough password")
+    kahu.projects.set_member("default", "reader", "scientist")
     token, _ = kahu.accounts.create_token("reader")
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings, kahu), host="127.0.0.1", port=port, log_level="warning")

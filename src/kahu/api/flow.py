@@ -295,8 +295,21 @@ class TriggerChange(BaseModel):
 
 
 @router.get("/triggers", summary="Arrival rules and schedules")
-def list_triggers(kahu: KahuDep, _user: CurrentUser) -> dict[str, Any]:
-    return {"triggers": [t.public() for t in kahu.triggers.all()]}
+def list_triggers(kahu: KahuDep, user: CurrentUser) -> dict[str, Any]:
+    readable = readable_projects(kahu.projects, user)
+    return {
+        "triggers": [
+            t.public() for t in kahu.triggers.all() if readable is None or t.project in readable
+        ]
+    }
+
+
+def _trigger(kahu: Kahu, user: UserPublic, name: str) -> None:
+    """The caller may change the trigger: a scientist of its project."""
+    found = [t for t in kahu.triggers.all() if t.name == name]
+    if not found:
+        raise NotFound(f"no trigger {name!r}")
+    require_in_project(kahu.projects, user, found[0].project, "scientist", f"trigger {name!r}")
 
 
 @router.post("/triggers", status_code=201, summary="Add an arrival rule or a schedule")
@@ -317,13 +330,15 @@ def create_trigger(body: TriggerCreate, kahu: KahuDep, user: CurrentUser) -> dic
 
 @router.patch("/triggers/{name}", summary="Enable or disable a trigger")
 def change_trigger(
-    name: NameParam, body: TriggerChange, kahu: KahuDep, _user: CurrentUser
+    name: NameParam, body: TriggerChange, kahu: KahuDep, user: CurrentUser
 ) -> dict[str, Any]:
+    _trigger(kahu, user, name)
     kahu.triggers.set_enabled(name, body.enabled)
     return next(t.public() for t in kahu.triggers.all() if t.name == name)
 
 
 @router.delete("/triggers/{name}", status_code=204, summary="Remove a trigger")
-def delete_trigger(name: NameParam, kahu: KahuDep, _user: CurrentUser) -> Response:
+def delete_trigger(name: NameParam, kahu: KahuDep, user: CurrentUser) -> Response:
+    _trigger(kahu, user, name)
     kahu.triggers.remove(name)
     return Response(status_code=204)

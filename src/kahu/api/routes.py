@@ -20,7 +20,9 @@ from kahu.api.schemas import (
     StatsPublic,
     UploadReport,
 )
+from kahu.auth.policy import require_role
 from kahu.catalog.records import SeriesRow
+from kahu.catalog.repository import DEFAULT_PROJECT
 from kahu.dicom.uids import validate_uid
 from kahu.imports import FileReport, Importer
 from kahu.search.fields import resolve
@@ -160,7 +162,7 @@ def _summary(reports: list[FileReport]) -> UploadReport:
 async def upload(
     request: Request,
     kahu: KahuDep,
-    _user: CurrentUser,
+    user: CurrentUser,
     dataset: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9 ._-]+$")] = None,
     project: Annotated[
         str | None, Query(max_length=64, description="the project the series enter")
@@ -173,8 +175,8 @@ async def upload(
             f"unsupported content type {content_type or '(none)'!r}; send "
             "multipart/form-data, application/zip or application/dicom",
         )
-    if project is not None:
-        kahu.catalog.project_pk(project)  # 404 before anything is read
+    # the caller adds data to a project where they may (404 for a project they cannot see)
+    require_role(kahu.projects, user, project or DEFAULT_PROJECT, "scientist")
     importer = Importer(kahu.ingestor, kahu.settings.imports, project)
     reports: list[FileReport] = []
     if content_type == "multipart/form-data":

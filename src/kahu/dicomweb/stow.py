@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from kahu.api.deps import KahuDep
+from kahu.api.deps import CurrentUser, KahuDep
+from kahu.auth.policy import require_role
+from kahu.auth.users import UserPublic
 from kahu.catalog.records import IngestResult
+from kahu.catalog.repository import DEFAULT_PROJECT
 from kahu.core import Kahu
 from kahu.dicom.json_model import BASE_MARKER
 from kahu.dicomweb.common import dicom_json, uids
@@ -49,13 +52,17 @@ async def _body(request: Request, limit: int) -> bytes:
 
 
 def _split_and_store(
-    kahu: Kahu, body: bytes, boundary: str, root_type: str, study: str | None
+    kahu: Kahu, body: bytes, boundary: str, root_type: str, study: str | None, project: str
 ) -> list[tuple[IngestResult, int]]:
-    return _store_parts(kahu, split_related(body, boundary), root_type, study)
+    return _store_parts(kahu, split_related(body, boundary), root_type, study, project)
 
 
 def _store_parts(
-    kahu: Kahu, parts: list[tuple[dict[str, str], bytes]], root_type: str, study: str | None
+    kahu: Kahu,
+    parts: list[tuple[dict[str, str], bytes]],
+    root_type: str,
+    study: str | None,
+    project: str,
 ) -> list[tuple[IngestResult, int]]:
     """Ingest the DICOM parts as one group commit; report every part in order."""
     results: list[tuple[IngestResult, int] | None] = [None] * len(parts)
@@ -72,7 +79,9 @@ def _store_parts(
                 DATA_SET_MISMATCH,
             )
     try:
-        stored = kahu.ingestor.ingest_many([c for _, c in dicom], source="stow", expect_study=study)
+        stored = kahu.ingestor.ingest_many(
+            [c for _, c in dicom], source="stow", expect_study=study, project=project
+        )
     except StorageError as exc:
         stored = [IngestResult("rejected", reason=str(exc))] * len(dicom)
         reasons = [OUT_OF_RESOURCES] * len(dicom)
@@ -86,7 +95,11 @@ def _store_parts(
     return [r for r in results if r is not None]
 
 
-async def _stow(request: Request, kahu: Kahu, study: str | None) -> Response:
+async def _stow(
+    request: Request, kahu: Kahu, user: UserPublic, study: str | None, project: str
+) -> Response:
+    # the caller stores into a project where they may add data (before reading the body)
+    require_role(kahu.projects, user, project, "scientist")
     media = parse_media_type(request.headers.get("content-type", ""))
     root_type = media.params.get("type", "application/dicom").lower()
     if media.type != "multipart/related" or root_type != "application/dicom":
@@ -97,7 +110,9 @@ async def _stow(request: Request, kahu: Kahu, study: str | None) -> Response:
     body = await _body(request, kahu.settings.imports.max_archive_bytes)
     boundary = media.params.get("boundary", "")
     # splitting copies every part: off the event loop, which goes on receiving other requests
-    results = await run_in_threadpool(_split_and_store, kahu, body, boundary, root_type, study)
+    results = await run_in_threadpool(
+        _split_and_store, kahu, body, boundary, root_type, study, project
+    )
     del body
     stored, failed = [], []
     for result, reason in results:
@@ -129,12 +144,25 @@ async def _stow(request: Request, kahu: Kahu, study: str | None) -> Response:
     return dicom_json(payload, request, status_code=status)
 
 
+Project = Annotated[
+    str, Query(max_length=64, description="the project the instances enter (Kahu's own)")
+]
+
+
 @router.post("/studies", summary="STOW-RS: store instances")
-async def store_instances(request: Request, kahu: KahuDep) -> Response:
-    return await _stow(request, kahu, None)
+async def store_instances(
+    request: Request, kahu: KahuDep, user: CurrentUser, project: Project = DEFAULT_PROJECT
+) -> Response:
+    return await _stow(request, kahu, user, None, project)
 
 
 @router.post("/studies/{study}", summary="STOW-RS: store instances of one study")
-async def store_study_instances(study: str, request: Request, kahu: KahuDep) -> Response:
+async def store_study_instances(
+    study: str,
+    request: Request,
+    kahu: KahuDep,
+    user: CurrentUser,
+    project: Project = DEFAULT_PROJECT,
+) -> Response:
     uids(study)
-    return await _stow(request, kahu, study)
+    return await _stow(request, kahu, user, study, project)
