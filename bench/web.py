@@ -36,9 +36,9 @@ def _server(home: Path) -> tuple[subprocess.Popen[bytes], str, str]:
         check=True,
         capture_output=True,
     )
+    member = ["projects", "add-member", "default", "bench", "--role", "scientist"]
     subprocess.run(  # storing needs the scientist role in the project the data enters
-        [*run, "projects", "add-member", "default", "bench", "--role", "scientist"]
-        + ["--home", str(home)],
+        [*run, *member, "--home", str(home)],
         check=True,
         capture_output=True,
     )
