@@ -174,3 +174,17 @@ class TestPasswordChange:
         assert api.client.post("/api/v1/auth/login", json=login).status_code == 200
         old = {"username": "alice", "password": "correct horse battery"}
         assert api.client.post("/api/v1/auth/login", json=old).status_code == 401
+
+
+class TestTokenListing:
+    def test_administrators_see_every_token_users_their_own(self, api: Api) -> None:
+        alice = api.headers(api.user_token)
+        own = api.client.get("/api/v1/tokens", headers=alice).json()
+        assert {t["user"] for t in own} == {"alice"}
+        assert api.client.get("/api/v1/tokens?of=admin", headers=alice).status_code == 403
+        assert api.client.get("/api/v1/tokens?of=*", headers=alice).status_code == 403
+        every = api.client.get("/api/v1/tokens?of=*", headers=api.headers()).json()
+        assert {t["user"] for t in every} == {"admin", "alice"}
+        hers = api.client.get("/api/v1/tokens?of=alice", headers=api.headers()).json()
+        assert [t["id"] for t in hers] == [t["id"] for t in own]
+        assert all("token" not in t for t in every)  # only prefixes, never the secret

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from kahu.api.deps import AdminUser, CurrentUser, KahuDep
 from kahu.api.schemas import (
@@ -98,9 +99,20 @@ def create_user(body: UserCreate, kahu: KahuDep, _admin: AdminUser) -> UserPubli
     return _user(kahu.accounts.create_user(body.name, body.password, is_admin=body.is_admin))
 
 
-@router.get("/tokens", response_model=list[TokenPublic], summary="Your API tokens")
-def list_tokens(kahu: KahuDep, user: CurrentUser) -> list[TokenPublic]:
-    return [_token(t) for t in kahu.accounts.list_tokens(user.name)]
+@router.get("/tokens", response_model=list[TokenPublic], summary="API tokens")
+def list_tokens(
+    kahu: KahuDep,
+    user: CurrentUser,
+    of: Annotated[
+        str | None,
+        Query(max_length=64, description="administrators: this user's tokens, or * for all"),
+    ] = None,
+) -> list[TokenPublic]:
+    """Your own tokens; administrators may list anyone's (``?of=NAME`` or ``?of=*``)."""
+    if of is not None and of != user.name and not user.is_admin:
+        raise PermissionDenied("administrators only")
+    name = user.name if of is None else None if of == "*" else of
+    return [_token(t) for t in kahu.accounts.list_tokens(name)]
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201)
