@@ -93,7 +93,7 @@ class Kahu:
             else []
         )
         self.triggers = Triggers(
-            self.db, self.catalog, self.workflows, self.flow, self.events, builtin
+            self.db, self.catalog, self.workflows, self.flow, self.events, self.projects, builtin
         )
         self._started = False
         self._warming: threading.Thread | None = None

@@ -202,6 +202,34 @@ def container_operator(
     )
 
 
+def internal_operator(
+    name: str,
+    function: str,
+    *,
+    inputs: Sequence[str] = (),
+    per: Per = "series",
+    resources: Resources | None = None,
+    retries: int = 0,
+    retry_delay_s: float = 5.0,
+    description: str = "",
+    options: Mapping[str, Any] | None = None,
+) -> Operator:
+    """``function(ctx, kahu)`` (``module:name``) run in a thread of the server: Kahu's own
+    operators that use its catalog and stores (fetching, storing, sending)."""
+    return Operator(
+        name,
+        "internal",
+        per,
+        tuple(inputs),
+        function=function,
+        resources=resources or Resources(),
+        retries=retries,
+        retry_delay_s=retry_delay_s,
+        description=description,
+        options=dict(options or {}),
+    )
+
+
 def application_operator(
     name: str, *, inputs: Sequence[str] = (), per: Per = "run", description: str = ""
 ) -> Operator:

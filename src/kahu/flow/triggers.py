@@ -21,16 +21,10 @@ from typing import Any
 from croniter import croniter
 from sqlalchemy import delete, select, update
 
+from kahu.auth.projects import Projects
 from kahu.catalog.database import Database
 from kahu.catalog.repository import DEFAULT_PROJECT, Catalog
-from kahu.catalog.tables import (
-    FlowTrigger,
-    Project,
-    ProjectSeries,
-    Series,
-    SeriesLineage,
-    utcnow,
-)
+from kahu.catalog.tables import FlowTrigger, Series, SeriesLineage, utcnow
 from kahu.errors import Conflict, InvalidInput, NotFound
 from kahu.events import EventBus, SeriesComplete
 from kahu.flow.cohort import RunInput
@@ -110,9 +104,11 @@ class Triggers:
         registry: WorkflowRegistry,
         engine: Engine,
         events: EventBus,
+        projects: Projects,
         builtin: Sequence[TriggerInfo] = (),
     ) -> None:
         self.db = db
+        self.projects = projects
         self.builtin = list(builtin)
         self.catalog = catalog
         self.registry = registry
@@ -238,24 +234,16 @@ class Triggers:
     def _matches(self, rule: TriggerInfo, series_uid: str) -> str | None:
         """The project to run ``rule`` in for the series, None when it does not match: the
         series is the rule's own result, is not in the rule's project, or the query fails."""
+        projects = self.projects.series_projects(series_uid)
+        if rule.project:
+            project = rule.project if rule.project in projects else None
+        elif DEFAULT_PROJECT in projects:
+            project = DEFAULT_PROJECT
+        else:
+            project = projects[0] if projects else None
+        if project is None:
+            return None
         with self.db.read() as s:
-            projects = list(
-                s.scalars(
-                    select(Project.name)
-                    .join(ProjectSeries, ProjectSeries.project_pk == Project.id)
-                    .join(Series, Series.id == ProjectSeries.series_pk)
-                    .where(Series.series_instance_uid == series_uid)
-                    .order_by(Project.name)
-                )
-            )
-            if rule.project:
-                project = rule.project if rule.project in projects else None
-            elif DEFAULT_PROJECT in projects:
-                project = DEFAULT_PROJECT
-            else:
-                project = projects[0] if projects else None
-            if project is None:
-                return None
             made_by_it = s.scalar(
                 select(SeriesLineage.run_id)
                 .join(Series, Series.id == SeriesLineage.series_pk)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kahu.flow.job import TaskContext
-from kahu.flow.model import Operator, Resources
+from kahu.flow.model import Operator, Resources, internal_operator
 
 if TYPE_CHECKING:
     from kahu.core import Kahu
@@ -117,12 +117,9 @@ def ingest_results(ctx: TaskContext, kahu: Kahu) -> None:
 def get_input(name: str = "get-input", *, cpu: float = 0.5, memory_mb: int = 256) -> Operator:
     """Per series: the series' DICOM files in ``batch/<uid>/<name>/`` (Kaapana's
     ``get-input-data``)."""
-    return Operator(
+    return internal_operator(
         name,
-        "internal",
-        "series",
-        (),
-        function="kahu.operators.catalog:fetch_series",
+        "kahu.operators.catalog:fetch_series",
         resources=Resources(cpu=cpu, memory_mb=memory_mb),
         retries=2,
         retry_delay_s=2.0,
@@ -135,12 +132,9 @@ def get_referenced(name: str = "get-referenced", *, missing: str = "fail") -> Op
     ``get-ref-series``); ``missing="skip"`` goes on without those not in the catalog."""
     if missing not in ("fail", "skip"):
         raise ValueError("missing is 'fail' or 'skip'")
-    return Operator(
+    return internal_operator(
         name,
-        "internal",
-        "series",
-        (),
-        function="kahu.operators.catalog:fetch_referenced",
+        "kahu.operators.catalog:fetch_referenced",
         resources=Resources(cpu=0.5, memory_mb=256),
         retries=2,
         retry_delay_s=2.0,
@@ -153,12 +147,11 @@ def store_results(
     inputs: Sequence[str], name: str = "store-results", *, per: str = "series"
 ) -> Operator:
     """Store the DICOM files the ``inputs`` wrote into Kahu (one ingest path), with lineage."""
-    return Operator(
+    return internal_operator(
         name,
-        "internal",
-        "series" if per == "series" else "run",
-        tuple(inputs),
-        function="kahu.operators.catalog:ingest_results",
+        "kahu.operators.catalog:ingest_results",
+        inputs=tuple(inputs),
+        per="series" if per == "series" else "run",
         resources=Resources(cpu=0.5, memory_mb=512),
         description="Store result DICOM files in the catalog with their lineage",
     )

@@ -8,7 +8,7 @@ import shutil
 from typing import TYPE_CHECKING
 
 from kahu.flow.job import BATCH_NAME, TaskContext
-from kahu.flow.model import Operator, Resources
+from kahu.flow.model import Operator, Resources, internal_operator
 
 if TYPE_CHECKING:
     from kahu.core import Kahu
@@ -64,12 +64,9 @@ def cleanup_task(ctx: TaskContext, kahu: Kahu) -> None:
 
 def delete_series(name: str = "delete-series") -> Operator:
     """Per series: delete it (the run must pass ``confirm=true``)."""
-    return Operator(
+    return internal_operator(
         name,
-        "internal",
-        "series",
-        (),
-        function="kahu.operators.maintenance:delete_series_task",
+        "kahu.operators.maintenance:delete_series_task",
         resources=Resources(cpu=0.25, memory_mb=128),
         description="Delete each series from the catalog and the store",
     )
@@ -77,12 +74,9 @@ def delete_series(name: str = "delete-series") -> Operator:
 
 def reindex(name: str = "reindex") -> Operator:
     """Per series: extract the series' metadata again from its stored files."""
-    return Operator(
+    return internal_operator(
         name,
-        "internal",
-        "series",
-        (),
-        function="kahu.operators.maintenance:reindex_task",
+        "kahu.operators.maintenance:reindex_task",
         resources=Resources(cpu=0.5, memory_mb=256),
         description="Extract each series' metadata again from its files",
     )
@@ -93,12 +87,11 @@ def cleanup(
 ) -> Operator:
     """Once per run after ``inputs``: remove intermediate outputs (of ``operators``, or of
     every operator) from the run folder."""
-    return Operator(
+    return internal_operator(
         name,
-        "internal",
-        "run",
-        tuple(inputs),
-        function="kahu.operators.maintenance:cleanup_task",
+        "kahu.operators.maintenance:cleanup_task",
+        inputs=tuple(inputs),
+        per="run",
         resources=Resources(cpu=0.25, memory_mb=128),
         description="Remove intermediate files from the run folder",
         options={"operators": list(operators or [])},

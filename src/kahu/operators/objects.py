@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from kahu.flow.job import TaskContext
-from kahu.flow.model import Operator, Resources
+from kahu.flow.model import Operator, Resources, internal_operator
 
 if TYPE_CHECKING:
     from kahu.core import Kahu
@@ -62,12 +62,11 @@ def put_objects(
 ) -> Operator:
     """Copy what ``inputs`` wrote into ``bucket`` (run parameters ``bucket`` and ``prefix``
     override), once per run (every series) or per series."""
-    return Operator(
+    return internal_operator(
         name,
-        "internal",
-        "run" if per == "run" else "series",
-        tuple(inputs),
-        function="kahu.operators.objects:put_task",
+        "kahu.operators.objects:put_task",
+        inputs=tuple(inputs),
+        per="run" if per == "run" else "series",
         resources=Resources(cpu=0.25, memory_mb=256),
         retries=2,
         retry_delay_s=5.0,
@@ -81,12 +80,10 @@ def get_objects(
 ) -> Operator:
     """Fetch the objects under ``prefix`` from ``bucket`` (a model, reference data) for the
     operators after it."""
-    return Operator(
+    return internal_operator(
         name,
-        "internal",
-        "run" if per == "run" else "series",
-        (),
-        function="kahu.operators.objects:get_task",
+        "kahu.operators.objects:get_task",
+        per="run" if per == "run" else "series",
         resources=Resources(cpu=0.25, memory_mb=256),
         retries=2,
         retry_delay_s=5.0,

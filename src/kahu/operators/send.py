@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from kahu.flow.job import TaskContext
-from kahu.flow.model import Operator, Resources
+from kahu.flow.model import Operator, Resources, internal_operator
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -98,12 +98,9 @@ def send_series(ctx: TaskContext, kahu: Kahu) -> None:
 def send_to_node(name: str = "send-to-node", *, node: str = "") -> Operator:
     """Per series: C-STORE the series to a configured DICOM node (``kahu nodes add``); the
     run parameter ``node`` names it unless ``node`` is fixed here."""
-    return Operator(
+    return internal_operator(
         name,
-        "internal",
-        "series",
-        (),
-        function="kahu.operators.send:send_series",
+        "kahu.operators.send:send_series",
         resources=Resources(cpu=0.5, memory_mb=256),
         retries=2,
         retry_delay_s=10.0,

@@ -7,7 +7,7 @@ import io
 from typing import TYPE_CHECKING
 
 from kahu.flow.job import TaskContext
-from kahu.flow.model import Operator, Resources
+from kahu.flow.model import Operator, Resources, internal_operator
 
 if TYPE_CHECKING:
     from kahu.core import Kahu
@@ -35,10 +35,9 @@ def make_thumbnail(ctx: TaskContext, kahu: Kahu) -> None:
     if not rows:
         raise ValueError(f"series {uid} has no instances")
     row = rows[len(rows) // 2]
-    local = kahu.store.local_path(row.blob_key)
-    data = local.read_bytes() if local is not None else kahu.store.get(row.blob_key)
     try:
-        png = render(pydicom.dcmread(io.BytesIO(data)), viewport=(SIZE, SIZE))
+        data = io.BytesIO(kahu.store.get(row.blob_key))
+        png = render(pydicom.dcmread(data), viewport=(SIZE, SIZE))
     except CannotRender as exc:
         ctx.log.info("no thumbnail for %s: %s", uid, exc)
         return
@@ -48,12 +47,9 @@ def make_thumbnail(ctx: TaskContext, kahu: Kahu) -> None:
 
 def thumbnails(name: str = "thumbnails") -> Operator:
     """Per series: a PNG thumbnail of the middle instance, stored for the gallery."""
-    return Operator(
+    return internal_operator(
         name,
-        "internal",
-        "series",
-        (),
-        function="kahu.operators.thumbnail:make_thumbnail",
+        "kahu.operators.thumbnail:make_thumbnail",
         resources=Resources(cpu=0.5, memory_mb=256),
         description="Render a thumbnail of each series",
     )
