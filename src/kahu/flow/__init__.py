@@ -11,6 +11,7 @@ from kahu.flow.model import (
     application_operator,
     command_operator,
     container_operator,
+    internal_operator,
     python_operator,
 )
 
@@ -22,5 +23,6 @@ __all__ = [
     "application_operator",
     "command_operator",
     "container_operator",
+    "internal_operator",
     "python_operator",
 ]
