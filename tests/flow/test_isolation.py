@@ -70,3 +70,33 @@ def test_required_isolation_without_bubblewrap_fails_clearly(
     assert local_kahu.flow.wait_idle(run_id, 60) == "failed"
     failed = next(t for t in local_kahu.runs.tasks(run_id) if t.operator == "probe")
     assert "requires isolation, but bubblewrap (bwrap) is not installed" in failed.error
+
+
+def test_a_program_kept_under_tmp_still_runs_in_the_sandbox(
+    local_kahu: Kahu, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The sandbox's /tmp is private: a tool (or a checkout's virtual environment) that
+    lives under the host's /tmp is bound back read-only, or it could not start."""
+    from kahu.flow import Resources, Workflow, command_operator
+
+    tools = tmp_path_factory.mktemp("tools")
+    assert str(tools).startswith("/tmp/")
+    tool = tools / "hello.sh"
+    tool.write_text('#!/bin/sh\necho hello > "$KAHU_OUT_DIR/hello.txt"\n')
+    tool.chmod(0o755)
+    local_kahu.workflows.add(
+        Workflow(
+            "tool-under-tmp",
+            "1.0",
+            (
+                command_operator(
+                    "hello", [str(tool)], isolation="required", resources=Resources(0.5, 128)
+                ),
+            ),
+        )
+    )
+    [series] = add_series(local_kahu, 1)
+    run_id = run_workflow(local_kahu, "tool-under-tmp", [series])
+    assert local_kahu.flow.wait_idle(run_id, 60) == "succeeded", local_kahu.runs.tasks(run_id)
+    out = RunPaths(local_kahu.settings.runs_root, run_id).out_dir("hello", series)
+    assert (out / "hello.txt").read_text() == "hello\n"

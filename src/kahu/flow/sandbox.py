@@ -9,6 +9,7 @@ its own output folders (writable). A per-series task sees only its series' folde
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,6 +43,25 @@ def readable_dirs(job: Job) -> list[Path]:
     return dirs
 
 
+def _tools_under_tmp(command: Sequence[str], home: Path) -> list[Path]:
+    """The program's folder and the server's Python environment where the sandbox's private
+    /tmp would hide them (a checkout or virtual environment under /tmp); never the home."""
+    tmp, home = Path("/tmp").resolve(), home.resolve()  # noqa: S108 - a path, not a file
+    found = [Path(sys.prefix), Path(sys.base_prefix)]
+    program = shutil.which(command[0]) if command else None
+    if program is not None:
+        found += [Path(program).parent, Path(program).resolve().parent]
+    return sorted(
+        {
+            p.resolve()
+            for p in found
+            if p.resolve().is_relative_to(tmp)
+            and not p.resolve().is_relative_to(home)
+            and p.exists()
+        }
+    )
+
+
 def bwrap_command(job: Job, home: Path, command: Sequence[str]) -> list[str]:
     bwrap = bwrap_path()
     if bwrap is None:
@@ -66,6 +86,8 @@ def bwrap_command(job: Job, home: Path, command: Sequence[str]) -> list[str]:
         "--tmpfs",
         str(home.resolve()),
     ]
+    for path in _tools_under_tmp(command, home):
+        args += ["--ro-bind", str(path), str(path)]
     for path in readable_dirs(job):
         if path.exists():
             args += ["--ro-bind", str(path), str(path)]
