@@ -389,7 +389,8 @@ def nodes_list(home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """List remote DICOM nodes."""
     with _open(_settings(home, database_url)) as kahu:
         for n in kahu.nodes.list():
-            typer.echo(f"{n.name}\t{n.ae_title}\t{n.host}:{n.port}\t{n.description}")
+            projects = ",".join(n.projects) or "-"
+            typer.echo(f"{n.name}\t{n.ae_title}\t{n.host}:{n.port}\t{projects}\t{n.description}")
 
 
 @nodes_app.command("add")
@@ -400,14 +401,25 @@ def nodes_add(
     host: Annotated[str, typer.Option(help="host name or address")],
     port: Annotated[int, typer.Option(help="DICOM port")],
     description: Annotated[str, typer.Option()] = "",
+    project: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--project",
+            help="a project whose series it may query, retrieve and receive (repeatable; "
+            "default: default)",
+        ),
+    ] = None,
     home: HomeOpt = None,
     database_url: DbOpt = None,
 ) -> None:
-    """Register a remote DICOM node (a C-MOVE destination)."""
+    """Register a remote DICOM node (a caller that may query and retrieve, a C-MOVE
+    destination, a send target)."""
+    from kahu.catalog.repository import DEFAULT_PROJECT
     from kahu.dimse.nodes import Node
 
+    projects = tuple(project or [DEFAULT_PROJECT])
     with _open(_settings(home, database_url)) as kahu:
-        kahu.nodes.add(Node(name, ae_title, host, port, description))
+        kahu.nodes.add(Node(name, ae_title, host, port, description, projects))
     typer.echo(f"added node {name}")
 
 

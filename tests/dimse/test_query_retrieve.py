@@ -20,8 +20,19 @@ from tests.dimse import scu
 NAMES = ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm", "test-SR.dcm"]
 
 
+#: the calling AE titles of the tests' SCUs (pynetdicom's and dcmtk's defaults): nodes of
+#: the default project, so that they may query and retrieve
+CALLERS = ("TESTSCU", "FINDSCU", "MOVESCU", "GETSCU", "GETTER")
+
+
+def register_callers(kahu: Kahu) -> None:
+    for aet in CALLERS:
+        kahu.nodes.add(Node(aet.lower(), aet, "127.0.0.1", 1))
+
+
 @pytest.fixture
 def filled(running_kahu: Kahu) -> Kahu:
+    register_callers(running_kahu)
     assert scu.store(running_kahu.dicom.port, [sample_path(n).read_bytes() for n in NAMES]) == [
         0
     ] * len(NAMES)
@@ -186,6 +197,7 @@ class TestMove:
 
         files = [corpus_file(n) for n in CORPUS]
         assert scu.store(running_kahu.dicom.port, files) == [0] * len(files)
+        register_callers(running_kahu)
         running_kahu.nodes.add(Node("dest", "DEST", "127.0.0.1", destination.dicom.port))
         studies = {r.study_instance_uid for r in running_kahu.catalog.instances()}
         for study in studies:

@@ -182,6 +182,17 @@ def test_send_to_node_delivers_the_stored_bytes(local_kahu: Kahu, destination: K
     assert all(body_of(received[uid]) == body_of(sent[uid]) for uid in sent)
 
 
+def test_send_to_a_node_of_another_project_is_refused(local_kahu: Kahu, destination: Kahu) -> None:
+    series = add_series(local_kahu, 1)
+    local_kahu.projects.create("other")
+    local_kahu.nodes.add(Node("dest", "DEST", "127.0.0.1", destination.dicom.port, "", ("other",)))
+    run_id = run_workflow(local_kahu, "send-to-node", series, {"node": "dest"})
+    assert local_kahu.flow.wait_idle(run_id, 60) == "failed"
+    errors = [t.error for t in local_kahu.runs.tasks(run_id) if t.state == "failed"]
+    assert errors and "may not receive series of project default" in errors[0]
+    assert destination.catalog.instances() == []
+
+
 def test_sending_to_a_node_that_does_not_listen_names_it(local_kahu: Kahu) -> None:
     [uid] = add_series(local_kahu, 1)
     node = Node("gone", "GONE", "127.0.0.1", free_port())

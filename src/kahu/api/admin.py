@@ -135,13 +135,20 @@ def list_nodes(kahu: KahuDep, _user: CurrentUser) -> list[NodePublic]:
 
 def _node(n: Node) -> NodePublic:
     return NodePublic(
-        name=n.name, ae_title=n.ae_title, host=n.host, port=n.port, description=n.description
+        name=n.name,
+        ae_title=n.ae_title,
+        host=n.host,
+        port=n.port,
+        description=n.description,
+        projects=list(n.projects),
     )
 
 
 @router.post("/nodes", response_model=NodePublic, status_code=201)
 def add_node(body: NodeCreate, kahu: KahuDep, _admin: AdminUser) -> NodePublic:
-    return _node(kahu.nodes.add(Node(**body.model_dump())))
+    fields = body.model_dump()
+    fields["projects"] = tuple(body.projects)
+    return _node(kahu.nodes.add(Node(**fields)))
 
 
 @router.delete("/nodes/{name}", status_code=204)

@@ -9,7 +9,12 @@ from pydantic import BaseModel, Field
 
 from kahu.api.deps import CurrentUser, KahuDep
 from kahu.api.schemas import DatasetPublic
+from kahu.auth.policy import readable_projects, require_in_project, require_role, write_scope
+from kahu.auth.projects import Role
+from kahu.auth.users import UserPublic
 from kahu.catalog.curation import DatasetInfo
+from kahu.catalog.repository import DEFAULT_PROJECT
+from kahu.core import Kahu
 from kahu.search.query import MAX_LENGTH
 
 router = APIRouter(prefix="/api/v1")
@@ -28,6 +33,11 @@ class DatasetCreate(BaseModel):
         description="Lucene query: the dataset is what it matches",
     )
     series: SeriesList = Field(default_factory=list, description="SeriesInstanceUIDs")
+    project: str = Field(
+        default=DEFAULT_PROJECT,
+        max_length=64,
+        description="the project it belongs to (its series come from there)",
+    )
 
 
 class MembershipChange(BaseModel):
@@ -51,12 +61,24 @@ def _public(info: DatasetInfo) -> DatasetPublic:
         frozen_at=info.frozen_at,
         created_at=info.created_at,
         series_count=info.series_count,
+        project=info.project,
     )
 
 
-@router.get("/datasets", response_model=list[DatasetPublic], summary="Datasets with their sizes")
-def list_datasets(kahu: KahuDep, _user: CurrentUser) -> list[DatasetPublic]:
-    return [_public(d) for d in kahu.curation.datasets()]
+def _dataset(kahu: Kahu, user: UserPublic, name: str, needed: Role) -> DatasetInfo:
+    """The dataset, for a caller with ``needed`` in its project (others: NotFound)."""
+    info = kahu.curation.dataset(name)
+    require_in_project(kahu.projects, user, info.project, needed, f"dataset {name!r}")
+    return info
+
+
+@router.get(
+    "/datasets",
+    response_model=list[DatasetPublic],
+    summary="Datasets of the caller's projects with their sizes",
+)
+def list_datasets(kahu: KahuDep, user: CurrentUser) -> list[DatasetPublic]:
+    return [_public(d) for d in kahu.curation.datasets(readable_projects(kahu.projects, user))]
 
 
 @router.post(
@@ -65,16 +87,21 @@ def list_datasets(kahu: KahuDep, _user: CurrentUser) -> list[DatasetPublic]:
     status_code=201,
     summary="Create a dataset from a query (it follows the query) or from a list of series",
 )
-def create_dataset(body: DatasetCreate, kahu: KahuDep, _user: CurrentUser) -> DatasetPublic:
+def create_dataset(body: DatasetCreate, kahu: KahuDep, user: CurrentUser) -> DatasetPublic:
+    require_role(kahu.projects, user, body.project, "scientist")
     info = kahu.curation.create_dataset(
-        body.name, query=body.query, series=body.series, description=body.description
+        body.name,
+        query=body.query,
+        series=body.series,
+        description=body.description,
+        project=body.project,
     )
     return _public(info)
 
 
 @router.get("/datasets/{name}", response_model=DatasetPublic)
-def get_dataset(name: NameParam, kahu: KahuDep, _user: CurrentUser) -> DatasetPublic:
-    return _public(kahu.curation.dataset(name))
+def get_dataset(name: NameParam, kahu: KahuDep, user: CurrentUser) -> DatasetPublic:
+    return _public(_dataset(kahu, user, name, "viewer"))
 
 
 @router.post(
@@ -83,9 +110,9 @@ def get_dataset(name: NameParam, kahu: KahuDep, _user: CurrentUser) -> DatasetPu
     summary="Add and remove series (explicit and frozen datasets)",
 )
 def change_members(
-    name: NameParam, body: MembershipChange, kahu: KahuDep, _user: CurrentUser
+    name: NameParam, body: MembershipChange, kahu: KahuDep, user: CurrentUser
 ) -> DatasetPublic:
-    info = kahu.curation.dataset(name)
+    info = _dataset(kahu, user, name, "scientist")
     if body.add:
         info = kahu.curation.add_series(name, body.add)
     if body.remove:
@@ -98,12 +125,14 @@ def change_members(
     response_model=DatasetPublic,
     summary="Write down what a query dataset matches now (the query and the time are kept)",
 )
-def freeze_dataset(name: NameParam, kahu: KahuDep, _user: CurrentUser) -> DatasetPublic:
+def freeze_dataset(name: NameParam, kahu: KahuDep, user: CurrentUser) -> DatasetPublic:
+    _dataset(kahu, user, name, "scientist")
     return _public(kahu.curation.freeze(name))
 
 
 @router.delete("/datasets/{name}", status_code=204, summary="Delete a dataset (not its series)")
-def delete_dataset(name: NameParam, kahu: KahuDep, _user: CurrentUser) -> Response:
+def delete_dataset(name: NameParam, kahu: KahuDep, user: CurrentUser) -> Response:
+    _dataset(kahu, user, name, "scientist")
     kahu.curation.delete_dataset(name)
     return Response(status_code=204)
 
@@ -112,6 +141,10 @@ def delete_dataset(name: NameParam, kahu: KahuDep, _user: CurrentUser) -> Respon
     "/tags",
     response_model=dict[str, list[str]],
     summary="Add and remove tags on series; answers each series' tags",
+    description="The caller needs the scientist role in a project of each series.",
 )
-def change_tags(body: TagChange, kahu: KahuDep, _user: CurrentUser) -> dict[str, list[str]]:
-    return kahu.curation.tag(body.series, add=body.add, remove=body.remove)
+def change_tags(body: TagChange, kahu: KahuDep, user: CurrentUser) -> dict[str, list[str]]:
+    writable = write_scope(kahu.projects, user)
+    return kahu.curation.tag(
+        body.series, add=body.add, remove=body.remove, where=writable.condition()
+    )

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from kahu.auth.policy import SeriesScope, read_scope
 from kahu.auth.users import UserPublic
 from kahu.core import Kahu
 from kahu.errors import AuthenticationFailed, PermissionDenied
@@ -41,3 +42,11 @@ def admin_user(user: CurrentUser) -> UserPublic:
 
 
 AdminUser = Annotated[UserPublic, Depends(admin_user)]
+
+
+def read_scope_of(kahu: KahuDep, user: CurrentUser) -> SeriesScope:
+    return read_scope(kahu.projects, user)
+
+
+#: The series the caller may read (:class:`kahu.auth.policy.SeriesScope`).
+Scope = Annotated[SeriesScope, Depends(read_scope_of)]

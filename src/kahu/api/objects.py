@@ -1,4 +1,6 @@
-"""Object store routes: buckets, their objects, upload, download, delete."""
+"""Object store routes: a project's buckets, their objects, upload, download, delete.
+
+Members of a project read its buckets; its scientists upload and delete."""
 
 from __future__ import annotations
 
@@ -11,7 +13,13 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from kahu.api.deps import CurrentUser, KahuDep
+from kahu.auth.policy import require_role
+from kahu.auth.projects import Role
+from kahu.auth.users import UserPublic
+from kahu.catalog.repository import DEFAULT_PROJECT
+from kahu.core import Kahu
 from kahu.dicomweb.stow import PayloadTooLarge
+from kahu.storage.objects import ObjectStore
 
 router = APIRouter(prefix="/api/v1/objects")
 Bucket = Annotated[str, Path(max_length=63)]
@@ -20,22 +28,33 @@ Key = Annotated[str, Path(max_length=1024)]
 MAX_OBJECT = 4 * 1024**3
 #: objects listed per call
 MAX_LISTED = 10_000
+ProjectParam = Annotated[
+    str, Query(max_length=64, description="whose buckets (default: the default project)")
+]
+
+
+def _store(kahu: Kahu, user: UserPublic, project: str, needed: Role) -> ObjectStore:
+    require_role(kahu.projects, user, project, needed)
+    return kahu.objects.of_project(project)
 
 
 @router.get("", summary="Buckets")
-def buckets(kahu: KahuDep, _user: CurrentUser) -> dict[str, Any]:
-    return {"buckets": kahu.objects.buckets()}
+def buckets(
+    kahu: KahuDep, user: CurrentUser, project: ProjectParam = DEFAULT_PROJECT
+) -> dict[str, Any]:
+    return {"buckets": _store(kahu, user, project, "viewer").buckets()}
 
 
 @router.get("/{bucket}", summary="Objects of a bucket")
 def objects(
     bucket: Bucket,
     kahu: KahuDep,
-    _user: CurrentUser,
+    user: CurrentUser,
     prefix: Annotated[str, Query(max_length=1024)] = "",
+    project: ProjectParam = DEFAULT_PROJECT,
 ) -> dict[str, Any]:
     listed = []
-    for item in kahu.objects.objects(bucket, prefix):
+    for item in _store(kahu, user, project, "viewer").objects(bucket, prefix):
         listed.append(item.public())
         if len(listed) == MAX_LISTED:
             break
@@ -43,8 +62,14 @@ def objects(
 
 
 @router.get("/{bucket}/{key:path}", summary="Download an object")
-def download(bucket: Bucket, key: Key, kahu: KahuDep, _user: CurrentUser) -> StreamingResponse:
-    handle = kahu.objects.open(bucket, key)
+def download(
+    bucket: Bucket,
+    key: Key,
+    kahu: KahuDep,
+    user: CurrentUser,
+    project: ProjectParam = DEFAULT_PROJECT,
+) -> StreamingResponse:
+    handle = _store(kahu, user, project, "viewer").open(bucket, key)
 
     def chunks() -> Iterator[bytes]:
         with handle:
@@ -61,9 +86,15 @@ def download(bucket: Bucket, key: Key, kahu: KahuDep, _user: CurrentUser) -> Str
 
 @router.put("/{bucket}/{key:path}", status_code=201, summary="Upload an object (the body)")
 async def upload(
-    bucket: Bucket, key: Key, request: Request, kahu: KahuDep, _user: CurrentUser
+    bucket: Bucket,
+    key: Key,
+    request: Request,
+    kahu: KahuDep,
+    user: CurrentUser,
+    project: ProjectParam = DEFAULT_PROJECT,
 ) -> dict[str, Any]:
-    kahu.objects.check(bucket, key)  # refuse a bad name before reading the body
+    store = _store(kahu, user, project, "scientist")
+    store.check(bucket, key)  # refuse a bad name before reading the body
     size = 0
     with tempfile.NamedTemporaryFile(dir=kahu.settings.home, prefix=".upload-") as tmp:
         async for chunk in request.stream():
@@ -72,11 +103,17 @@ async def upload(
                 raise PayloadTooLarge(f"objects are at most {MAX_OBJECT} bytes")
             tmp.write(chunk)
         tmp.flush()
-        kahu.objects.put_file(bucket, key, FsPath(tmp.name))
-    return {"bucket": bucket, "key": key, "size": size}
+        store.put_file(bucket, key, FsPath(tmp.name))
+    return {"project": project, "bucket": bucket, "key": key, "size": size}
 
 
 @router.delete("/{bucket}/{key:path}", status_code=204, summary="Delete an object")
-def delete(bucket: Bucket, key: Key, kahu: KahuDep, _user: CurrentUser) -> Response:
-    kahu.objects.delete(bucket, key)
+def delete(
+    bucket: Bucket,
+    key: Key,
+    kahu: KahuDep,
+    user: CurrentUser,
+    project: ProjectParam = DEFAULT_PROJECT,
+) -> Response:
+    _store(kahu, user, project, "scientist").delete(bucket, key)
     return Response(status_code=204)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from typing import IO, Annotated
 
@@ -10,7 +11,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from kahu.api.deps import AdminUser, CurrentUser, KahuDep
+from kahu.api.deps import AdminUser, CurrentUser, KahuDep, Scope
 from kahu.api.schemas import (
     Document,
     FileReportPublic,
@@ -20,9 +21,11 @@ from kahu.api.schemas import (
     StatsPublic,
     UploadReport,
 )
-from kahu.auth.policy import require_role
+from kahu.auth.policy import readable_projects, require_role
+from kahu.auth.users import UserPublic
 from kahu.catalog.records import SeriesRow
 from kahu.catalog.repository import DEFAULT_PROJECT
+from kahu.core import Kahu
 from kahu.dicom.uids import validate_uid
 from kahu.imports import FileReport, Importer
 from kahu.search.fields import resolve
@@ -38,6 +41,14 @@ UPLOAD_TYPES = (
     "application/octet-stream",
     "application/x-zip-compressed",
 )
+
+
+def _visible(kahu: Kahu, user: UserPublic, row: SeriesRow) -> SeriesRow:
+    """The row with only the datasets the caller may see (those of their projects)."""
+    if user.is_admin or not row.datasets:
+        return row
+    names = kahu.curation.names(readable_projects(kahu.projects, user))
+    return dataclasses.replace(row, datasets=[d for d in row.datasets if d in names])
 
 
 def _series_public(row: SeriesRow) -> SeriesPublic:
@@ -56,8 +67,8 @@ def _series_public(row: SeriesRow) -> SeriesPublic:
 
 
 @router.get("/stats", response_model=StatsPublic, summary="Counts of the catalog")
-def stats(kahu: KahuDep, _user: CurrentUser) -> StatsPublic:
-    c = kahu.catalog.counts()
+def stats(kahu: KahuDep, scope: Scope) -> StatsPublic:
+    c = kahu.catalog.counts(scope.condition())
     return StatsPublic(
         patients=c.patients,
         studies=c.studies,
@@ -75,7 +86,8 @@ def stats(kahu: KahuDep, _user: CurrentUser) -> StatsPublic:
 )
 def list_series(
     kahu: KahuDep,
-    _user: CurrentUser,
+    scope: Scope,
+    user: CurrentUser,
     q: Annotated[
         str,
         Query(
@@ -100,10 +112,18 @@ def list_series(
     if dataset is not None:  # explicit, frozen or query-defined alike
         node = And((node, Compare(resolve("dataset"), dataset)))
     rows, total = search_series(
-        kahu.catalog, node, limit=limit, offset=offset, sort=sort, index=kahu.search_index
+        kahu.catalog,
+        scope.query(node),
+        limit=limit,
+        offset=offset,
+        sort=sort,
+        index=kahu.search_index,
     )
     return SeriesPage(
-        total=total, limit=limit, offset=offset, items=[_series_public(r) for r in rows]
+        total=total,
+        limit=limit,
+        offset=offset,
+        items=[_series_public(_visible(kahu, user, r)) for r in rows],
     )
 
 
@@ -112,15 +132,16 @@ def list_series(
     response_model=Document,
     summary="The full metadata document of a series",
 )
-def get_series(series_uid: str, kahu: KahuDep, _user: CurrentUser) -> Document:
-    row = kahu.catalog.get_series(validate_uid(series_uid, "SeriesInstanceUID"))
+def get_series(series_uid: str, kahu: KahuDep, scope: Scope, user: CurrentUser) -> Document:
+    uid = validate_uid(series_uid, "SeriesInstanceUID")
+    row = _visible(kahu, user, kahu.catalog.get_series(uid, where=scope.condition()))
     return Document(series_instance_uid=row.series_instance_uid, document=row.full_document())
 
 
 @router.get("/series/{series_uid}/instances", response_model=list[InstancePublic])
-def series_instances(series_uid: str, kahu: KahuDep, _user: CurrentUser) -> list[InstancePublic]:
+def series_instances(series_uid: str, kahu: KahuDep, scope: Scope) -> list[InstancePublic]:
     uid = validate_uid(series_uid, "SeriesInstanceUID")
-    kahu.catalog.get_series(uid)
+    kahu.catalog.get_series(uid, where=scope.condition())
     return [
         InstancePublic(
             sop_instance_uid=i.sop_instance_uid,

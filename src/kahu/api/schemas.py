@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -48,6 +48,7 @@ class DatasetPublic(BaseModel):
     frozen_at: datetime | None
     created_at: datetime
     series_count: int
+    project: str
 
 
 class FileReportPublic(BaseModel):
@@ -123,6 +124,11 @@ class NodeCreate(BaseModel):
     host: str = Field(min_length=1, max_length=253)
     port: int = Field(gt=0, lt=65536)
     description: str = ""
+    projects: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=lambda: ["default"],
+        max_length=100,
+        description="projects whose series it may query, retrieve and receive",
+    )
 
 
 class NodePublic(NodeCreate):

@@ -7,10 +7,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
-from kahu.api.deps import CurrentUser, KahuDep
+from kahu.api.deps import CurrentUser, KahuDep, Scope
+from kahu.auth.policy import readable_projects
+from kahu.auth.users import UserPublic
+from kahu.core import Kahu
 from kahu.search import aggregations as agg
 from kahu.search.facts import field_counts, field_values
-from kahu.search.query import MAX_LENGTH
+from kahu.search.fields import resolve
+from kahu.search.query import MAX_LENGTH, MatchAll, parse
 
 router = APIRouter(prefix="/api/v1")
 
@@ -31,10 +35,9 @@ class ValuePublic(BaseModel):
     response_model=list[FieldPublic],
     summary="Fields series have, with their type and how many series have each",
 )
-def list_fields(kahu: KahuDep, _user: CurrentUser) -> list[FieldPublic]:
-    return [
-        FieldPublic(name=f.name, type=f.type, series=f.series) for f in field_counts(kahu.catalog)
-    ]
+def list_fields(kahu: KahuDep, scope: Scope) -> list[FieldPublic]:
+    counts = field_counts(kahu.catalog, scope.condition())
+    return [FieldPublic(name=f.name, type=f.type, series=f.series) for f in counts]
 
 
 @router.get(
@@ -45,13 +48,30 @@ def list_fields(kahu: KahuDep, _user: CurrentUser) -> list[FieldPublic]:
 )
 def list_field_values(
     kahu: KahuDep,
-    _user: CurrentUser,
+    scope: Scope,
+    user: CurrentUser,
     name: Annotated[str, Path(max_length=256)],
     prefix: Annotated[str, Query(max_length=256)] = "",
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> list[ValuePublic]:
-    values = field_values(kahu.catalog, name, prefix=prefix, limit=limit, index=kahu.search_index)
-    return [ValuePublic(value=v.value, series=v.series) for v in values]
+    values = field_values(
+        kahu.catalog,
+        name,
+        prefix=prefix,
+        limit=limit,
+        index=kahu.search_index,
+        where=scope.query(MatchAll()),
+    )
+    hidden = _hidden_datasets(kahu, user) if resolve(name).column == "dataset" else set()
+    return [ValuePublic(value=v.value, series=v.series) for v in values if v.value not in hidden]
+
+
+def _hidden_datasets(kahu: Kahu, user: UserPublic) -> set[str]:
+    """Datasets of projects the caller is not in: their names are not shown (the series
+    they see may be in such a dataset too)."""
+    if user.is_admin:
+        return set()
+    return kahu.curation.names() - kahu.curation.names(readable_projects(kahu.projects, user))
 
 
 class TermsFacet(BaseModel):
@@ -120,19 +140,29 @@ def _facet(request: TermsFacet | HistogramFacet | DateHistogramFacet | DistinctF
     responses={400: {"description": "the query or a facet cannot be run; the message says why"}},
 )
 def aggregations(
-    body: AggregationRequest, kahu: KahuDep, _user: CurrentUser
+    body: AggregationRequest, kahu: KahuDep, scope: Scope, user: CurrentUser
 ) -> AggregationResponse:
     total, results = agg.aggregate(
         kahu.catalog,
-        body.q,
+        scope.query(parse(body.q)),
         {name: _facet(f) for name, f in body.facets.items()},
         index=kahu.search_index,
     )
+    datasets = [
+        name
+        for name, f in body.facets.items()
+        if not isinstance(f, DistinctFacet) and resolve(f.field).column == "dataset"
+    ]
+    hidden = _hidden_datasets(kahu, user) if datasets else set()
     return AggregationResponse(
         total=total,
         facets={
             name: FacetPublic(
-                buckets=[BucketPublic(key=b.key, count=b.count) for b in r.buckets],
+                buckets=[
+                    BucketPublic(key=b.key, count=b.count)
+                    for b in r.buckets
+                    if not (name in datasets and b.key in hidden)
+                ],
                 missing=r.missing,
                 count=r.count,
             )

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from sqlalchemy import delete, func, select
 
 from kahu.catalog.database import Database
-from kahu.catalog.repository import DEFAULT_PROJECT
+from kahu.catalog.repository import DEFAULT_PROJECT, touch_series
 from kahu.catalog.tables import (
     AeProject,
     Project,
@@ -104,8 +104,12 @@ class Projects:
         if name == DEFAULT_PROJECT:
             raise InvalidInput("the default project cannot be removed")
         with self.db.write() as s:
-            if s.execute(delete(Project).where(Project.name == name)).rowcount == 0:  # type: ignore[attr-defined]
-                raise NotFound(f"no project {name!r}")
+            pk = self._pk(s, name)
+            members = s.scalars(
+                select(ProjectSeries.series_pk).where(ProjectSeries.project_pk == pk)
+            )
+            touch_series(s.connection(), list(members))
+            s.execute(delete(Project).where(Project.id == pk))
 
     def _pk(self, s: Any, name: str) -> int:
         pk = s.scalar(select(Project.id).where(Project.name == name))
@@ -214,6 +218,16 @@ class Projects:
                 ).all()
             )
 
+    def pks_of(self, user: str, needed: Role = "viewer") -> frozenset[int]:
+        """The projects (primary keys) where ``user`` holds ``needed`` or more."""
+        with self.db.read() as s:
+            rows = s.execute(
+                select(ProjectMember.project_pk, ProjectMember.role)
+                .join(User, User.id == ProjectMember.user_pk)
+                .where(User.name == user)
+            ).all()
+        return frozenset(pk for pk, role in rows if at_least(role, needed))
+
     # -- AE titles ---------------------------------------------------------------------------
 
     def map_ae(self, ae_title: str, project: str) -> None:
@@ -279,22 +293,27 @@ class Projects:
                 )
             )
             now = utcnow()
-            for pk in pks:
-                if pk not in present:
-                    s.add(ProjectSeries(project_pk=target_pk, series_pk=pk, added_at=now))
-            return len(set(pks) - present)
+            added = set(pks) - present
+            for pk in added:
+                s.add(ProjectSeries(project_pk=target_pk, series_pk=pk, added_at=now))
+            s.flush()
+            touch_series(s.connection(), added)
+            return len(added)
 
     def move_series(self, series_uids: Sequence[str], source: str, target: str) -> int:
         """Copy the series to ``target`` and take them out of ``source``."""
+        if source == target:
+            raise InvalidInput("a move needs two different projects")
         added = self.copy_series(series_uids, target)
         with self.db.write() as s:
             source_pk = self._pk(s, source)
+            pks = self._series_pks(s, series_uids)
             s.execute(
                 delete(ProjectSeries).where(
-                    ProjectSeries.project_pk == source_pk,
-                    ProjectSeries.series_pk.in_(self._series_pks(s, series_uids)),
+                    ProjectSeries.project_pk == source_pk, ProjectSeries.series_pk.in_(pks)
                 )
             )
+            touch_series(s.connection(), pks)
         return added
 
     @staticmethod

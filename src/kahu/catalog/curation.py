@@ -2,6 +2,10 @@
 
 A dataset is one of three kinds:
 
+A dataset belongs to one project: its series come from there (a query dataset counts and
+freezes what its query matches there), and the project's members see it. Names are unique
+across projects.
+
 - **explicit**: a list of series (named by an AE title at ingest, an upload, or chosen by hand);
   series are added and removed one by one;
 - **query**: defined by a Lucene query; its series are whatever the query matches *now*;
@@ -12,16 +16,24 @@ A dataset is one of three kinds:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
-from kahu.catalog.repository import Catalog
-from kahu.catalog.tables import Dataset, DatasetSeries, Series, SeriesTag, utcnow
+from kahu.catalog.repository import DEFAULT_PROJECT, Catalog
+from kahu.catalog.tables import (
+    Dataset,
+    DatasetSeries,
+    Project,
+    ProjectSeries,
+    Series,
+    SeriesTag,
+    utcnow,
+)
 from kahu.dicom.uids import validate_uid
 from kahu.errors import Conflict, InvalidInput, NotFound
 from kahu.search.query import parse
@@ -42,6 +54,7 @@ class DatasetInfo:
     frozen_at: datetime | None
     created_at: datetime
     series_count: int
+    project: str = DEFAULT_PROJECT
 
 
 def _kind(query: str | None, frozen_at: datetime | None) -> DatasetKind:
@@ -66,6 +79,15 @@ def check_tag(tag: str) -> str:
     return tag
 
 
+def _in_project(project: str) -> ColumnElement[bool]:
+    """Series of the project named ``project``."""
+    return Series.id.in_(
+        select(ProjectSeries.series_pk)
+        .join(Project, Project.id == ProjectSeries.project_pk)
+        .where(Project.name == project)
+    )
+
+
 class Curation:
     """Datasets and tags on one catalog (thread-safe: every change is one transaction)."""
 
@@ -82,8 +104,10 @@ class Curation:
         query: str | None = None,
         series: Sequence[str] = (),
         description: str = "",
+        project: str = DEFAULT_PROJECT,
     ) -> DatasetInfo:
-        """A new explicit dataset of ``series`` or, with ``query``, a query-defined one."""
+        """A new explicit dataset of ``series`` (of ``project``) or, with ``query``, a
+        query-defined one (counted and frozen within ``project``)."""
         check_name(name)
         if query is not None and series:
             raise InvalidInput("a dataset is defined by a query or by a list of series, not both")
@@ -97,10 +121,11 @@ class Curation:
                 origin="query" if query is not None else "manual",
                 created_at=utcnow(),
                 query=query,
+                project=project,
             )
             s.add(dataset)
             s.flush()
-            self._add(s, dataset.id, series)
+            self._add(s, dataset, series)
             if query is not None:  # refuses a circle of dataset queries before it is stored
                 dynamic = {**self.dynamic(s), name.lower(): query}
                 condition(parse(query), self.db.engine.dialect.name, dynamic)
@@ -109,7 +134,7 @@ class Curation:
     def add_series(self, name: str, series: Sequence[str]) -> DatasetInfo:
         with self.db.write() as s:
             dataset = self._changeable(s, name)
-            self._add(s, dataset.id, series)
+            self._add(s, dataset, series)
         return self.dataset(name)
 
     def remove_series(self, name: str, series: Sequence[str]) -> DatasetInfo:
@@ -138,7 +163,7 @@ class Curation:
                 )
             where = condition(parse(dataset.query), self.db.engine.dialect.name, self.dynamic(s))
             now = utcnow()
-            for pk in s.scalars(select(Series.id).where(where)):
+            for pk in s.scalars(select(Series.id).where(where, _in_project(dataset.project))):
                 s.add(DatasetSeries(dataset_pk=dataset.id, series_pk=pk, added_at=now))
             dataset.frozen_at = now
         return self.dataset(name)
@@ -154,9 +179,21 @@ class Curation:
         with self.db.read() as s:
             return self._info(s, self._get(s, name))
 
-    def datasets(self) -> list[DatasetInfo]:
+    def datasets(self, projects: Collection[str] | None = None) -> list[DatasetInfo]:
+        """Every dataset, or those of ``projects``."""
+        stmt = select(Dataset).order_by(Dataset.name)
+        if projects is not None:
+            stmt = stmt.where(Dataset.project.in_(sorted(projects)))
         with self.db.read() as s:
-            return [self._info(s, d) for d in s.scalars(select(Dataset).order_by(Dataset.name))]
+            return [self._info(s, d) for d in s.scalars(stmt)]
+
+    def names(self, projects: Collection[str] | None = None) -> set[str]:
+        """The names of every dataset, or of those of ``projects``."""
+        stmt = select(Dataset.name)
+        if projects is not None:
+            stmt = stmt.where(Dataset.project.in_(sorted(projects)))
+        with self.db.read() as s:
+            return set(s.scalars(stmt))
 
     @staticmethod
     def dynamic(s: Session) -> dict[str, str]:
@@ -177,9 +214,11 @@ class Curation:
         if kind == "query":
             assert dataset.query is not None
             where = condition(parse(dataset.query), self.db.engine.dialect.name, self.dynamic(s))
-            count = s.scalar(select(func.count(Series.id)).where(where))
         else:
-            count = s.scalar(select(func.count()).where(DatasetSeries.dataset_pk == dataset.id))
+            where = Series.id.in_(
+                select(DatasetSeries.series_pk).where(DatasetSeries.dataset_pk == dataset.id)
+            )
+        count = s.scalar(select(func.count(Series.id)).where(where, _in_project(dataset.project)))
         return DatasetInfo(
             dataset.name,
             kind,
@@ -189,6 +228,7 @@ class Curation:
             dataset.frozen_at,
             dataset.created_at,
             int(count or 0),
+            dataset.project,
         )
 
     @staticmethod
@@ -207,15 +247,16 @@ class Curation:
         return dataset
 
     @staticmethod
-    def _series_pks(s: Session, series: Iterable[str]) -> list[int]:
+    def _series_pks(
+        s: Session, series: Iterable[str], where: ColumnElement[bool] | None = None
+    ) -> list[int]:
+        """Primary keys of the series (NotFound naming those missing or, with ``where``, left
+        out by it)."""
         uids = sorted({validate_uid(uid, "SeriesInstanceUID") for uid in series})
-        found = dict(
-            s.execute(
-                select(Series.series_instance_uid, Series.id).where(
-                    Series.series_instance_uid.in_(uids)
-                )
-            ).all()
+        stmt = select(Series.series_instance_uid, Series.id).where(
+            Series.series_instance_uid.in_(uids)
         )
+        found = dict(s.execute(stmt if where is None else stmt.where(where)).all())
         missing = [uid for uid in uids if uid not in found]
         if missing:
             raise NotFound(
@@ -223,27 +264,33 @@ class Curation:
             )
         return [int(found[uid]) for uid in uids]
 
-    def _add(self, s: Session, dataset_pk: int, series: Sequence[str]) -> None:
+    def _add(self, s: Session, dataset: Dataset, series: Sequence[str]) -> None:
         if not series:
             return
         have = set(
-            s.scalars(select(DatasetSeries.series_pk).where(DatasetSeries.dataset_pk == dataset_pk))
+            s.scalars(select(DatasetSeries.series_pk).where(DatasetSeries.dataset_pk == dataset.id))
         )
         now = utcnow()
-        for pk in self._series_pks(s, series):
+        for pk in self._series_pks(s, series, _in_project(dataset.project)):
             if pk not in have:
-                s.add(DatasetSeries(dataset_pk=dataset_pk, series_pk=pk, added_at=now))
+                s.add(DatasetSeries(dataset_pk=dataset.id, series_pk=pk, added_at=now))
 
     # -- tags ---------------------------------------------------------------------------------
 
     def tag(
-        self, series: Sequence[str], *, add: Sequence[str] = (), remove: Sequence[str] = ()
+        self,
+        series: Sequence[str],
+        *,
+        add: Sequence[str] = (),
+        remove: Sequence[str] = (),
+        where: ColumnElement[bool] | None = None,
     ) -> dict[str, list[str]]:
-        """Add and remove tags on several series at once; return each series' tags."""
+        """Add and remove tags on several series at once (NotFound for any ``where``, a
+        scope, leaves out); return each series' tags."""
         adding = [check_tag(t) for t in add]
         removing = [check_tag(t) for t in remove]
         with self.db.write() as s:
-            pks = self._series_pks(s, series)
+            pks = self._series_pks(s, series, where)
             if removing:
                 s.execute(
                     delete(SeriesTag).where(

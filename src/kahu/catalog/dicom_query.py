@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, and_, distinct, exists, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, distinct, exists, func, or_, select, true
 from sqlalchemy.orm import InstrumentedAttribute
 
 from kahu.catalog.database import Database
@@ -212,8 +212,13 @@ class DicomQuery:
         offset: int = 0,
         fuzzy: bool = False,
         extra_conditions: list[ColumnElement[bool]] | None = None,
+        series_scope: ColumnElement[bool] | None = None,
     ) -> list[dict[str, Any]]:
-        """Rows of every attribute at or above ``level`` plus the derived ones of ``level``."""
+        """Rows of every attribute at or above ``level`` plus the derived ones of ``level``.
+
+        ``series_scope`` (a read scope: a condition on ``series``) limits everything to the
+        series it allows: a patient or study shows only with such a series, and the derived
+        counts count only those."""
         depth = _ORDER.index(level)
         stmt = _base(level)
         for keyword, raw in filters.items():
@@ -235,6 +240,17 @@ class DicomQuery:
                 )
         for condition in extra_conditions or []:
             stmt = stmt.where(condition)
+        if series_scope is not None:
+            if level is Level.PATIENT:
+                stmt = stmt.where(
+                    exists()
+                    .where(Study.patient_pk == Patient.id, Series.study_pk == Study.id)
+                    .where(series_scope)
+                )
+            elif level is Level.STUDY:
+                stmt = stmt.where(exists().where(Series.study_pk == Study.id).where(series_scope))
+            else:
+                stmt = stmt.where(series_scope)
         pk = _PK[level]
         stmt = stmt.order_by(pk).distinct()
         if limit is not None:
@@ -252,12 +268,15 @@ class DicomQuery:
                 rows[row[0]] = {
                     a.keyword: _to_dicom(a.vr, v) for a, v in zip(columns, row[1:], strict=True)
                 }
-            self._derived(s, level, rows)
+            self._derived(s, level, rows, series_scope)
         return [rows[i] for i in ids if i in rows]
 
     @staticmethod
-    def _derived(s: Any, level: Level, rows: dict[int, dict[str, Any]]) -> None:
+    def _derived(
+        s: Any, level: Level, rows: dict[int, dict[str, Any]], scope: ColumnElement[bool] | None
+    ) -> None:
         ids = list(rows)
+        allowed = true() if scope is None else scope
         if level is Level.PATIENT:
             stmt = (
                 select(
@@ -269,7 +288,7 @@ class DicomQuery:
                 .select_from(Patient)
                 .join(Study, Study.patient_pk == Patient.id)
                 .join(Series, Series.study_pk == Study.id)
-                .where(Patient.id.in_(ids))
+                .where(Patient.id.in_(ids), allowed)
                 .group_by(Patient.id)
             )
             for pid, studies, series, instances in s.execute(stmt):
@@ -281,7 +300,7 @@ class DicomQuery:
             counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
             for sid, modality, count in s.execute(
                 select(Series.study_pk, Series.modality, Series.instance_count).where(
-                    Series.study_pk.in_(ids)
+                    Series.study_pk.in_(ids), allowed
                 )
             ):
                 if modality:
@@ -292,7 +311,7 @@ class DicomQuery:
             for sid, uid in s.execute(
                 select(Series.study_pk, Instance.sop_class_uid)
                 .join(Instance, Instance.series_pk == Series.id)
-                .where(Series.study_pk.in_(ids))
+                .where(Series.study_pk.in_(ids), allowed)
                 .distinct()
             ):
                 classes[sid].add(uid)

@@ -504,7 +504,9 @@ class Ingestor:
         # The same instance again, perhaps in another transfer syntax: the first copy stays.
         reason = None if stored_sha == digest else "different encoding; kept the stored copy"
         if dataset:
-            self.catalog.add_to_dataset(dataset, facts.series_instance_uid, origin=_origin(source))
+            self.catalog.add_to_dataset(
+                dataset, facts.series_instance_uid, origin=_origin(source), project=project
+            )
         self.catalog.add_to_project(project or DEFAULT_PROJECT, facts.series_instance_uid)
         return self._result("duplicate", facts, source, reason)
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kahu.catalog.database import Database
@@ -91,9 +91,15 @@ class MetadataIndex:
         return len(rows)
 
     def texts(
-        self, study: str, series: str | None = None, instance: str | None = None
+        self,
+        study: str,
+        series: str | None = None,
+        instance: str | None = None,
+        *,
+        where: ColumnElement[bool] | None = None,
     ) -> list[str]:
-        """The stored DICOM JSON of every instance of a study, series or single instance."""
+        """The stored DICOM JSON of every instance of a study, series or single instance
+        (of the series ``where``, a read scope, allows)."""
         stmt = (
             select(Instance.sop_instance_uid, InstanceMetadata.dicom_json)
             .join(Series, Instance.series_pk == Series.id)
@@ -106,6 +112,8 @@ class MetadataIndex:
             stmt = stmt.where(Series.series_instance_uid == series)
         if instance is not None:
             stmt = stmt.where(Instance.sop_instance_uid == instance)
+        if where is not None:
+            stmt = stmt.where(where)
         with self.db.read() as s:
             rows = s.execute(stmt).all()
         missing = [sop for sop, text in rows if text is None]

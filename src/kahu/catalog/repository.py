@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any, cast
@@ -94,6 +94,20 @@ def _without_nul(value: Any) -> Any:
         }
         return replace(value, **changed) if changed else value
     return value
+
+
+def touch_series(conn: Connection, series_pks: Collection[int]) -> None:
+    """Searches see these series anew (their projects changed): they take one new generation
+    and their old entries in the column index are tombstoned, as a reindex does."""
+    if not series_pks:
+        return
+    generation = Catalog._next_generation(conn)
+    pks = sorted(set(series_pks))
+    for chunk in _chunks(pks):
+        conn.execute(update(Series).where(Series.id.in_(chunk)).values(generation=generation))
+    conn.execute(
+        insert(SeriesTombstone), [{"generation": generation, "series_pk": pk} for pk in pks]
+    )
 
 
 def _chunks(values: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
@@ -211,15 +225,19 @@ class Catalog:
             series_pk = conn.scalar(self._q_series_pk, {"uid": series_uid})
             if series_pk is None:
                 raise NotFound(f"no series {series_uid}")
-            self._join_project(conn, project_pk, series_pk)
+            if self._join_project(conn, project_pk, series_pk):
+                touch_series(conn, [series_pk])
         self._in_project.add((project_pk, series_pk))
 
-    def _join_project(self, conn: Connection, project_pk: int, series_pk: int) -> None:
-        conn.execute(
+    def _join_project(self, conn: Connection, project_pk: int, series_pk: int) -> bool:
+        """Whether the series joined the project now (False: it was a member already)."""
+        inserted = conn.execute(
             self._insert(ProjectSeries)
             .values(project_pk=project_pk, series_pk=series_pk, added_at=utcnow())
             .on_conflict_do_nothing()
-        )
+            .returning(ProjectSeries.series_pk)
+        ).first()
+        return inserted is not None
 
     def _add_instances(
         self,
@@ -235,6 +253,7 @@ class Catalog:
         joined: set[tuple[str, int]] = set()
         in_project: set[tuple[int, int]] = set()
         generation: list[int] = []  # taken by the first new series of the transaction
+        created: set[int] = set()  # series created by this transaction
         with self.db.write_connection() as conn:
             # An instance of a series not created yet might be a copy stored in another series:
             # look those up first, so that no empty series is created for them. Of a known
@@ -252,16 +271,20 @@ class Catalog:
             for item in items:
                 facts = item.facts
                 if facts.sop_instance_uid in known or not self._insert_instance(
-                    conn, item, dataset, origin, now, learned, joined, outcomes, generation
-                ):
+                    conn, item, (dataset, origin, project_pk), now, learned, joined, outcomes,
+                    generation, created,
+                ):  # fmt: skip
                     row = conn.execute(self._q_existing, {"sop": facts.sop_instance_uid}).first()
                     assert row is not None
                     outcomes.append(StoredOutcome(False, row[0], False, row[1]))
+            touched = []
             for series_pk in set(learned.values()):
                 member = (project_pk, series_pk)
                 if member not in self._in_project:
-                    self._join_project(conn, project_pk, series_pk)
+                    if self._join_project(conn, project_pk, series_pk) and series_pk not in created:
+                        touched.append(series_pk)  # an older series: searches must see it anew
                     in_project.add(member)
+            touch_series(conn, touched)
             if before_commit is not None:
                 before_commit(outcomes)
         self._series_pk.update(learned)
@@ -273,17 +296,18 @@ class Catalog:
         self,
         conn: Connection,
         item: NewInstance,
-        dataset: str | None,
-        origin: str,
+        into: tuple[str | None, str, int],  # dataset, origin, project
         now: datetime,
         learned: dict[str, int],
         joined: set[tuple[str, int]],
         outcomes: list[StoredOutcome],
         generation: list[int],
+        created: set[int],
     ) -> bool:
         """Insert one instance (and its series when new); False when it exists already."""
         facts = item.facts
         uid = facts.series_instance_uid
+        dataset, origin, project_pk = into
         new_series = False
         series_pk = learned.get(uid) or self._series_pk.get(uid)
         if series_pk is None:
@@ -295,6 +319,7 @@ class Catalog:
                 series_pk = self._create_series(
                     conn, [(facts, item.document(), 0, 0)], now, generation[0]
                 )[0]
+                created.add(series_pk)
         learned[uid] = series_pk
         inserted = conn.execute(
             self._q_insert_instance,
@@ -318,7 +343,7 @@ class Catalog:
         conn.execute(self._q_count, {"pk": series_pk, "size": item.size_bytes, "now": now})
         member = (dataset, series_pk) if dataset else None
         if member and member not in self._members and member not in joined:
-            self._join_dataset(conn, member[0], series_pk, origin)
+            self._join_dataset(conn, member[0], series_pk, origin, project_pk)
             joined.add(member)
         outcomes.append(StoredOutcome(True, None, new_series))
         return True
@@ -421,12 +446,20 @@ class Catalog:
         ).scalar_one()
         return int(value)
 
-    def add_series(self, items: Sequence[NewSeries], *, dataset: str | None = None) -> int:
+    def add_series(
+        self,
+        items: Sequence[NewSeries],
+        *,
+        dataset: str | None = None,
+        project: str | None = None,
+    ) -> int:
         """Register series by their metadata alone, without instances (the catalog of another
-        archive, a benchmark's million series), in one transaction; series already known are
-        left as they are. Returns how many were new."""
+        archive, a benchmark's million series), in one transaction, in ``project`` (the
+        default project when None); series already known are left as they are. Returns how
+        many were new."""
         if not items:
             return 0
+        project_pk = self.project_pk(project or DEFAULT_PROJECT)
         now = utcnow()
         with self.db.write_connection() as conn:
             uids = [item.facts.series_instance_uid for item in items]
@@ -444,28 +477,40 @@ class Catalog:
                 now,
                 self._next_generation(conn),
             )
+            conn.execute(
+                insert(ProjectSeries),
+                [{"project_pk": project_pk, "series_pk": pk, "added_at": now} for pk in pks],
+            )
             if dataset:
                 for pk in pks:
-                    self._join_dataset(conn, dataset, pk, "import")
+                    self._join_dataset(conn, dataset, pk, "import", project_pk)
         return len(pks)
 
-    def add_to_dataset(self, name: str, series_uid: str, *, origin: str = "manual") -> None:
+    def add_to_dataset(
+        self, name: str, series_uid: str, *, origin: str = "manual", project: str | None = None
+    ) -> None:
         """Add a series to a dataset, creating the dataset if it does not exist."""
         with self.db.write_connection() as conn:
             series_pk = conn.scalar(self._q_series_pk, {"uid": series_uid})
             if series_pk is None:
                 raise NotFound(f"no series {series_uid}")
-            self._join_dataset(conn, name, series_pk, origin)
+            self._join_dataset(
+                conn, name, series_pk, origin, self.project_pk(project or DEFAULT_PROJECT)
+            )
         self._members.add((name, series_pk))
 
     def forget_dataset_members(self) -> None:
         """Drop the ingest path's memory of dataset memberships (after removals)."""
         self._members.clear()
 
-    def _join_dataset(self, conn: Connection, name: str, series_pk: int, origin: str) -> None:
+    def _join_dataset(
+        self, conn: Connection, name: str, series_pk: int, origin: str, project_pk: int
+    ) -> None:
+        """The series joins dataset ``name``, created (in the project) when new."""
+        project = select(Project.name).where(Project.id == project_pk).scalar_subquery()
         conn.execute(
             self._insert(Dataset)
-            .values(name=name, description="", origin=origin, created_at=utcnow())
+            .values(name=name, description="", origin=origin, created_at=utcnow(), project=project)
             .on_conflict_do_nothing()
         )
         dataset_pk = conn.scalar(select(Dataset.id).where(Dataset.name == name))
@@ -530,15 +575,30 @@ class Catalog:
 
     # -- reads --------------------------------------------------------------------------------
 
-    def counts(self) -> Counts:
+    def counts(self, where: ColumnElement[bool] | None = None) -> Counts:
+        """Counts of the catalog, or of the series ``where`` (a read scope) allows."""
         with self.db.read() as s:
-            return Counts(
-                patients=s.scalar(select(func.count(Patient.id))) or 0,
-                studies=s.scalar(select(func.count(Study.id))) or 0,
-                series=s.scalar(select(func.count(Series.id))) or 0,
-                instances=s.scalar(select(func.count(Instance.id))) or 0,
-                size_bytes=s.scalar(select(func.coalesce(func.sum(Series.size_bytes), 0))) or 0,
-            )
+            if where is None:
+                return Counts(
+                    patients=s.scalar(select(func.count(Patient.id))) or 0,
+                    studies=s.scalar(select(func.count(Study.id))) or 0,
+                    series=s.scalar(select(func.count(Series.id))) or 0,
+                    instances=s.scalar(select(func.count(Instance.id))) or 0,
+                    size_bytes=s.scalar(select(func.coalesce(func.sum(Series.size_bytes), 0))) or 0,
+                )
+            row = s.execute(
+                select(
+                    func.count(func.distinct(Study.patient_pk)),
+                    func.count(func.distinct(Series.study_pk)),
+                    func.count(Series.id),
+                    func.coalesce(func.sum(Series.instance_count), 0),
+                    func.coalesce(func.sum(Series.size_bytes), 0),
+                )
+                .select_from(Series)
+                .join(Study, Study.id == Series.study_pk)
+                .where(where)
+            ).one()
+            return Counts(*(int(v or 0) for v in row))
 
     def _series_select(self) -> Select[Any]:
         """Series with their study, patient, dataset names and tags: one round trip."""
@@ -608,11 +668,13 @@ class Catalog:
             ) in s.execute(stmt)
         ]
 
-    def get_series(self, series_uid: str) -> SeriesRow:
+    def get_series(self, series_uid: str, *, where: ColumnElement[bool] | None = None) -> SeriesRow:
+        """The series (NotFound also when ``where``, a read scope, leaves it out)."""
+        stmt = self._series_select().where(Series.series_instance_uid == series_uid)
+        if where is not None:
+            stmt = stmt.where(where)
         with self.db.read() as s:
-            rows = self._series_rows(
-                s, self._series_select().where(Series.series_instance_uid == series_uid)
-            )
+            rows = self._series_rows(s, stmt)
         if not rows:
             raise NotFound(f"no series {series_uid}")
         return rows[0]
@@ -664,12 +726,17 @@ class Catalog:
         study_uid: str | None = None,
         series_uid: str | None = None,
         sop_uid: str | None = None,
+        where: ColumnElement[bool] | None = None,
     ) -> list[InstanceRow]:
+        """Instances of a study, series or one instance, in series and instance order;
+        ``where`` (a read scope) is a condition on their series."""
         stmt = (
             select(Instance, Series.series_instance_uid, Study.study_instance_uid)
             .join(Series, Instance.series_pk == Series.id)
             .join(Study, Series.study_pk == Study.id)
         )
+        if where is not None:
+            stmt = stmt.where(where)
         if study_uid is not None:
             stmt = stmt.where(Study.study_instance_uid == study_uid)
         if series_uid is not None:

@@ -181,6 +181,8 @@ class Dataset(Base):
     #: the dataset was frozen (then its series rows hold what it matched at ``frozen_at``)
     query: Mapped[str | None] = mapped_column(Text)
     frozen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: the project it belongs to (its series come from there; its members see it)
+    project: Mapped[str] = mapped_column(String(64), server_default="default", index=True)
 
 
 class DatasetSeries(Base):
@@ -297,6 +299,19 @@ class DicomNode(Base):
     port: Mapped[int] = mapped_column(Integer)
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class NodeProject(Base):
+    """A DICOM node may query and retrieve (and receive) the series of this project."""
+
+    __tablename__ = "node_projects"
+
+    node_pk: Mapped[int] = mapped_column(
+        ForeignKey("dicom_nodes.id", ondelete="CASCADE"), primary_key=True
+    )
+    project_pk: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
 
 
 class FlowRun(Base):

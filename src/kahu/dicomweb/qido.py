@@ -11,7 +11,8 @@ from fastapi.responses import Response
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from sqlalchemy import ColumnElement, func, select
 
-from kahu.api.deps import KahuDep
+from kahu.api.deps import KahuDep, Scope
+from kahu.auth.policy import SeriesScope
 from kahu.catalog.dicom_query import ATTRIBUTES, DERIVED, UNIQUE_KEYS, Level
 from kahu.catalog.tables import Instance, InstanceMetadata, Series, Study
 from kahu.core import Kahu
@@ -131,8 +132,11 @@ def _retrieve_url(level: Level, row: dict[str, Any]) -> str:
     return url
 
 
-def _representatives(kahu: Kahu, level: Level, rows: list[dict[str, Any]]) -> dict[str, str]:
-    """The first instance of each result (study, series or itself), for includefield."""
+def _representatives(
+    kahu: Kahu, scope: SeriesScope, level: Level, rows: list[dict[str, Any]]
+) -> dict[str, str]:
+    """The first instance of each result (study, series or itself) the caller may read, for
+    includefield."""
     key = UNIQUE_KEYS[level]
     values = [r[key] for r in rows]
     if level is Level.IMAGE:
@@ -143,7 +147,7 @@ def _representatives(kahu: Kahu, level: Level, rows: list[dict[str, Any]]) -> di
         .select_from(Instance)
         .join(Series, Instance.series_pk == Series.id)
         .join(Study, Series.study_pk == Study.id)
-        .where(column.in_(values))
+        .where(column.in_(values), scope.clause())
         .group_by(column)
         .subquery()
     )
@@ -163,7 +167,9 @@ def _instance_json(kahu: Kahu, sops: list[str]) -> dict[str, dict[str, Any]]:
         return {sop: json.loads(text) for sop, text in s.execute(stmt).all()}
 
 
-def search(kahu: Kahu, request: Request, level: Level, fixed: dict[str, str]) -> Response:
+def search(
+    kahu: Kahu, scope: SeriesScope, request: Request, level: Level, fixed: dict[str, str]
+) -> Response:
     filters, include, limit, offset, fuzzy, query = _parse(request)
     filters.update(fixed)
     extra: list[ColumnElement[bool]] = []
@@ -174,7 +180,13 @@ def search(kahu: Kahu, request: Request, level: Level, fixed: dict[str, str]) ->
         else:  # the series, or the instances of the series, that match
             extra.append(matched)
     rows = kahu.query.search(
-        level, filters, limit=limit, offset=offset, fuzzy=fuzzy, extra_conditions=extra
+        level,
+        filters,
+        limit=limit,
+        offset=offset,
+        fuzzy=fuzzy,
+        extra_conditions=extra,
+        series_scope=scope.condition(),
     )
     wanted = list(DEFAULTS[level])
     if level is not Level.STUDY and "StudyInstanceUID" not in fixed:
@@ -185,7 +197,7 @@ def search(kahu: Kahu, request: Request, level: Level, fixed: dict[str, str]) ->
     from_instances = [k for k in asked if k not in known]
     docs: dict[str, dict[str, Any]] = {}
     if rows and (from_instances or "all" in include):
-        owners = _representatives(kahu, level, rows)
+        owners = _representatives(kahu, scope, level, rows)
         by_sop = _instance_json(kahu, list(owners.values()))
         docs = {owner: by_sop.get(sop, {}) for owner, sop in owners.items()}
     results = []
@@ -210,35 +222,37 @@ def search(kahu: Kahu, request: Request, level: Level, fixed: dict[str, str]) ->
 
 
 @router.get("/studies", summary="QIDO-RS: search for studies")
-def search_studies(request: Request, kahu: KahuDep) -> Response:
-    return search(kahu, request, Level.STUDY, {})
+def search_studies(request: Request, kahu: KahuDep, scope: Scope) -> Response:
+    return search(kahu, scope, request, Level.STUDY, {})
 
 
 @router.get("/series", summary="QIDO-RS: search for series")
-def search_series(request: Request, kahu: KahuDep) -> Response:
-    return search(kahu, request, Level.SERIES, {})
+def search_series(request: Request, kahu: KahuDep, scope: Scope) -> Response:
+    return search(kahu, scope, request, Level.SERIES, {})
 
 
 @router.get("/instances", summary="QIDO-RS: search for instances")
-def search_instances(request: Request, kahu: KahuDep) -> Response:
-    return search(kahu, request, Level.IMAGE, {})
+def search_instances(request: Request, kahu: KahuDep, scope: Scope) -> Response:
+    return search(kahu, scope, request, Level.IMAGE, {})
 
 
 @router.get("/studies/{study}/series", summary="QIDO-RS: series of a study")
-def search_study_series(study: str, request: Request, kahu: KahuDep) -> Response:
+def search_study_series(study: str, request: Request, kahu: KahuDep, scope: Scope) -> Response:
     uids(study)
-    return search(kahu, request, Level.SERIES, {"StudyInstanceUID": study})
+    return search(kahu, scope, request, Level.SERIES, {"StudyInstanceUID": study})
 
 
 @router.get("/studies/{study}/instances", summary="QIDO-RS: instances of a study")
-def search_study_instances(study: str, request: Request, kahu: KahuDep) -> Response:
+def search_study_instances(study: str, request: Request, kahu: KahuDep, scope: Scope) -> Response:
     uids(study)
-    return search(kahu, request, Level.IMAGE, {"StudyInstanceUID": study})
+    return search(kahu, scope, request, Level.IMAGE, {"StudyInstanceUID": study})
 
 
 @router.get("/studies/{study}/series/{series}/instances", summary="QIDO-RS: instances of a series")
-def search_series_instances(study: str, series: str, request: Request, kahu: KahuDep) -> Response:
+def search_series_instances(
+    study: str, series: str, request: Request, kahu: KahuDep, scope: Scope
+) -> Response:
     uids(study, series)
     return search(
-        kahu, request, Level.IMAGE, {"StudyInstanceUID": study, "SeriesInstanceUID": series}
+        kahu, scope, request, Level.IMAGE, {"StudyInstanceUID": study, "SeriesInstanceUID": series}
     )

@@ -14,7 +14,8 @@ from fastapi.responses import Response, StreamingResponse
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 
-from kahu.api.deps import KahuDep
+from kahu.api.deps import KahuDep, Scope
+from kahu.auth.policy import SeriesScope
 from kahu.catalog.records import InstanceRow
 from kahu.core import Kahu
 from kahu.dicom.json_model import BASE_MARKER
@@ -49,10 +50,17 @@ class NotAcceptable(InvalidInput):
 
 
 def _instances(
-    kahu: Kahu, study: str, series: str | None = None, instance: str | None = None
+    kahu: Kahu,
+    scope: SeriesScope,
+    study: str,
+    series: str | None = None,
+    instance: str | None = None,
 ) -> list[InstanceRow]:
+    """The instances asked for that the caller may read (none: NotFound, as if absent)."""
     uids(study, series, instance)
-    rows = kahu.catalog.instances(study_uid=study, series_uid=series, sop_uid=instance)
+    rows = kahu.catalog.instances(
+        study_uid=study, series_uid=series, sop_uid=instance, where=scope.condition()
+    )
     if not rows:
         what = instance or series or study
         raise NotFound(f"no {'instance' if instance else 'series' if series else 'study'} {what}")
@@ -111,37 +119,41 @@ def _metadata(kahu: Kahu, request: Request, texts: list[str]) -> Response:
 
 
 @router.get("/studies/{study}", summary="WADO-RS: retrieve a study")
-def retrieve_study(study: str, request: Request, kahu: KahuDep) -> Response:
-    return _retrieve(kahu, request, _instances(kahu, study))
+def retrieve_study(study: str, request: Request, kahu: KahuDep, scope: Scope) -> Response:
+    return _retrieve(kahu, request, _instances(kahu, scope, study))
 
 
 @router.get("/studies/{study}/series/{series}", summary="WADO-RS: retrieve a series")
-def retrieve_series(study: str, series: str, request: Request, kahu: KahuDep) -> Response:
-    return _retrieve(kahu, request, _instances(kahu, study, series))
+def retrieve_series(
+    study: str, series: str, request: Request, kahu: KahuDep, scope: Scope
+) -> Response:
+    return _retrieve(kahu, request, _instances(kahu, scope, study, series))
 
 
 @router.get(
     "/studies/{study}/series/{series}/instances/{instance}", summary="WADO-RS: retrieve an instance"
 )
 def retrieve_instance(
-    study: str, series: str, instance: str, request: Request, kahu: KahuDep
+    study: str, series: str, instance: str, request: Request, kahu: KahuDep, scope: Scope
 ) -> Response:
-    return _retrieve(kahu, request, _instances(kahu, study, series, instance))
+    return _retrieve(kahu, request, _instances(kahu, scope, study, series, instance))
 
 
 @router.get("/studies/{study}/metadata", summary="WADO-RS: metadata of a study")
-def study_metadata(study: str, request: Request, kahu: KahuDep) -> Response:
+def study_metadata(study: str, request: Request, kahu: KahuDep, scope: Scope) -> Response:
     uids(study)
-    texts = kahu.metadata.texts(study)
+    texts = kahu.metadata.texts(study, where=scope.condition())
     if not texts:
         raise NotFound(f"no study {study}")
     return _metadata(kahu, request, texts)
 
 
 @router.get("/studies/{study}/series/{series}/metadata", summary="WADO-RS: metadata of a series")
-def series_metadata(study: str, series: str, request: Request, kahu: KahuDep) -> Response:
+def series_metadata(
+    study: str, series: str, request: Request, kahu: KahuDep, scope: Scope
+) -> Response:
     uids(study, series)
-    texts = kahu.metadata.texts(study, series)
+    texts = kahu.metadata.texts(study, series, where=scope.condition())
     if not texts:
         raise NotFound(f"no series {series} in study {study}")
     return _metadata(kahu, request, texts)
@@ -152,10 +164,10 @@ def series_metadata(study: str, series: str, request: Request, kahu: KahuDep) ->
     summary="WADO-RS: metadata of an instance",
 )
 def instance_metadata(
-    study: str, series: str, instance: str, request: Request, kahu: KahuDep
+    study: str, series: str, instance: str, request: Request, kahu: KahuDep, scope: Scope
 ) -> Response:
     uids(study, series, instance)
-    texts = kahu.metadata.texts(study, series, instance)
+    texts = kahu.metadata.texts(study, series, instance, where=scope.condition())
     if not texts:
         raise NotFound(f"no instance {instance}")
     return _metadata(kahu, request, texts)
@@ -193,9 +205,15 @@ def _uncompressed_frames(ds: Dataset, numbers: list[int], count: int) -> list[by
     summary="WADO-RS: pixel data of frames",
 )
 def retrieve_frames(
-    study: str, series: str, instance: str, frames: str, request: Request, kahu: KahuDep
+    study: str,
+    series: str,
+    instance: str,
+    frames: str,
+    request: Request,
+    kahu: KahuDep,
+    scope: Scope,
 ) -> Response:
-    [row] = _instances(kahu, study, series, instance)
+    [row] = _instances(kahu, scope, study, series, instance)
     ds = _dataset(kahu, row)
     if "PixelData" not in ds:
         raise NotFound("the instance has no pixel data")
@@ -233,8 +251,10 @@ def retrieve_frames(
     "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}",
     summary="WADO-RS: a bulk data element",
 )
-def retrieve_bulkdata(study: str, series: str, instance: str, tag: str, kahu: KahuDep) -> Response:
-    [row] = _instances(kahu, study, series, instance)
+def retrieve_bulkdata(
+    study: str, series: str, instance: str, tag: str, kahu: KahuDep, scope: Scope
+) -> Response:
+    [row] = _instances(kahu, scope, study, series, instance)
     try:
         number = int(tag, 16)
     except ValueError as exc:
@@ -324,11 +344,12 @@ def rendered_instance(
     instance: str,
     request: Request,
     kahu: KahuDep,
+    scope: Scope,
     window: Window = None,
     viewport: Viewport = None,
     quality: Quality = 90,
 ) -> Response:
-    [row] = _instances(kahu, study, series, instance)
+    [row] = _instances(kahu, scope, study, series, instance)
     return _rendered(kahu, request, row, 1, window, viewport, quality)
 
 
@@ -343,11 +364,12 @@ def rendered_frame(
     frame: int,
     request: Request,
     kahu: KahuDep,
+    scope: Scope,
     window: Window = None,
     viewport: Viewport = None,
     quality: Quality = 90,
 ) -> Response:
-    [row] = _instances(kahu, study, series, instance)
+    [row] = _instances(kahu, scope, study, series, instance)
     return _rendered(kahu, request, row, frame, window, viewport, quality)
 
 
@@ -357,9 +379,14 @@ def _middle(rows: list[InstanceRow]) -> InstanceRow:
 
 @router.get("/studies/{study}/series/{series}/thumbnail", summary="WADO-RS: series thumbnail")
 def series_thumbnail(
-    study: str, series: str, request: Request, kahu: KahuDep, viewport: Viewport = None
+    study: str,
+    series: str,
+    request: Request,
+    kahu: KahuDep,
+    scope: Scope,
+    viewport: Viewport = None,
 ) -> Response:
-    row = _middle(_instances(kahu, study, series))
+    row = _middle(_instances(kahu, scope, study, series))
     if viewport is None and _image_type(request) == "image/png":
         # made by the series-thumbnails workflow (on arrival by default)
         with contextlib.suppress(NotFound):
@@ -377,7 +404,8 @@ def instance_thumbnail(
     instance: str,
     request: Request,
     kahu: KahuDep,
+    scope: Scope,
     viewport: Viewport = None,
 ) -> Response:
-    [row] = _instances(kahu, study, series, instance)
+    [row] = _instances(kahu, scope, study, series, instance)
     return _rendered(kahu, request, row, 1, None, viewport or "128,128", 80)

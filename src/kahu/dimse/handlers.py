@@ -14,6 +14,7 @@ from pynetdicom import events
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import build_context
 
+from kahu.auth.policy import SeriesScope
 from kahu.auth.projects import Projects
 from kahu.catalog.dicom_query import DERIVED, UNIQUE_KEYS, DicomQuery, Level
 from kahu.catalog.ingest import Ingestor
@@ -187,11 +188,34 @@ class DimseHandlers:
             filters[elem.keyword] = text
         return filters
 
+    def _scope(self, event: events.Event, destination: str | None = None) -> SeriesScope | None:
+        """The series the calling node may query and retrieve: those of its projects (and of
+        ``destination``'s, for a C-MOVE), narrowed to the project the called AE title maps
+        to, if it maps to one; None for a caller that is no known node."""
+        calling = str(event.assoc.requestor.ae_title).strip()
+        projects = self.nodes.project_pks(calling)
+        if projects is None:
+            log.warning("query/retrieve from %r refused: no DICOM node has that AE title", calling)
+            return None
+        if destination is not None:
+            projects &= self.nodes.project_pks(destination) or frozenset()
+        called = str(getattr(event.assoc.requestor.primitive, "called_ae_title", "") or "")
+        project = self.projects.project_of_ae(called.strip())
+        if project is not None:
+            projects &= {self.catalog.project_pk(project)}
+        return SeriesScope(frozenset(projects))
+
     def handle_find(self, event: events.Event) -> Iterator[tuple[int, Dataset | None]]:
         identifier = event.identifier
+        scope = self._scope(event)
+        if scope is None:
+            yield _status(UNABLE_TO_PROCESS, "calling AE title is not a known node"), None
+            return
         try:
             level = self._level(event, identifier)
-            rows = self.query.search(level, self._filters(identifier))
+            rows = self.query.search(
+                level, self._filters(identifier), series_scope=scope.condition()
+            )
         except InvalidInput as exc:
             yield _status(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
             return
@@ -207,23 +231,28 @@ class DimseHandlers:
 
     # -- C-MOVE / C-GET -----------------------------------------------------------------------
 
-    def _instances(self, identifier: Dataset) -> list[InstanceRow]:
+    def _instances(self, identifier: Dataset, scope: SeriesScope) -> list[InstanceRow]:
         level = Level(str(identifier.get("QueryRetrieveLevel", "")).strip().upper())
         filters = self._filters(identifier)
-        rows = self.query.search(level, filters)
+        where = scope.condition()
+        rows = self.query.search(level, filters, series_scope=where)
         key = UNIQUE_KEYS[level]
         matched = [row[key] for row in rows]
         out: list[InstanceRow] = []
         for value in matched:
             if level is Level.PATIENT:
-                for study in self.query.search(Level.STUDY, {"PatientID": value}):
-                    out.extend(self.catalog.instances(study_uid=study["StudyInstanceUID"]))
+                for study in self.query.search(
+                    Level.STUDY, {"PatientID": value}, series_scope=where
+                ):
+                    out.extend(
+                        self.catalog.instances(study_uid=study["StudyInstanceUID"], where=where)
+                    )
             elif level is Level.STUDY:
-                out.extend(self.catalog.instances(study_uid=value))
+                out.extend(self.catalog.instances(study_uid=value, where=where))
             elif level is Level.SERIES:
-                out.extend(self.catalog.instances(series_uid=value))
+                out.extend(self.catalog.instances(series_uid=value, where=where))
             else:
-                out.extend(self.catalog.instances(sop_uid=value))
+                out.extend(self.catalog.instances(sop_uid=value, where=where))
         return out
 
     def _read(self, row: InstanceRow) -> Dataset:
@@ -251,9 +280,14 @@ class DimseHandlers:
                 return
 
     def handle_get(self, event: events.Event) -> Iterator[Any]:
+        scope = self._scope(event)
+        if scope is None:
+            yield 0
+            yield _status(UNABLE_TO_PROCESS, "calling AE title is not a known node"), None
+            return
         try:
             self._level(event, event.identifier)
-            instances = self._instances(event.identifier)
+            instances = self._instances(event.identifier, scope)
         except (InvalidInput, ValueError) as exc:
             yield 0
             yield _status(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
@@ -273,9 +307,15 @@ class DimseHandlers:
             log.warning("C-MOVE to unknown destination %r", aet)
             yield None, None
             return
+        scope = self._scope(event, node.ae_title)
+        if scope is None:
+            yield node.host, node.port
+            yield 0
+            yield _status(UNABLE_TO_PROCESS, "calling AE title is not a known node"), None
+            return
         try:
             self._level(event, event.identifier)
-            instances = self._instances(event.identifier)
+            instances = self._instances(event.identifier, scope)
         except (InvalidInput, ValueError) as exc:
             yield node.host, node.port
             yield 0

@@ -25,6 +25,7 @@ def put_task(ctx: TaskContext, kahu: Kahu) -> None:
     """The files the inputs wrote, as ``[<prefix>/]<run_id>/[<series>/]<input>/<path>``."""
     bucket, prefix = _bucket_and_prefix(ctx)
     job = ctx.job
+    store = kahu.objects.of_project(job.project)  # the run's project's buckets
     count = 0
     for name in job.inputs:
         if job.inputs[name] == "series" and not job.series_uid:
@@ -35,7 +36,7 @@ def put_task(ctx: TaskContext, kahu: Kahu) -> None:
         for where, folder in folders.items():
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
                 parts = [prefix, job.run_id, where, str(path.relative_to(folder))]
-                kahu.objects.put_file(bucket, "/".join(p for p in parts if p), path)
+                store.put_file(bucket, "/".join(p for p in parts if p), path)
                 count += 1
     ctx.log.info("put %d files into bucket %s", count, bucket)
 
@@ -43,12 +44,13 @@ def put_task(ctx: TaskContext, kahu: Kahu) -> None:
 def get_task(ctx: TaskContext, kahu: Kahu) -> None:
     """The objects under the prefix into the output folder, keeping their relative paths."""
     bucket, prefix = _bucket_and_prefix(ctx)
-    found = list(kahu.objects.objects(bucket, prefix))
+    store = kahu.objects.of_project(ctx.job.project)  # the run's project's buckets
+    found = list(store.objects(bucket, prefix))
     if not found:
         raise ValueError(f"no object under {prefix or '(everything)'} in bucket {bucket}")
     for item in found:
         relative = item.key[len(prefix) :].lstrip("/") if prefix else item.key
-        kahu.objects.get_file(bucket, item.key, ctx.out_dir / relative)
+        store.get_file(bucket, item.key, ctx.out_dir / relative)
     ctx.log.info("got %d objects from bucket %s", len(found), bucket)
 
 

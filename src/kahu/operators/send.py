@@ -91,6 +91,11 @@ def send_series(ctx: TaskContext, kahu: Kahu) -> None:
     if uid is None:
         raise ValueError("send-to-node runs per series")
     node = kahu.nodes.get(str(ctx.params.get("node") or ctx.options.get("node", "")))
+    if ctx.job.project not in node.projects:
+        raise PermissionError(
+            f"node {node.name} may not receive series of project {ctx.job.project} "
+            f"(its projects: {', '.join(node.projects) or 'none'})"
+        )
     sent = send_instances(kahu, node, kahu.catalog.instances(series_uid=uid))
     ctx.log.info("sent %d instances of %s to %s", sent, uid, node.name)
 

@@ -23,7 +23,7 @@ from kahu.catalog.tables import Dataset, DatasetSeries, Series, SeriesTag, Study
 from kahu.errors import InvalidInput
 from kahu.search.columns import ColumnIndex, is_number, value_order
 from kahu.search.fields import Field, FieldType, resolve
-from kahu.search.query import parse
+from kahu.search.query import Node, parse
 from kahu.search.sql import condition, expand
 
 MAX_FACETS = 20
@@ -79,14 +79,18 @@ class FacetResult:
 
 
 def aggregate(
-    catalog: Catalog, query: str, facets: dict[str, Facet], *, index: ColumnIndex | None = None
+    catalog: Catalog,
+    query: str | Node,
+    facets: dict[str, Facet],
+    *,
+    index: ColumnIndex | None = None,
 ) -> tuple[int, dict[str, FacetResult]]:
     """How many series ``query`` matches and each facet over them. The column ``index``,
     where given, counts the facets on the fields it holds; SQL counts the rest alike."""
     if len(facets) > MAX_FACETS:
         raise InvalidInput(f"at most {MAX_FACETS} facets in one request")
     dialect = catalog.db.engine.dialect.name
-    node = parse(query)
+    node = parse(query) if isinstance(query, str) else query
     dynamic = Curation(catalog).dynamic_queries()
     plans = {name: _Plan(facet, dialect) for name, facet in facets.items()}
     results: dict[str, FacetResult] = {}

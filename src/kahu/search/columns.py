@@ -35,6 +35,7 @@ from kahu.catalog.tables import (
     CatalogState,
     Dataset,
     DatasetSeries,
+    ProjectSeries,
     Series,
     SeriesTag,
     SeriesTombstone,
@@ -42,7 +43,19 @@ from kahu.catalog.tables import (
 )
 from kahu.errors import InvalidInput
 from kahu.search.fields import DESCRIPTIVE, Field, FieldType
-from kahu.search.query import And, Compare, Exists, Like, MatchAll, Node, Not, Or, Range, parse
+from kahu.search.query import (
+    And,
+    Compare,
+    Exists,
+    InProjects,
+    Like,
+    MatchAll,
+    Node,
+    Not,
+    Or,
+    Range,
+    parse,
+)
 from kahu.search.sql import like_regex
 
 log = logging.getLogger(__name__)
@@ -60,6 +73,9 @@ INDEXED_FIELDS: tuple[str, ...] = (
     "modality_curated",
     "is_localizer",
 )
+
+#: The column of each series' projects (comma-separated primary keys); no field has this name.
+MEMBERSHIP = "\0projects"
 
 Mask = NDArray[np.bool_]
 Codes = NDArray[np.unsignedinteger[Any]]
@@ -189,7 +205,7 @@ class ColumnIndex:
         self.catalog = catalog
         self.postgres = catalog.db.engine.dialect.name == "postgresql"
         self.fields = tuple(fields)
-        self.columns = {name: _Column() for name in self.fields}
+        self.columns = {name: _Column() for name in (*self.fields, MEMBERSHIP)}
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
 
@@ -239,8 +255,13 @@ class ColumnIndex:
             # several paths give a JSON array (one path would give the value itself)
             paths = [literal(f'$."{name}"') for name in (*self.fields, "")]
             values = func.json_extract(Series.document, *paths)
+        pk_text = cast(ProjectSeries.project_pk, Text)
+        joined = func.string_agg(pk_text, ",") if self.postgres else func.group_concat(pk_text, ",")
+        projects = (
+            select(joined).where(ProjectSeries.series_pk == Series.id).scalar_subquery()
+        )  # a membership change gives the series a new generation (Catalog.touch_series)
         return (
-            select(Series.id, received, Series.study_pk, Study.patient_pk, values)
+            select(Series.id, received, Series.study_pk, Study.patient_pk, values, projects)
             .join(Study, Study.id == Series.study_pk)
             .where(Series.generation > after, Series.generation <= upto)
         )
@@ -257,8 +278,8 @@ class ColumnIndex:
                     )
                 )
             ]
-        ids, received_at, study_pks, patient_pks, texts = (
-            zip(*rows, strict=True) if rows else ((), (), (), (), ())
+        ids, received_at, study_pks, patient_pks, texts, memberships = (
+            zip(*rows, strict=True) if rows else ((), (), (), (), (), ())
         )
         del rows
         pks = np.fromiter(ids, np.int64, len(ids))
@@ -271,10 +292,10 @@ class ColumnIndex:
         fields = list(zip(*decoded, strict=True)) if decoded else [()] * len(self.fields)
         del decoded, texts
         codes: dict[str, Codes] = {}
-        for name, column in zip(self.fields, fields, strict=False):
+        for name, column in zip((*self.fields, MEMBERSHIP), (*fields, memberships), strict=False):
             with self.columns[name].lock:
                 codes[name] = self.columns[name].encode(column)
-        sizes = {name: len(self.columns[name].values) for name in self.fields}
+        sizes = {name: len(column.values) for name, column in self.columns.items()}
         if old is None:
             order = np.lexsort((pks, received)).astype(np.int64)
             return Snapshot(
@@ -312,7 +333,7 @@ class ColumnIndex:
                 name: np.concatenate([old.codes[name], codes[name]]).astype(
                     _dtype(sizes[name]), copy=False
                 )
-                for name in self.fields
+                for name in self.columns
             },
             sizes,
         )
@@ -327,6 +348,8 @@ class ColumnIndex:
             return all(self.covers(item) for item in node.items)
         if isinstance(node, Not):
             return self.covers(node.item)
+        if isinstance(node, InProjects):
+            return True
         fields = node.fields if isinstance(node, Like) else (node.field,)
         return all(self._covered(f) for f in fields)
 
@@ -448,6 +471,8 @@ class _Evaluator:
             return self.exists(node.field)
         if isinstance(node, Compare):
             return self.compare(node.field, node.value)
+        if isinstance(node, InProjects):
+            return self.in_projects(node.projects)
         return self.range(node)
 
     def values(
@@ -461,6 +486,14 @@ class _Evaluator:
         if ok is None:
             ok = column.test(accept, size)
         return lookup(ok, self.snapshot.codes[f.name])
+
+    def in_projects(self, projects: frozenset[int]) -> Mask:
+        def member(item: Any) -> bool:
+            return isinstance(item, str) and any(int(p) in projects for p in item.split(","))
+
+        column = self.index.columns[MEMBERSHIP]
+        ok = column.test(member, self.snapshot.sizes[MEMBERSHIP])
+        return lookup(ok, self.snapshot.codes[MEMBERSHIP])
 
     # -- datasets and tags: their members come from the database ---------------------------
 

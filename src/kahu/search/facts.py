@@ -19,10 +19,10 @@ from sqlalchemy import (
 
 from kahu.catalog.repository import Catalog
 from kahu.catalog.tables import Dataset, DatasetSeries, Series, SeriesTag
-from kahu.search.columns import ColumnIndex, Snapshot, value_order
+from kahu.search.columns import ColumnIndex, Mask, Snapshot, value_order
 from kahu.search.fields import UnknownField, resolve
-from kahu.search.query import like_pattern
-from kahu.search.sql import expand
+from kahu.search.query import MatchAll, Node, like_pattern
+from kahu.search.sql import condition, expand
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +38,10 @@ class ValueCount:
     series: int
 
 
-def field_counts(catalog: Catalog) -> list[FieldCount]:
-    """Every field some series has, with its type and how many series have it, by name."""
+def field_counts(catalog: Catalog, where: ColumnElement[bool] | None = None) -> list[FieldCount]:
+    """Every field some series has (of those ``where``, a read scope, allows), with its type
+    and how many series have it, by name."""
+    scope = true() if where is None else where
     postgres = catalog.db.engine.dialect.name == "postgresql"
     if postgres:
         keys = func.jsonb_object_keys(Series.document).table_valued("key").render_derived("k")
@@ -49,13 +51,28 @@ def field_counts(catalog: Catalog) -> list[FieldCount]:
         select(keys.c.key, func.count())
         .select_from(Series)
         .join(keys, true())  # lateral: each series' own keys
+        .where(scope)
         .group_by(keys.c.key)
     )
     with catalog.db.read() as s:
         counts: dict[str, int] = {str(k): int(n) for k, n in s.execute(stmt).all()}
-        total = int(s.scalar(select(func.count(Series.id))) or 0)
-        in_datasets = int(s.scalar(select(func.count(func.distinct(DatasetSeries.series_pk)))) or 0)
-        tagged = int(s.scalar(select(func.count(func.distinct(SeriesTag.series_pk)))) or 0)
+        total = int(s.scalar(select(func.count(Series.id)).where(scope)) or 0)
+        in_datasets = int(
+            s.scalar(
+                select(func.count(func.distinct(DatasetSeries.series_pk)))
+                .join(Series, Series.id == DatasetSeries.series_pk)
+                .where(scope)
+            )
+            or 0
+        )
+        tagged = int(
+            s.scalar(
+                select(func.count(func.distinct(SeriesTag.series_pk)))
+                .join(Series, Series.id == SeriesTag.series_pk)
+                .where(scope)
+            )
+            or 0
+        )
     for name in ("instance_count", "size_bytes", "received_at", "updated_at"):
         counts[name] = total
     counts["dataset"] = in_datasets
@@ -78,24 +95,35 @@ def field_values(
     prefix: str = "",
     limit: int = 20,
     index: ColumnIndex | None = None,
+    where: Node | None = None,
 ) -> list[ValueCount]:
     """The most common values of a field (those starting with ``prefix``, case-insensitive),
-    with how many series have each; from the column ``index`` where it holds the field."""
+    with how many series have each, among the series ``where`` matches (a read scope; all
+    when None); from the column ``index`` where it holds the field."""
     field = resolve(name)
+    node = where if where is not None else MatchAll()
     snapshot = index.current(wait=False) if index is not None else None
     if index is not None and snapshot is not None and field.name in index.columns:
-        return _indexed_values(index, snapshot, field.name, prefix, limit)
+        mask = index.mask(snapshot, node)
+        if mask is not None:
+            return _indexed_values(index, snapshot, field.name, prefix, limit, mask)
+    dialect = catalog.db.engine.dialect.name
+    scope = condition(node, dialect)
     pattern = like_pattern(prefix.replace("*", "\\*").replace("?", "\\?")) + "%"
     postgres = catalog.db.engine.dialect.name == "postgresql"
     if field.column == "dataset":
         value: Any = Dataset.name
-        stmt = select(value, func.count(func.distinct(DatasetSeries.series_pk))).join(
-            DatasetSeries, DatasetSeries.dataset_pk == Dataset.id
+        stmt = (
+            select(value, func.count(func.distinct(DatasetSeries.series_pk)))
+            .join(DatasetSeries, DatasetSeries.dataset_pk == Dataset.id)
+            .join(Series, Series.id == DatasetSeries.series_pk)
         )
         match: ColumnElement[bool] = _like(value, pattern, postgres)
     elif field.column == "tags":
         value = SeriesTag.tag
-        stmt = select(value, func.count(func.distinct(SeriesTag.series_pk)))
+        stmt = select(value, func.count(func.distinct(SeriesTag.series_pk))).join(
+            Series, Series.id == SeriesTag.series_pk
+        )
         match = _like(value, pattern, postgres)
     elif field.column is not None:
         value = getattr(Series, field.column)
@@ -110,7 +138,9 @@ def field_values(
             .join(each.source, true())  # lateral: each series' own values
         )
         match = and_(each.kind != "null", _like(each.text, pattern, postgres))
-    stmt = stmt.where(match).group_by(value).order_by(func.count().desc(), value).limit(limit)
+    stmt = (
+        stmt.where(match, scope).group_by(value).order_by(func.count().desc(), value).limit(limit)
+    )
     with catalog.db.read() as s:
         return [ValueCount(v, int(n)) for v, n in s.execute(stmt).all()]
 
@@ -123,7 +153,7 @@ def _like(value: Any, pattern: str, postgres: bool) -> ColumnElement[bool]:
 
 
 def _indexed_values(
-    index: ColumnIndex, snapshot: Snapshot, name: str, prefix: str, limit: int
+    index: ColumnIndex, snapshot: Snapshot, name: str, prefix: str, limit: int, mask: Mask
 ) -> list[ValueCount]:
     start = prefix.lower()
 
@@ -133,7 +163,7 @@ def _indexed_values(
         text = json.dumps(item) if not isinstance(item, str) else item
         return item if text.lower().startswith(start) else None
 
-    counts, _ = index.bucket_counts(snapshot, name, snapshot.alive, key_of)
+    counts, _ = index.bucket_counts(snapshot, name, mask, key_of)
     ordered = sorted(counts.items(), key=lambda kv: value_order(kv[0]))
     ordered = sorted(ordered, key=lambda kv: -kv[1])[:limit]
     return [ValueCount(value, count) for value, count in ordered]

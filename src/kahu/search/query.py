@@ -88,7 +88,24 @@ class Not:
     item: Node
 
 
-Node = MatchAll | Compare | Range | Like | Exists | And | Or | Not
+@dataclass(frozen=True, slots=True)
+class InProjects:
+    """Series of one of these projects (primary keys): never parsed from a query, added by
+    the authorization layer (:mod:`kahu.auth.policy`) to what a caller asks."""
+
+    projects: frozenset[int]
+
+
+Node = MatchAll | Compare | Range | Like | Exists | And | Or | Not | InProjects
+
+
+def within(node: Node, projects: frozenset[int] | None) -> Node:
+    """``node`` narrowed to series of ``projects`` (None: not narrowed)."""
+    if projects is None:
+        return node
+    if isinstance(node, MatchAll):
+        return InProjects(projects)
+    return And((InProjects(projects), node))
 
 
 def parse(text: str) -> Node:

@@ -9,7 +9,7 @@ field registry, never from the query text, and are bound as parameters anyway.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,13 +32,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONPATH
 
-from kahu.catalog.tables import Dataset, DatasetSeries, Series, SeriesTag
+from kahu.catalog.tables import Dataset, DatasetSeries, ProjectSeries, Series, SeriesTag
 from kahu.errors import InvalidInput
 from kahu.search.fields import Field, FieldType, resolve
 from kahu.search.query import (
     And,
     Compare,
     Exists,
+    InProjects,
     Like,
     MatchAll,
     Node,
@@ -104,6 +105,15 @@ def expand(field: Field, dialect: str) -> Expansion:
     return Expansion(each, each.c.value, each.c.value, kind)
 
 
+def in_projects(projects: Collection[int]) -> ColumnElement[bool]:
+    """Series that belong to one of ``projects`` (primary keys)."""
+    if not projects:
+        return false()
+    return exists().where(
+        ProjectSeries.series_pk == Series.id, ProjectSeries.project_pk.in_(sorted(projects))
+    )
+
+
 def condition(
     node: Node, dialect: str, dynamic: Mapping[str, str] | None = None
 ) -> ColumnElement[bool]:
@@ -138,6 +148,8 @@ class _Builder:
             return self.exists(node.field)
         if isinstance(node, Compare):
             return self.compare(node.field, node.value)
+        if isinstance(node, InProjects):
+            return in_projects(node.projects)
         return self.range(node)
 
     # -- the catalog's own columns -------------------------------------------------------------

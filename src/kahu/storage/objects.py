@@ -1,6 +1,7 @@
 """The object store: files in buckets for workflows and users (Kaapana's MinIO), through
-fsspec. A local folder per bucket now (``<home>/objects/<bucket>``); an fsspec URL such as
-``s3://kahu-objects`` (with s3fs installed) puts the buckets elsewhere without code changes.
+fsspec. Each project has its own buckets (:meth:`ObjectStore.of_project`): a local folder per
+bucket now (``<home>/objects/<project>/<bucket>``); an fsspec URL such as
+``s3://kahu-objects`` (with s3fs installed) puts them elsewhere without code changes.
 
 Bucket names follow S3's rules; object keys are relative paths of safe characters (the blob
 store's rule): nothing a caller gives can point outside its bucket.
@@ -20,6 +21,7 @@ from kahu.errors import InvalidInput, NotFound
 from kahu.storage.base import validate_key
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # kahu.auth.projects' rule
 
 
 def validate_bucket(name: str) -> str:
@@ -47,6 +49,15 @@ class ObjectStore:
         self.local = self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol
         if self.local:
             self.fs.makedirs(self.root, exist_ok=True)
+
+    def of_project(self, project: str) -> ObjectStore:
+        """The buckets of ``project`` (a validated project name: a single path segment)."""
+        if not _PROJECT.match(project):
+            raise InvalidInput(f"invalid project name {project!r}")
+        view = ObjectStore.__new__(ObjectStore)
+        view.url, view.fs, view.local = self.url, self.fs, self.local
+        view.root = f"{self.root}/{project}"
+        return view
 
     def check(self, bucket: str, key: str) -> None:
         """Refuse a bucket name or key that is not allowed (before work is done)."""
