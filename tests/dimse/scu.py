@@ -64,13 +64,20 @@ def echo(port: int) -> int:
         assoc.release()
 
 
-def find(port: int, query: Dataset, *, patient_root: bool = False) -> tuple[list[Dataset], int]:
+def find(
+    port: int,
+    query: Dataset,
+    *,
+    patient_root: bool = False,
+    calling: str = "TESTSCU",
+    called: str = "KAHU",
+) -> tuple[list[Dataset], int]:
     model = (
         PatientRootQueryRetrieveInformationModelFind
         if patient_root
         else StudyRootQueryRetrieveInformationModelFind
     )
-    assoc = associate(port, [build_context(model)])
+    assoc = associate(port, [build_context(model)], calling=calling, called=called)
     assert assoc.is_established
     found: list[Dataset] = []
     final = -1
@@ -85,9 +92,9 @@ def find(port: int, query: Dataset, *, patient_root: bool = False) -> tuple[list
     return found, final
 
 
-def move(port: int, query: Dataset, destination: str) -> Dataset:
+def move(port: int, query: Dataset, destination: str, *, calling: str = "TESTSCU") -> Dataset:
     model = StudyRootQueryRetrieveInformationModelMove
-    assoc = associate(port, [build_context(model)])
+    assoc = associate(port, [build_context(model)], calling=calling)
     assert assoc.is_established
     last: Dataset | None = None
     try:

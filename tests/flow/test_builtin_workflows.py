@@ -189,7 +189,8 @@ def test_send_to_a_node_of_another_project_is_refused(local_kahu: Kahu, destinat
     run_id = run_workflow(local_kahu, "send-to-node", series, {"node": "dest"})
     assert local_kahu.flow.wait_idle(run_id, 60) == "failed"
     errors = [t.error for t in local_kahu.runs.tasks(run_id) if t.state == "failed"]
-    assert errors and "may not receive series of project default" in errors[0]
+    assert errors
+    assert "may not receive series of project default" in errors[0]
     assert destination.catalog.instances() == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from typing import Annotated
 
@@ -20,6 +21,7 @@ from kahu.api.schemas import (
     UserPublicModel,
 )
 from kahu.auth import users
+from kahu.auth.policy import readable_projects
 from kahu.dimse.nodes import Node
 from kahu.errors import AuthenticationFailed, PermissionDenied
 
@@ -128,9 +130,22 @@ def revoke_token(token_id: int, kahu: KahuDep, user: CurrentUser) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/nodes", response_model=list[NodePublic])
-def list_nodes(kahu: KahuDep, _user: CurrentUser) -> list[NodePublic]:
-    return [_node(n) for n in kahu.nodes.list()]
+@router.get(
+    "/nodes",
+    response_model=list[NodePublic],
+    summary="DICOM nodes (to non-administrators: those of their projects)",
+)
+def list_nodes(kahu: KahuDep, user: CurrentUser) -> list[NodePublic]:
+    nodes = kahu.nodes.list()
+    readable = readable_projects(kahu.projects, user)
+    if readable is not None:
+        shown = set(readable)
+        nodes = [
+            dataclasses.replace(n, projects=tuple(p for p in n.projects if p in shown))
+            for n in nodes
+            if shown.intersection(n.projects)
+        ]
+    return [_node(n) for n in nodes]
 
 
 def _node(n: Node) -> NodePublic:

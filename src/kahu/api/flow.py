@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from kahu.api.deps import CurrentUser, KahuDep
+from kahu.api.deps import CurrentUser, KahuDep, Scope
 from kahu.auth.policy import readable_projects, require_in_project, require_role
 from kahu.auth.projects import Role
 from kahu.auth.users import UserPublic
@@ -267,9 +267,9 @@ def _safe_name(name: str) -> str:
 
 @router.get("/series/{uid}/lineage", summary="What a series was derived from and into")
 def lineage(
-    uid: Annotated[str, Path(max_length=64)], kahu: KahuDep, _user: CurrentUser
+    uid: Annotated[str, Path(max_length=64)], kahu: KahuDep, scope: Scope
 ) -> dict[str, Any]:
-    return kahu.lineage.of(uid)
+    return kahu.lineage.of(uid, scope.condition())
 
 
 class TriggerCreate(BaseModel):

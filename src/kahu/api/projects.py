@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
 from kahu.api.deps import AdminUser, CurrentUser, KahuDep
-from kahu.auth.policy import require_role, role_in
+from kahu.auth.policy import require_role, role_in, write_scope
 from kahu.auth.projects import Role, at_least
 from kahu.auth.users import UserPublic
 from kahu.core import Kahu
@@ -108,7 +108,12 @@ def unmap_ae(name: Name, ae_title: Name, kahu: KahuDep, _admin: AdminUser) -> Re
     return Response(status_code=204)
 
 
-@router.post("/{name}/series", summary="Copy (or move) series into the project")
+@router.post(
+    "/{name}/series",
+    summary="Copy (or move) series into the project",
+    description="The caller manages the project and the series' own project (or the one "
+    "they move from).",
+)
 def add_series(
     name: Name, body: SeriesTransfer, kahu: KahuDep, user: CurrentUser
 ) -> dict[str, Any]:
@@ -117,6 +122,7 @@ def add_series(
         _require(kahu, user, body.move_from, "manager")
         added = kahu.projects.move_series(body.series_uids, body.move_from, name)
         kahu.catalog.forget_projects()
-    else:
-        added = kahu.projects.copy_series(body.series_uids, name)
+    else:  # a copy: of series the caller manages elsewhere
+        managed = write_scope(kahu.projects, user, "manager")
+        added = kahu.projects.copy_series(body.series_uids, name, where=managed.condition())
     return {"project": name, "added": added}

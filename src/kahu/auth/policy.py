@@ -88,9 +88,9 @@ def read_scope(projects: Projects, user: UserPublic) -> SeriesScope:
     return SeriesScope(projects.pks_of(user.name))
 
 
-def write_scope(projects: Projects, user: UserPublic) -> SeriesScope:
-    """The series ``user`` may change (tag, add to datasets): those of the projects where
-    they are scientists or managers."""
+def write_scope(projects: Projects, user: UserPublic, needed: Role = "scientist") -> SeriesScope:
+    """The series ``user`` may change: those of the projects where they hold ``needed`` or
+    more (scientists tag series and add them to datasets; managers copy them elsewhere)."""
     if user.is_admin:
         return EVERYTHING
-    return SeriesScope(projects.pks_of(user.name, "scientist"))
+    return SeriesScope(projects.pks_of(user.name, needed))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 
 from kahu.catalog.database import Database
 from kahu.catalog.repository import DEFAULT_PROJECT, touch_series
@@ -31,6 +31,7 @@ from kahu.catalog.tables import (
 )
 from kahu.dicom.uids import validate_ae_title
 from kahu.errors import Conflict, InvalidInput, NotFound
+from kahu.search.sql import in_projects
 
 Role = Literal["viewer", "scientist", "manager"]
 ROLES: tuple[Role, ...] = ("viewer", "scientist", "manager")
@@ -279,11 +280,18 @@ class Projects:
                 )
             )
 
-    def copy_series(self, series_uids: Sequence[str], target: str) -> int:
-        """Add the series to ``target`` as well; return how many were added."""
+    def copy_series(
+        self,
+        series_uids: Sequence[str],
+        target: str,
+        *,
+        where: ColumnElement[bool] | None = None,
+    ) -> int:
+        """Add the series to ``target`` as well; return how many were added. Series that
+        ``where`` (a scope) leaves out are NotFound."""
         with self.db.write() as s:
             target_pk = self._pk(s, target)
-            pks = self._series_pks(s, series_uids)
+            pks = self._series_pks(s, series_uids, where)
             present = set(
                 s.scalars(
                     select(ProjectSeries.series_pk).where(
@@ -301,12 +309,13 @@ class Projects:
             return len(added)
 
     def move_series(self, series_uids: Sequence[str], source: str, target: str) -> int:
-        """Copy the series to ``target`` and take them out of ``source``."""
+        """Copy the series to ``target`` and take them out of ``source`` (series not in
+        ``source`` are NotFound)."""
         if source == target:
             raise InvalidInput("a move needs two different projects")
-        added = self.copy_series(series_uids, target)
+        source_pk = self.pk(source)
+        added = self.copy_series(series_uids, target, where=in_projects([source_pk]))
         with self.db.write() as s:
-            source_pk = self._pk(s, source)
             pks = self._series_pks(s, series_uids)
             s.execute(
                 delete(ProjectSeries).where(
@@ -317,14 +326,13 @@ class Projects:
         return added
 
     @staticmethod
-    def _series_pks(s: Any, series_uids: Sequence[str]) -> list[int]:
-        found = dict(
-            s.execute(
-                select(Series.series_instance_uid, Series.id).where(
-                    Series.series_instance_uid.in_(list(series_uids))
-                )
-            ).all()
+    def _series_pks(
+        s: Any, series_uids: Sequence[str], where: ColumnElement[bool] | None = None
+    ) -> list[int]:
+        stmt = select(Series.series_instance_uid, Series.id).where(
+            Series.series_instance_uid.in_(list(series_uids))
         )
+        found = dict(s.execute(stmt if where is None else stmt.where(where)).all())
         missing = [u for u in series_uids if u not in found]
         if missing:
             raise NotFound(f"no series {', '.join(missing[:5])}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, not_, select, true
 
 from kahu.catalog.database import Database
 from kahu.catalog.tables import Series, SeriesLineage, utcnow
@@ -44,19 +44,27 @@ class Lineage:
                         )
                     )
 
-    def of(self, series_uid: str) -> dict[str, Any]:
-        """What ``series_uid`` was derived from, and what was derived from it."""
+    def of(self, series_uid: str, where: ColumnElement[bool] | None = None) -> dict[str, Any]:
+        """What ``series_uid`` was derived from, and what was derived from it, of the series
+        ``where`` (a read scope) allows: the others are left out (the series itself: NotFound)."""
+        allowed = true() if where is None else where
         with self.db.read() as s:
-            pk = s.scalar(select(Series.id).where(Series.series_instance_uid == series_uid))
+            pk = s.scalar(
+                select(Series.id).where(Series.series_instance_uid == series_uid, allowed)
+            )
             if pk is None:
                 raise NotFound(f"no series {series_uid}")
+            foreign = select(Series.series_instance_uid).where(not_(allowed))
             made = s.execute(
                 select(
                     SeriesLineage.run_id,
                     SeriesLineage.workflow,
                     SeriesLineage.version,
                     SeriesLineage.source_series_uid,
-                ).where(SeriesLineage.series_pk == pk)
+                ).where(
+                    SeriesLineage.series_pk == pk,
+                    SeriesLineage.source_series_uid.not_in(foreign),
+                )
             ).all()
             results = s.execute(
                 select(
@@ -66,7 +74,7 @@ class Lineage:
                     SeriesLineage.version,
                 )
                 .join(Series, Series.id == SeriesLineage.series_pk)
-                .where(SeriesLineage.source_series_uid == series_uid)
+                .where(SeriesLineage.source_series_uid == series_uid, allowed)
                 .order_by(Series.id)
             ).all()
         return {

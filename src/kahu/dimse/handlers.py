@@ -281,10 +281,8 @@ class DimseHandlers:
 
     def handle_get(self, event: events.Event) -> Iterator[Any]:
         scope = self._scope(event)
-        if scope is None:
-            yield 0
-            yield _status(UNABLE_TO_PROCESS, "calling AE title is not a known node"), None
-            return
+        if scope is None:  # pynetdicom answers a handler that fails here with a failure
+            raise PermissionError("calling AE title is not a known node")
         try:
             self._level(event, event.identifier)
             instances = self._instances(event.identifier, scope)
@@ -308,11 +306,9 @@ class DimseHandlers:
             yield None, None
             return
         scope = self._scope(event, node.ae_title)
-        if scope is None:
+        if scope is None:  # pynetdicom answers a handler that fails here with a failure
             yield node.host, node.port
-            yield 0
-            yield _status(UNABLE_TO_PROCESS, "calling AE title is not a known node"), None
-            return
+            raise PermissionError("calling AE title is not a known node")
         try:
             self._level(event, event.identifier)
             instances = self._instances(event.identifier, scope)

@@ -292,7 +292,8 @@ class ColumnIndex:
         fields = list(zip(*decoded, strict=True)) if decoded else [()] * len(self.fields)
         del decoded, texts
         codes: dict[str, Codes] = {}
-        for name, column in zip((*self.fields, MEMBERSHIP), (*fields, memberships), strict=False):
+        fields = fields[: len(self.fields)]  # SQLite's extra path gave one more
+        for name, column in zip((*self.fields, MEMBERSHIP), (*fields, memberships), strict=True):
             with self.columns[name].lock:
                 codes[name] = self.columns[name].encode(column)
         sizes = {name: len(column.values) for name, column in self.columns.items()}
