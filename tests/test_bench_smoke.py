@@ -26,8 +26,9 @@ def test_web_suite_runs() -> None:
     assert metadata["p50_ms"] > 0
 
 
-def test_search_suite_runs(tmp_path: Path) -> None:
-    """On a parquet file with the IDC index's columns, 40 series instead of a million."""
+@pytest.fixture
+def idc_parquet(tmp_path: Path) -> Path:
+    """A parquet file with the IDC index's columns: 40 series instead of a million."""
     import duckdb
 
     parquet = tmp_path / "idc.parquet"
@@ -37,7 +38,7 @@ def test_search_suite_runs(tmp_path: Path) -> None:
             f"20{n % 20:02d}-01-0{1 + n % 9}", "study", ["CHEST", "ABDOMEN", None][n % 3],
             ["CT", "MR"][n % 2], ["SIEMENS", "GE"][n % 2], "model", None,
             ["Lung 1mm", "scout", "LUNG window"][n % 3], str(n), "1.2.840.10008.5.1.4.1.1.2",
-            n, 1.5, "collection",
+            n, 1.5, f"collection-{n % 4}",
         )
         for n in range(40)
     ]  # fmt: skip
@@ -50,11 +51,26 @@ def test_search_suite_runs(tmp_path: Path) -> None:
     )
     con.executemany(f"INSERT INTO idc VALUES ({', '.join('?' * len(search.COLUMNS))})", rows)
     con.execute(f"COPY idc TO '{parquet}' (FORMAT parquet)")
-    table = search.run(runs=2, backends=("sqlite",), parquet=parquet)
+    return parquet
+
+
+def test_search_suite_runs(idc_parquet: Path) -> None:
+    table = search.run(runs=2, backends=("sqlite",), parquet=idc_parquet)
     figures = {row["measure (ms)"]: row for row in table}
     assert figures["series"]["sqlite p50"] == 40
     assert figures["cohort matches"]["sqlite p50"] == 7  # CT, CHEST, SIEMENS: n % 6 == 0
     assert figures["first 100"]["DuckDB p50"] > 0
+
+
+def test_authorization_suite_runs(idc_parquet: Path) -> None:
+    from bench import authz
+
+    table = authz.run(runs=2, backends=("sqlite",), parquet=idc_parquet)
+    figures = {row["measure (ms, p50)"]: row for row in table}
+    assert figures["series"]["sqlite all"] == 40
+    assert figures["cohort"]["sqlite all"] == 7
+    assert 0 < figures["scoped"]["sqlite all"] < 7  # two of four projects
+    assert figures["facets"]["sqlite scoped"] > 0
 
 
 def test_flow_suite_runs() -> None:
