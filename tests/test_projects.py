@@ -143,9 +143,11 @@ def test_project_routes_follow_roles(api: Api) -> None:
         headers=alice,
     )
     assert moved.status_code == 403  # alice is a scientist of default, not its manager
-    copied = client.post(
-        "/api/v1/projects/trial/series", json={"series_uids": [uid]}, headers=alice
-    )
+    copy = {"series_uids": [uid]}
+    copied = client.post("/api/v1/projects/trial/series", json=copy, headers=alice)
+    assert copied.status_code == 404  # a copy too needs the manager of the series' project
+    kahu.projects.set_member("default", "alice", "manager")
+    copied = client.post("/api/v1/projects/trial/series", json=copy, headers=alice)
     assert copied.json() == {"project": "trial", "added": 1}
     assert kahu.projects.series_projects(uid) == ["default", "trial"]
     upload = client.post(

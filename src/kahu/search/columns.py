@@ -183,6 +183,7 @@ class Snapshot:
     codes: dict[str, Codes]
     sizes: dict[str, int]  # dictionary size of each column at this generation
     dense: dict[str, tuple[NDArray[np.int64], int]] = field(default_factory=dict)
+    scopes: dict[frozenset[int], Mask] = field(default_factory=dict)  # see in_projects
 
     @property
     def count(self) -> int:
@@ -452,12 +453,12 @@ class _Evaluator:
         if isinstance(node, MatchAll):
             return np.ones(self.size, bool)
         if isinstance(node, And):
-            out = self.build(node.items[0])
+            out = _writable(self.build(node.items[0]))
             for item in node.items[1:]:
                 out &= self.build(item)
             return out
         if isinstance(node, Or):
-            out = self.build(node.items[0])
+            out = _writable(self.build(node.items[0]))
             for item in node.items[1:]:
                 out |= self.build(item)
             return out
@@ -489,12 +490,23 @@ class _Evaluator:
         return lookup(ok, self.snapshot.codes[f.name])
 
     def in_projects(self, projects: frozenset[int]) -> Mask:
-        def member(item: Any) -> bool:
-            return isinstance(item, str) and any(int(p) in projects for p in item.split(","))
+        """The series of ``projects``: the same few scopes ask again and again, so each
+        snapshot keeps their masks, read-only (:meth:`build` copies one it would change)."""
+        scopes = self.snapshot.scopes
+        cached = scopes.get(projects)
+        if cached is None:
 
-        column = self.index.columns[MEMBERSHIP]
-        ok = column.test(member, self.snapshot.sizes[MEMBERSHIP])
-        return lookup(ok, self.snapshot.codes[MEMBERSHIP])
+            def member(item: Any) -> bool:
+                return isinstance(item, str) and any(int(p) in projects for p in item.split(","))
+
+            column = self.index.columns[MEMBERSHIP]
+            ok = column.test(member, self.snapshot.sizes[MEMBERSHIP])
+            cached = lookup(ok, self.snapshot.codes[MEMBERSHIP])
+            cached.flags.writeable = False
+            if len(scopes) >= 256:  # racing threads may both clear: harmless
+                scopes.clear()
+            scopes[projects] = cached
+        return cached
 
     # -- datasets and tags: their members come from the database ---------------------------
 
@@ -581,6 +593,10 @@ class _Evaluator:
             return high is None or (item <= high if node.include_high else item < high)
 
         return self.values(f, within)
+
+
+def _writable(mask: Mask) -> Mask:
+    return mask if mask.flags.writeable else mask.copy()
 
 
 def _fetch(session: Any, stmt: Any) -> list[tuple[Any, ...]]:

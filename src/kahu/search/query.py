@@ -105,7 +105,7 @@ def within(node: Node, projects: frozenset[int] | None) -> Node:
         return node
     if isinstance(node, MatchAll):
         return InProjects(projects)
-    return And((InProjects(projects), node))
+    return And((node, InProjects(projects)))
 
 
 def parse(text: str) -> Node:
