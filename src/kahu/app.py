@@ -8,9 +8,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kahu import __version__
 from kahu.api import admin, curation, flow, objects, projects, routes, search
+from kahu.audit import AuditUnavailable
 from kahu.auth.throttle import TooManyAttempts
 from kahu.core import Kahu
 from kahu.dicomweb import router as dicomweb
@@ -30,6 +33,7 @@ from kahu.settings import Settings
 log = logging.getLogger(__name__)
 
 _STATUS: list[tuple[type[KahuError], int]] = [
+    (AuditUnavailable, 503),
     (NotAcceptable, 406),
     (UnsupportedMediaType, 415),
     (PayloadTooLarge, 413),
@@ -60,6 +64,29 @@ def _error_response(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
+class AuditOutcome:
+    """Fills in the status of a request's audit record (written by the authentication
+    dependency before the route ran) when the response starts."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record = scope.get("state", {}).get("audit_id")
+                if record is not None:
+                    kahu: Kahu = scope["app"].state.kahu
+                    await run_in_threadpool(kahu.audit.finish, record, int(message["status"]))
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
 def create_app(settings: Settings, kahu: Kahu | None = None) -> FastAPI:
     """Build the app. Pass ``kahu`` to share an instance (tests, CLI); else one is made."""
 
@@ -84,6 +111,7 @@ def create_app(settings: Settings, kahu: Kahu | None = None) -> FastAPI:
     if kahu is not None:
         app.state.kahu = kahu
     app.add_exception_handler(KahuError, _error_response)
+    app.add_middleware(AuditOutcome)
 
     @app.get("/health", tags=["health"], summary="Liveness (no authentication)")
     def health() -> dict[str, str]:

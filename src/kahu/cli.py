@@ -25,10 +25,12 @@ nodes_app = typer.Typer(
     help="Manage remote DICOM nodes (C-MOVE destinations).", no_args_is_help=True
 )
 series_app = typer.Typer(help="Inspect and delete series.", no_args_is_help=True)
+audit_app = typer.Typer(help="Read the audit log.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(nodes_app, name="nodes")
 app.add_typer(series_app, name="series")
+app.add_typer(audit_app, name="audit")
 
 HomeOpt = Annotated[
     Path | None,
@@ -430,6 +432,63 @@ def nodes_remove(name: str, home: HomeOpt = None, database_url: DbOpt = None) ->
     with _open(_settings(home, database_url)) as kahu:
         kahu.nodes.remove(name)
     typer.echo(f"removed node {name}")
+
+
+# -- audit ---------------------------------------------------------------------------------------
+
+ActorOpt = Annotated[str | None, typer.Option(help="user name, AE title or run id")]
+ActionOpt = Annotated[str | None, typer.Option(help="an action, or a prefix ending in '.' (run.)")]
+SinceOpt = Annotated[str | None, typer.Option(help="ISO 8601 date or time (UTC)")]
+
+
+def _audit_filters(
+    actor: str | None, action: str | None, series: str | None, since: str | None
+) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    start = None
+    if since:
+        try:
+            start = datetime.fromisoformat(since)
+        except ValueError as exc:
+            raise typer.BadParameter(f"--since {since!r} is not an ISO 8601 date") from exc
+        start = start if start.tzinfo else start.replace(tzinfo=UTC)
+    return {"actor": actor, "action": action, "series": series, "since": start}
+
+
+@audit_app.command("list")
+@_guard
+def audit_list(
+    actor: ActorOpt = None,
+    action: ActionOpt = None,
+    series: Annotated[str | None, typer.Option(help="a UID the action touched")] = None,
+    since: SinceOpt = None,
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """The audit records matching the filters, oldest first (one per line)."""
+    with _open(_settings(home, database_url)) as kahu:
+        for r in kahu.audit.query(**_audit_filters(actor, action, series, since), limit=limit):
+            count = f"{len(r.series)} series" if r.series else ""
+            line = f"{r.at:%Y-%m-%dT%H:%M:%SZ}\t{r.actor}\t{r.action}\t{r.path}\t{r.status}"
+            typer.echo(f"{line}\t{count}")
+
+
+@audit_app.command("export")
+@_guard
+def audit_export(
+    actor: ActorOpt = None,
+    action: ActionOpt = None,
+    series: Annotated[str | None, typer.Option(help="a UID the action touched")] = None,
+    since: SinceOpt = None,
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Every matching audit record as JSON lines on standard output."""
+    with _open(_settings(home, database_url)) as kahu:
+        for line in kahu.audit.export(**_audit_filters(actor, action, series, since)):
+            sys.stdout.write(line)
 
 
 @nodes_app.command("echo")

@@ -96,6 +96,8 @@ def run(
             params,
             RunInput(dataset, query, tuple(series or ()), limit, fetch_references),
             one_run_per_series=one_run_per_series,
+            audit=kahu.audit,
+            path="cli",
             created_by="cli",
             project=project,
         )

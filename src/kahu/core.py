@@ -6,6 +6,7 @@ import logging
 import threading
 from pathlib import Path
 
+from kahu.audit import AuditLog
 from kahu.auth.projects import Projects
 from kahu.auth.throttle import LoginThrottle
 from kahu.auth.users import Accounts
@@ -50,6 +51,7 @@ class Kahu:
         self.events = EventBus()
         self.ingestor = Ingestor(self.catalog, self.store, self.events)
         self.accounts = Accounts(self.db)
+        self.audit = AuditLog(self.db)
         self.login_throttle = LoginThrottle()
         self.projects = Projects(self.db)
         self.nodes = NodeRegistry(self.db)
@@ -65,6 +67,7 @@ class Kahu:
             self.nodes,
             self.store,
             self.projects,
+            self.audit,
         )
         self.dicom = DicomServer(settings.dicom, handlers)
         self.lineage = Lineage(self.db)
@@ -93,7 +96,14 @@ class Kahu:
             else []
         )
         self.triggers = Triggers(
-            self.db, self.catalog, self.workflows, self.flow, self.events, self.projects, builtin
+            self.db,
+            self.catalog,
+            self.workflows,
+            self.flow,
+            self.events,
+            self.projects,
+            self.audit,
+            builtin,
         )
         self._started = False
         self._warming: threading.Thread | None = None

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
-from typing import Annotated
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from kahu.api.deps import AdminUser, CurrentUser, KahuDep
 from kahu.api.schemas import (
@@ -22,6 +23,7 @@ from kahu.api.schemas import (
 )
 from kahu.auth import users
 from kahu.auth.policy import readable_projects
+from kahu.auth.throttle import TooManyAttempts
 from kahu.dimse.nodes import Node
 from kahu.errors import AuthenticationFailed, PermissionDenied
 
@@ -55,14 +57,27 @@ def _user(u: users.UserPublic) -> UserPublicModel:
 def login(body: LoginRequest, request: Request, kahu: KahuDep) -> TokenCreated:
     """Failed attempts are counted per user name and per client address: after 5 in 15
     minutes the next ones get 429 (with Retry-After), even with the right password."""
-    keys = (f"user:{body.username}", f"address:{request.client.host if request.client else ''}")
-    kahu.login_throttle.check(*keys)
+    client = request.client.host if request.client else ""
+    keys = (f"user:{body.username}", f"address:{client}")
+
+    def audit(status: int) -> None:  # before the answer: no login goes unrecorded
+        action = "login" if status == 200 else "login.failed"
+        path = "POST /api/v1/auth/login"
+        kahu.audit.record(body.username, action, path=path, client=client, status=status)
+
+    try:
+        kahu.login_throttle.check(*keys)
+    except TooManyAttempts:
+        audit(429)
+        raise
     try:
         user = kahu.accounts.authenticate_password(body.username, body.password)
     except AuthenticationFailed:
         kahu.login_throttle.failed(*keys)
+        audit(401)
         raise
     kahu.login_throttle.succeeded(keys[0])
+    audit(200)
     secret, token = kahu.accounts.create_token(
         user.name, name="login", expires_in=timedelta(days=body.expires_in_days)
     )
@@ -170,3 +185,70 @@ def add_node(body: NodeCreate, kahu: KahuDep, _admin: AdminUser) -> NodePublic:
 def remove_node(name: str, kahu: KahuDep, _admin: AdminUser) -> Response:
     kahu.nodes.remove(name)
     return Response(status_code=204)
+
+
+AUDIT_FILTERS = """Filters: `actor`, `action` (a name, or a prefix ending in '.': `run.`),
+`project`, `series` (a UID the action touched), `since` and `until` (ISO 8601)."""
+
+
+def _audit_filters(
+    actor: str | None,
+    action: str | None,
+    project: str | None,
+    series: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> dict[str, Any]:
+    return {
+        "actor": actor,
+        "action": action,
+        "project": project,
+        "series": series,
+        "since": since,
+        "until": until,
+    }
+
+
+Filter = Annotated[str | None, Query(max_length=128)]
+
+
+@router.get("/audit", summary="Audit records (administrators)", description=AUDIT_FILTERS)
+def audit_records(
+    kahu: KahuDep,
+    _admin: AdminUser,
+    actor: Filter = None,
+    action: Filter = None,
+    project: Filter = None,
+    series: Filter = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    filters = _audit_filters(actor, action, project, series, since, until)
+    records = kahu.audit.query(**filters, limit=limit, offset=offset)
+    return {"records": [r.public() for r in records], "limit": limit, "offset": offset}
+
+
+@router.get(
+    "/audit/export",
+    summary="Audit records as JSON lines (administrators)",
+    description=AUDIT_FILTERS,
+    response_class=StreamingResponse,
+)
+def audit_export(
+    kahu: KahuDep,
+    _admin: AdminUser,
+    actor: Filter = None,
+    action: Filter = None,
+    project: Filter = None,
+    series: Filter = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> StreamingResponse:
+    lines = kahu.audit.export(**_audit_filters(actor, action, project, series, since, until))
+    return StreamingResponse(
+        lines,
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": 'attachment; filename="kahu-audit.jsonl"'},
+    )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import contextlib
+import json
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from kahu.audit import ROUTES, UID_PARAMETERS, audited_route
 from kahu.auth.policy import SeriesScope, read_scope
 from kahu.auth.users import UserPublic
 from kahu.core import Kahu
@@ -25,11 +28,62 @@ KahuDep = Annotated[Kahu, Depends(get_kahu)]
 
 def current_user(
     kahu: KahuDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> UserPublic:
+    """The caller, from their bearer token; an audited route (:data:`kahu.audit.ROUTES`) is
+    recorded here, before it runs (a middleware fills in its status)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationFailed("authentication required: send 'Authorization: Bearer <token>'")
-    return kahu.accounts.authenticate_token(credentials.credentials)
+    user, token_id, fresh = kahu.accounts.token_use(credentials.credentials)
+    client = request.client.host if request.client else ""
+    template = _template(request)
+    if fresh:
+        kahu.audit.record(
+            user.name, "token.use", path=f"{request.method} {template}", client=client,
+            token_id=token_id, status=200,
+        )  # fmt: skip
+    action = ROUTES.get((request.method, template))
+    if action is not None and getattr(request.state, "audit_id", None) is None:
+        params = request.path_params
+        request.state.audit_id = kahu.audit.record(
+            user.name,
+            action,
+            path=f"{request.method} {template}",
+            client=client,
+            token_id=token_id,
+            project=request.query_params.get("project")
+            or (params.get("name") if template.startswith("/api/v1/projects/") else None),
+            series=[str(params[p]) for p in UID_PARAMETERS if p in params],
+            detail=_detail(request),
+        )
+    return user
+
+
+def _template(request: Request) -> str:
+    """The route's path template ("/dicomweb/studies/{study}") when audited, else the
+    request's path."""
+    found = audited_route(request.method, request.url.path)
+    return found[0] if found else request.url.path
+
+
+def _detail(request: Request) -> dict[str, Any]:
+    """What the request asked: its query parameters and, for a small JSON body (read by
+    FastAPI already), its fields (passwords left out)."""
+    detail: dict[str, Any] = {}
+    params = {k: v for k, v in request.query_params.items() if k != "access_token"}
+    if params:
+        detail["params"] = params
+    others = {k: v for k, v in request.path_params.items() if k not in UID_PARAMETERS}
+    if others:
+        detail["path"] = others
+    body = getattr(request, "_body", None)  # cached by FastAPI for routes with a body model
+    if isinstance(body, bytes) and 0 < len(body) <= 65536:
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(body)
+            if isinstance(parsed, dict):
+                detail["body"] = {k: v for k, v in parsed.items() if "password" not in k}
+    return detail
 
 
 CurrentUser = Annotated[UserPublic, Depends(current_user)]

@@ -91,6 +91,8 @@ def create_run(body: RunCreate, kahu: KahuDep, user: CurrentUser) -> dict[str, A
         ),
         version=body.version,
         one_run_per_series=body.one_run_per_series,
+        audit=kahu.audit,
+        path="POST /api/v1/runs",
         created_by=user.name,
         project=body.project,
     )

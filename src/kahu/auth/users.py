@@ -182,6 +182,11 @@ class Accounts:
             token.revoked_at = token.revoked_at or utcnow()
 
     def authenticate_token(self, secret: str) -> UserPublic:
+        return self.token_use(secret)[0]
+
+    def token_use(self, secret: str) -> tuple[UserPublic, int, bool]:
+        """The token's user, the token's id, and whether this is its first use in a minute
+        (then its ``last_used_at`` moved: the audit log records such uses)."""
         if not secret.startswith(TOKEN_PREFIX) or len(secret) > 128:
             raise AuthenticationFailed("invalid token")
         now = utcnow()
@@ -200,7 +205,8 @@ class Accounts:
             raise AuthenticationFailed("token expired")
         if user.disabled:
             raise AuthenticationFailed("user disabled")
-        if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
+        fresh = token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1)
+        if fresh:
             with self.db.write() as s:
                 s.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
-        return _user_public(user)
+        return _user_public(user), int(token.id), fresh

@@ -14,6 +14,7 @@ from pynetdicom import events
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import build_context
 
+from kahu.audit import AuditLog, AuditUnavailable
 from kahu.auth.policy import SeriesScope
 from kahu.auth.projects import Projects
 from kahu.catalog.dicom_query import DERIVED, UNIQUE_KEYS, DicomQuery, Level
@@ -65,8 +66,10 @@ class DimseHandlers:
         nodes: NodeRegistry,
         store: BlobStore,
         projects: Projects,
+        audit: AuditLog,
     ) -> None:
         self.settings = settings
+        self.audit = audit
         self.projects = projects
         self.ingestor = ingestor
         self.catalog = catalog
@@ -205,24 +208,50 @@ class DimseHandlers:
             projects &= {self.catalog.project_pk(project)}
         return SeriesScope(frozenset(projects))
 
+    def _audit(
+        self,
+        event: events.Event,
+        action: str,
+        detail: dict[str, Any],
+        *,
+        series: list[str] | None = None,
+        status: int | None = None,
+    ) -> int:
+        """The audit record of a query or retrieval, before it runs (AuditUnavailable: it
+        must not run)."""
+        calling = str(event.assoc.requestor.ae_title).strip()
+        address = f"{event.assoc.requestor.address}:{event.assoc.requestor.port}"
+        return self.audit.record(
+            calling, action, kind="node", path="dimse", client=address,
+            series=series or [], detail=detail, status=status,
+        )  # fmt: skip
+
     def handle_find(self, event: events.Event) -> Iterator[tuple[int, Dataset | None]]:
         identifier = event.identifier
         scope = self._scope(event)
+        filters = self._filters(identifier)
+        try:
+            refused = UNABLE_TO_PROCESS if scope is None else None
+            record = self._audit(event, "search", {"c-find": filters}, status=refused)
+        except AuditUnavailable as exc:
+            yield _status(UNABLE_TO_PROCESS, str(exc)), None
+            return
         if scope is None:
             yield _status(UNABLE_TO_PROCESS, "calling AE title is not a known node"), None
             return
         try:
             level = self._level(event, identifier)
-            rows = self.query.search(
-                level, self._filters(identifier), series_scope=scope.condition()
-            )
+            rows = self.query.search(level, filters, series_scope=scope.condition())
         except InvalidInput as exc:
+            self.audit.finish(record, IDENTIFIER_DOES_NOT_MATCH)
             yield _status(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
             return
         except Exception:
             log.exception("C-FIND failed")
+            self.audit.finish(record, UNABLE_TO_PROCESS)
             yield UNABLE_TO_PROCESS, None
             return
+        self.audit.finish(record, 0, {"matches": len(rows)})
         for row in rows:
             if event.is_cancelled:
                 yield 0xFE00, None
@@ -279,19 +308,38 @@ class DimseHandlers:
                 yield OUT_OF_RESOURCES, failed
                 return
 
-    def handle_get(self, event: events.Event) -> Iterator[Any]:
-        scope = self._scope(event)
-        if scope is None:  # pynetdicom answers a handler that fails here with a failure
+    def _retrieval(
+        self, event: events.Event, scope: SeriesScope | None, detail: dict[str, Any]
+    ) -> tuple[list[InstanceRow], int]:
+        """The instances a C-GET or C-MOVE sends and its audit record, written before any is
+        sent; raises (pynetdicom then answers with a failure status) for a caller that is no
+        node or when the record cannot be written."""
+        if scope is None:
+            self._audit(event, "retrieve", detail, status=0xC513)
             raise PermissionError("calling AE title is not a known node")
+        self._level(event, event.identifier)
+        instances = self._instances(event.identifier, scope)
+        series = sorted({i.series_instance_uid for i in instances})
+        detail = {**detail, "instances": len(instances)}
+        return instances, self._audit(event, "retrieve", detail, series=series)
+
+    def _sending(
+        self, event: events.Event, instances: list[InstanceRow], record: int
+    ) -> Iterator[tuple[int, Dataset | None]]:
+        yield from self._sub_operations(event, instances)
+        self.audit.finish(record, 0)  # not reached when the peer cancels or aborts
+
+    def handle_get(self, event: events.Event) -> Iterator[Any]:
+        detail = {"c-get": self._filters(event.identifier)}
         try:
-            self._level(event, event.identifier)
-            instances = self._instances(event.identifier, scope)
+            instances, record = self._retrieval(event, self._scope(event), detail)
         except (InvalidInput, ValueError) as exc:
+            self._audit(event, "retrieve", detail, status=IDENTIFIER_DOES_NOT_MATCH)
             yield 0
             yield _status(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
             return
         yield len(instances)
-        yield from self._sub_operations(event, instances)
+        yield from self._sending(event, instances, record)
 
     def handle_move(self, event: events.Event) -> Iterator[Any]:
         destination = event.move_destination
@@ -305,24 +353,24 @@ class DimseHandlers:
             log.warning("C-MOVE to unknown destination %r", aet)
             yield None, None
             return
-        scope = self._scope(event, node.ae_title)
-        if scope is None:  # pynetdicom answers a handler that fails here with a failure
-            yield node.host, node.port
-            raise PermissionError("calling AE title is not a known node")
+        detail = {"c-move": self._filters(event.identifier), "destination": node.name}
         try:
-            self._level(event, event.identifier)
-            instances = self._instances(event.identifier, scope)
+            instances, record = self._retrieval(event, self._scope(event, node.ae_title), detail)
         except (InvalidInput, ValueError) as exc:
+            self._audit(event, "retrieve", detail, status=IDENTIFIER_DOES_NOT_MATCH)
             yield node.host, node.port
             yield 0
             yield _status(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
             return
+        except Exception:
+            yield node.host, node.port  # the failure is answered at the next step
+            raise
         # propose exactly the stored (SOP class, transfer syntax) pairs: no transcoding
         pairs = sorted({(i.sop_class_uid, i.transfer_syntax_uid) for i in instances})[:128]
         contexts = [build_context(sop, [ts]) for sop, ts in pairs]
         yield node.host, node.port, {"contexts": contexts}
         yield len(instances)
-        yield from self._sub_operations(event, instances)
+        yield from self._sending(event, instances, record)
 
 
 def _status(code: int, comment: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from kahu.audit import AuditLog
 from kahu.catalog.repository import DEFAULT_PROJECT, Catalog
 from kahu.flow.cohort import RunInput, resolve
 from kahu.flow.engine import Engine
@@ -24,23 +25,49 @@ def launch(
     trigger: str = "manual",
     created_by: str = "",
     project: str = DEFAULT_PROJECT,
+    audit: AuditLog,
+    path: str = "",
 ) -> list[str]:
     """Validate the parameters (errors name the field), resolve the cohort within
-    ``project`` and create the run, or one run per series. Returns the run ids."""
+    ``project`` and create the run, or one run per series. Returns the run ids.
+
+    The launch is recorded in the ``audit`` log first (by whom, which workflow, which series;
+    ``path`` says how it came: a route, "cli", "trigger"); no record, no run."""
     workflow = registry.get(workflow_name, version)
     values = workflow.validate_parameters(params)
     series, missing = resolve(catalog, run_input, project)
     groups = [[uid] for uid in series] if one_run_per_series else [series]
-    return [
-        engine.create_run(
-            workflow,
-            values,
-            group,
-            input=run_input.public(),
-            missing=missing,
-            trigger=trigger,
-            created_by=created_by,
-            project=project,
-        )
-        for group in groups
-    ]
+    manual = trigger == "manual"
+    record = audit.record(
+        created_by if manual else trigger,
+        "run.launch",
+        kind="user" if manual and created_by != "cli" else "system",
+        path=path,
+        project=project,
+        series=series,
+        detail={
+            "workflow": workflow.name,
+            "version": workflow.version,
+            "params": dict(values),
+            "created_by": created_by,
+        },
+    )
+    try:
+        ids = [
+            engine.create_run(
+                workflow,
+                values,
+                group,
+                input=run_input.public(),
+                missing=missing,
+                trigger=trigger,
+                created_by=created_by,
+                project=project,
+            )
+            for group in groups
+        ]
+    except BaseException:
+        audit.finish(record, 500)
+        raise
+    audit.finish(record, 201, {"runs": ids})
+    return ids

@@ -21,6 +21,7 @@ from typing import Any
 from croniter import croniter
 from sqlalchemy import delete, select, update
 
+from kahu.audit import AuditLog
 from kahu.auth.projects import Projects
 from kahu.catalog.database import Database
 from kahu.catalog.repository import DEFAULT_PROJECT, Catalog
@@ -105,10 +106,12 @@ class Triggers:
         engine: Engine,
         events: EventBus,
         projects: Projects,
+        audit: AuditLog,
         builtin: Sequence[TriggerInfo] = (),
     ) -> None:
         self.db = db
         self.projects = projects
+        self.audit = audit
         self.builtin = list(builtin)
         self.catalog = catalog
         self.registry = registry
@@ -224,6 +227,8 @@ class Triggers:
                     RunInput(series_uids=(event.series_instance_uid,)),
                     trigger=f"rule:{rule.name}",
                     created_by=rule.created_by,
+                    audit=self.audit,
+                    path="trigger",
                     project=project,
                 )
                 self._fired(rule.name)
@@ -295,6 +300,8 @@ class Triggers:
                     RunInput.from_public(trigger.input),
                     trigger=f"schedule:{trigger.name}",
                     created_by=trigger.created_by,
+                    audit=self.audit,
+                    path="trigger",
                     project=trigger.project,
                 )
             except Exception:

@@ -21,7 +21,11 @@ def delete_series_task(ctx: TaskContext, kahu: Kahu) -> None:
         raise ValueError("delete-series runs per series")
     if ctx.params.get("confirm") is not True:
         raise ValueError("deleting series needs the run parameter confirm=true")
-    removed = kahu.ingestor.delete_series(uid)
+    job = ctx.job
+    with kahu.audit.action(
+        job.run_id, "series.delete", kind="run", path="workflow", project=job.project, series=[uid]
+    ):
+        removed = kahu.ingestor.delete_series(uid)
     ctx.log.info("deleted series %s (%d files)", uid, removed)
 
 

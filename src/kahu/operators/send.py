@@ -96,7 +96,18 @@ def send_series(ctx: TaskContext, kahu: Kahu) -> None:
             f"node {node.name} may not receive series of project {ctx.job.project} "
             f"(its projects: {', '.join(node.projects) or 'none'})"
         )
-    sent = send_instances(kahu, node, kahu.catalog.instances(series_uid=uid))
+    job = ctx.job
+    with kahu.audit.action(
+        job.run_id,
+        "send",
+        kind="run",
+        path="workflow",
+        client=f"{node.ae_title}@{node.host}:{node.port}",
+        project=job.project,
+        series=[uid],
+        detail={"node": node.name},
+    ):
+        sent = send_instances(kahu, node, kahu.catalog.instances(series_uid=uid))
     ctx.log.info("sent %d instances of %s to %s", sent, uid, node.name)
 
 
