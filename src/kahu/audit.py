@@ -93,6 +93,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/projects/{name}/series"): "project.add-series",
     ("POST", "/api/v1/users"): "user.create",
     ("POST", "/api/v1/me/password"): "password.change",
+    ("POST", "/api/v1/auth/logout"): "logout",
     ("POST", "/api/v1/tokens"): "token.create",
     ("DELETE", "/api/v1/tokens/{token_id}"): "token.revoke",
     ("POST", "/api/v1/nodes"): "node.add",

@@ -27,6 +27,11 @@ class HttpSettings(BaseModel):
     #: The URL clients reach Kahu at (behind a proxy, or for clients that send a bare Host
     #: header); used in RetrieveURL and BulkDataURI. Empty: derived from each request.
     public_url: str = ""
+    #: Browser sessions (POST /api/v1/auth/session) last this long.
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    #: Session cookies carry the Secure attribute (sent over HTTPS only; browsers treat
+    #: http://localhost as secure too). Turn off only for plain HTTP on another host.
+    secure_cookies: bool = True
 
     @field_validator("public_url")
     @classmethod

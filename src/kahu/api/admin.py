@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 
 from kahu.api.deps import AdminUser, CurrentUser, KahuDep
 from kahu.api.schemas import (
@@ -23,7 +24,10 @@ from kahu.api.schemas import (
 )
 from kahu.auth import users
 from kahu.auth.policy import readable_projects
+from kahu.auth.sessions import CSRF_COOKIE, SESSION_COOKIE, csrf_token
 from kahu.auth.throttle import TooManyAttempts
+from kahu.auth.users import UserPublic
+from kahu.core import Kahu
 from kahu.dimse.nodes import Node
 from kahu.errors import AuthenticationFailed, PermissionDenied
 
@@ -49,6 +53,34 @@ def _user(u: users.UserPublic) -> UserPublicModel:
     )
 
 
+def _password_login(kahu: Kahu, request: Request, username: str, password: str) -> UserPublic:
+    """The user, or AuthenticationFailed / TooManyAttempts; every attempt is audited before
+    the answer (failed attempts count against the name and the address: after 5 in 15
+    minutes the next ones get 429 with Retry-After, even with the right password)."""
+    client = request.client.host if request.client else ""
+    keys = (f"user:{username}", f"address:{client}")
+    path = f"POST {request.url.path}"
+
+    def audit(status: int) -> None:
+        action = "login" if status == 200 else "login.failed"
+        kahu.audit.record(username, action, path=path, client=client, status=status)
+
+    try:
+        kahu.login_throttle.check(*keys)
+    except TooManyAttempts:
+        audit(429)
+        raise
+    try:
+        user = kahu.accounts.authenticate_password(username, password)
+    except AuthenticationFailed:
+        kahu.login_throttle.failed(*keys)
+        audit(401)
+        raise
+    kahu.login_throttle.succeeded(keys[0])
+    audit(200)
+    return user
+
+
 @router.post(
     "/auth/login",
     response_model=TokenCreated,
@@ -57,31 +89,52 @@ def _user(u: users.UserPublic) -> UserPublicModel:
 def login(body: LoginRequest, request: Request, kahu: KahuDep) -> TokenCreated:
     """Failed attempts are counted per user name and per client address: after 5 in 15
     minutes the next ones get 429 (with Retry-After), even with the right password."""
-    client = request.client.host if request.client else ""
-    keys = (f"user:{body.username}", f"address:{client}")
-
-    def audit(status: int) -> None:  # before the answer: no login goes unrecorded
-        action = "login" if status == 200 else "login.failed"
-        path = "POST /api/v1/auth/login"
-        kahu.audit.record(body.username, action, path=path, client=client, status=status)
-
-    try:
-        kahu.login_throttle.check(*keys)
-    except TooManyAttempts:
-        audit(429)
-        raise
-    try:
-        user = kahu.accounts.authenticate_password(body.username, body.password)
-    except AuthenticationFailed:
-        kahu.login_throttle.failed(*keys)
-        audit(401)
-        raise
-    kahu.login_throttle.succeeded(keys[0])
-    audit(200)
+    user = _password_login(kahu, request, body.username, body.password)
     secret, token = kahu.accounts.create_token(
         user.name, name="login", expires_in=timedelta(days=body.expires_in_days)
     )
     return TokenCreated(token=secret, **_token(token).model_dump())
+
+
+class SessionLogin(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+@router.post(
+    "/auth/session",
+    summary="Log in a browser: a session cookie (HttpOnly, Secure, SameSite=Strict)",
+    description="Answers the CSRF token that requests changing something must send as "
+    "X-CSRF-Token (also readable in the kahu_csrf cookie). Throttled like /auth/login.",
+)
+def session_login(
+    body: SessionLogin, request: Request, response: Response, kahu: KahuDep
+) -> dict[str, Any]:
+    user = _password_login(kahu, request, body.username, body.password)
+    hours = kahu.settings.http.session_hours
+    secret, token = kahu.accounts.create_token(
+        user.name, name="session", expires_in=timedelta(hours=hours)
+    )
+    csrf = csrf_token(secret)
+    secure, age = kahu.settings.http.secure_cookies, int(hours * 3600)
+    response.set_cookie(
+        SESSION_COOKIE, secret, max_age=age, httponly=True, secure=secure, samesite="strict"
+    )
+    response.set_cookie(
+        CSRF_COOKIE, csrf, max_age=age, httponly=False, secure=secure, samesite="strict"
+    )
+    return {"user": user.name, "csrf_token": csrf, "expires_at": token.expires_at}
+
+
+@router.post("/auth/logout", status_code=204, summary="End the browser session")
+def session_logout(request: Request, kahu: KahuDep, user: CurrentUser) -> Response:
+    secret = request.cookies.get(SESSION_COOKIE)
+    if secret is not None:
+        kahu.accounts.revoke_secret(secret)
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict")
+    response.delete_cookie(CSRF_COOKIE, samesite="strict")
+    return response
 
 
 @router.get("/me", response_model=UserPublicModel)

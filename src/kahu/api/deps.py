@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from kahu.audit import ROUTES, UID_PARAMETERS, audited_route
 from kahu.auth.policy import SeriesScope, read_scope
+from kahu.auth.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, csrf_ok
 from kahu.auth.users import UserPublic
 from kahu.core import Kahu
 from kahu.errors import AuthenticationFailed, PermissionDenied
@@ -31,11 +32,25 @@ def current_user(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> UserPublic:
-    """The caller, from their bearer token; an audited route (:data:`kahu.audit.ROUTES`) is
-    recorded here, before it runs (a middleware fills in its status)."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise AuthenticationFailed("authentication required: send 'Authorization: Bearer <token>'")
-    user, token_id, fresh = kahu.accounts.token_use(credentials.credentials)
+    """The caller, from their bearer token or browser session cookie (a session's changes
+    need the CSRF header: :mod:`kahu.auth.sessions`); an audited route
+    (:data:`kahu.audit.ROUTES`) is recorded here, before it runs (a middleware fills in its
+    status)."""
+    if credentials is not None and credentials.scheme.lower() == "bearer":
+        secret = credentials.credentials
+    elif (cookie := request.cookies.get(SESSION_COOKIE)) is not None:
+        secret = cookie
+        if request.method not in SAFE_METHODS and not csrf_ok(
+            secret, request.headers.get(CSRF_HEADER)
+        ):
+            raise PermissionDenied(
+                f"a change made with a session cookie needs the {CSRF_HEADER} header"
+            )
+    else:
+        raise AuthenticationFailed(
+            "authentication required: send 'Authorization: Bearer <token>' or log in"
+        )
+    user, token_id, fresh = kahu.accounts.token_use(secret)
     client = request.client.host if request.client else ""
     template = _template(request)
     if fresh:

@@ -181,6 +181,15 @@ class Accounts:
                 raise NotFound(f"no token {token_id}")
             token.revoked_at = token.revoked_at or utcnow()
 
+    def revoke_secret(self, secret: str) -> None:
+        """Revoke the token whose secret this is (a session ending)."""
+        with self.db.write() as s:
+            s.execute(
+                update(ApiToken)
+                .where(ApiToken.token_hash == _digest(secret), ApiToken.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+
     def authenticate_token(self, secret: str) -> UserPublic:
         return self.token_use(secret)[0]
 
