@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kahu import __version__
 from kahu.api import admin, curation, flow, objects, projects, routes, search
 from kahu.audit import AuditUnavailable
+from kahu.auth.oidc import ProviderUnavailable
 from kahu.auth.throttle import TooManyAttempts
 from kahu.core import Kahu
 from kahu.dicomweb import router as dicomweb
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 _STATUS: list[tuple[type[KahuError], int]] = [
     (AuditUnavailable, 503),
+    (ProviderUnavailable, 502),
     (NotAcceptable, 406),
     (UnsupportedMediaType, 415),
     (PayloadTooLarge, 413),

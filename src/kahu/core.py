@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 from kahu.audit import AuditLog
+from kahu.auth.oidc import OidcLogin
 from kahu.auth.projects import Projects
 from kahu.auth.throttle import LoginThrottle
 from kahu.auth.users import Accounts
@@ -55,6 +56,7 @@ class Kahu:
         self.login_throttle = LoginThrottle()
         self.projects = Projects(self.db)
         self.nodes = NodeRegistry(self.db)
+        self.oidc = OidcLogin(settings.oidc, self.accounts, self.projects)
         self.objects = ObjectStore(settings.resolved_objects_url)
         self.query = DicomQuery(self.db)
         self.metadata = MetadataIndex(self.db, self.store, self.events)

@@ -121,6 +121,49 @@ class FlowSettings(BaseModel):
     thumbnails_on_arrival: bool = True
 
 
+class OidcSettings(BaseModel):
+    """Single sign-on with an OpenID Connect provider (docs/operators.md, "Single sign-on").
+    Off while ``issuer`` is empty."""
+
+    #: the provider's issuer URL (its discovery document is ``<issuer>/.well-known/...``)
+    issuer: str = ""
+    client_id: str = ""
+    #: the client secret, or a file holding it (kept out of the environment)
+    client_secret_value: str = Field(default="", alias="client_secret", repr=False)
+    client_secret_file: Path | None = None
+    scopes: str = "openid profile email"
+    #: where the provider sends the browser back; empty: public_url or the request's own
+    #: origin + /api/v1/auth/oidc/callback (register this URL with the provider)
+    redirect_url: str = ""
+    username_claim: str = "preferred_username"
+    groups_claim: str = "groups"
+    #: members of these groups are Kahu administrators
+    admin_groups: list[str] = Field(default_factory=list)
+    #: group -> roles it gives, as "project:role" ({"radiology": ["oncology:scientist"]})
+    group_roles: dict[str, list[str]] = Field(default_factory=dict)
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "PS256", "ES256"])
+    timeout_s: float = Field(default=10.0, gt=0)
+
+    model_config = {"populate_by_name": True}
+
+    @field_validator("group_roles")
+    @classmethod
+    def _check_roles(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for group, grants in value.items():
+            for grant in grants:
+                project, sep, role = grant.partition(":")
+                if not project or not sep or role not in ("viewer", "scientist", "manager"):
+                    raise ValueError(
+                        f"group {group!r}: {grant!r} is not 'project:viewer|scientist|manager'"
+                    )
+        return value
+
+    def client_secret(self) -> str:
+        if self.client_secret_file is not None:
+            return self.client_secret_file.read_text().strip()
+        return self.client_secret_value
+
+
 class Settings(BaseSettings):
     """All settings of one Kahu instance."""
 
@@ -136,6 +179,7 @@ class Settings(BaseSettings):
     imports: ImportSettings = Field(default_factory=ImportSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     flow: FlowSettings = Field(default_factory=FlowSettings)
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
     #: fsspec URL of the object store's buckets; empty: ``<home>/objects``
     objects_url: str = ""
     #: fsync files and directories before acknowledging; only tests may turn it off.

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import html
+import secrets
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from kahu.api.deps import AdminUser, CurrentUser, KahuDep
@@ -111,6 +113,11 @@ def session_login(
     body: SessionLogin, request: Request, response: Response, kahu: KahuDep
 ) -> dict[str, Any]:
     user = _password_login(kahu, request, body.username, body.password)
+    return _start_session(kahu, user, response)
+
+
+def _start_session(kahu: Kahu, user: UserPublic, response: Response) -> dict[str, Any]:
+    """A new session for ``user``: its cookies set on ``response``."""
     hours = kahu.settings.http.session_hours
     secret, token = kahu.accounts.create_token(
         user.name, name="session", expires_in=timedelta(hours=hours)
@@ -124,6 +131,73 @@ def session_login(
         CSRF_COOKIE, csrf, max_age=age, httponly=False, secure=secure, samesite="strict"
     )
     return {"user": user.name, "csrf_token": csrf, "expires_at": token.expires_at}
+
+
+OIDC_BROWSER = "kahu_oidc"
+OIDC_PATH = "/api/v1/auth/oidc"
+
+
+def _redirect_uri(kahu: Kahu, request: Request) -> str:
+    configured = kahu.settings.oidc.redirect_url
+    base = kahu.settings.http.public_url or str(request.base_url).rstrip("/")
+    return configured or f"{base}{OIDC_PATH}/callback"
+
+
+@router.get(
+    "/auth/oidc/login",
+    summary="Single sign-on: send the browser to the identity provider",
+    response_class=RedirectResponse,
+    status_code=302,
+    responses={400: {"description": "single sign-on is not configured"}},
+)
+def oidc_login(
+    request: Request, kahu: KahuDep, next: Annotated[str, Query(max_length=512)] = "/"
+) -> RedirectResponse:
+    browser = secrets.token_urlsafe(24)  # binds the sign-on to this browser
+    url = kahu.oidc.start(_redirect_uri(kahu, request), browser, next)
+    response = RedirectResponse(url, status_code=302)
+    response.set_cookie(
+        OIDC_BROWSER, browser, max_age=600, path=OIDC_PATH, httponly=True,
+        secure=kahu.settings.http.secure_cookies, samesite="lax",
+    )  # fmt: skip
+    return response
+
+
+@router.get(
+    "/auth/oidc/callback",
+    summary="Single sign-on: where the identity provider sends the browser back",
+    response_class=HTMLResponse,
+)
+def oidc_callback(
+    request: Request,
+    kahu: KahuDep,
+    state: Annotated[str, Query(max_length=256)] = "",
+    code: Annotated[str, Query(max_length=4096)] = "",
+    error: Annotated[str | None, Query(max_length=256)] = None,
+) -> HTMLResponse:
+    client = request.client.host if request.client else ""
+    path = f"GET {OIDC_PATH}/callback"
+    try:
+        if error is not None or not code:
+            raise AuthenticationFailed(f"the identity provider answered: {error or 'no code'}")
+        browser = request.cookies.get(OIDC_BROWSER, "")
+        user, next_url = kahu.oidc.finish(_redirect_uri(kahu, request), browser, state, code)
+    except AuthenticationFailed as exc:
+        kahu.audit.record(
+            "", "login.failed", path=path, client=client, status=401, detail={"reason": str(exc)}
+        )
+        raise
+    kahu.audit.record(user.name, "login", path=path, client=client, status=200)
+    # a page, not a redirect: the session cookie is SameSite=Strict, and a browser sends it
+    # on the next request only if that one starts on this site
+    target = html.escape(next_url, quote=True)
+    response = HTMLResponse(
+        f'<!doctype html><meta http-equiv="refresh" content="0;url={target}">'
+        f'<p>Signed in as {html.escape(user.name)}. <a href="{target}">Continue</a></p>'
+    )
+    _start_session(kahu, user, response)
+    response.delete_cookie(OIDC_BROWSER, path=OIDC_PATH)
+    return response
 
 
 @router.post("/auth/logout", status_code=204, summary="End the browser session")

@@ -94,6 +94,30 @@ class Accounts:
         with self.db.read() as s:
             return [_user_public(u) for u in s.scalars(select(User).order_by(User.name))]
 
+    def ensure_external_user(self, name: str, *, is_admin: bool) -> UserPublic:
+        """The user an identity provider vouches for: created on first sign-on with no
+        usable password (a random one nobody knows), their administrator flag set as the
+        provider's groups say; a disabled user stays disabled (AuthenticationFailed)."""
+        if not _NAME_RE.match(name):
+            raise AuthenticationFailed(f"the identity provider's user name {name!r} is not usable")
+        with self.db.write() as s:
+            row = s.scalar(select(User).where(User.name == name))
+            if row is None:
+                row = User(
+                    name=name,
+                    password_hash=hash_password(secrets.token_urlsafe(32)),
+                    is_admin=is_admin,
+                    disabled=False,
+                    created_at=utcnow(),
+                )
+                s.add(row)
+                s.flush()
+            elif row.disabled:
+                raise AuthenticationFailed("user disabled")
+            else:
+                row.is_admin = is_admin
+            return _user_public(row)
+
     def set_password(self, name: str, password: str) -> None:
         if len(password) < MIN_PASSWORD:
             raise InvalidInput(f"password must have at least {MIN_PASSWORD} characters")
