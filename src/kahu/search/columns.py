@@ -366,12 +366,20 @@ class ColumnIndex:
         :func:`kahu.search.sql.condition`."""
         if not self.covers(node):
             return None
+        scope: frozenset[int] | None = None  # a read scope (kahu.search.query.within)
+        if isinstance(node, InProjects):
+            scope, node = node.projects, MatchAll()
+        elif isinstance(node, And) and isinstance(node.items[-1], InProjects):
+            scope = node.items[-1].projects
+            node = And(node.items[:-1]) if len(node.items) > 2 else node.items[0]
+        evaluator = _Evaluator(self, snapshot, dynamic or {})
         try:
-            matched = _Evaluator(self, snapshot, dynamic or {}).build(node)
+            matched = _writable(evaluator.build(node))
         except _Uncovered:
             return None
-        result: Mask = matched & snapshot.alive
-        return result
+        # the scope costs no more than the live series' mask it replaces (both cached)
+        matched &= snapshot.alive if scope is None else evaluator.visible(scope)
+        return matched
 
     def page(self, snapshot: Snapshot, mask: Mask, limit: int, offset: int) -> list[int]:
         """Primary keys of the matched series, newest first (the default order): read from
@@ -488,6 +496,16 @@ class _Evaluator:
         if ok is None:
             ok = column.test(accept, size)
         return lookup(ok, self.snapshot.codes[f.name])
+
+    def visible(self, projects: frozenset[int]) -> Mask:
+        """The live series of ``projects`` (read-only, kept by the snapshot)."""
+        key = frozenset({-1, *projects})  # -1 is no project: apart from in_projects' keys
+        cached = self.snapshot.scopes.get(key)
+        if cached is None:
+            cached = self.in_projects(projects) & self.snapshot.alive
+            cached.flags.writeable = False
+            self.snapshot.scopes[key] = cached
+        return cached
 
     def in_projects(self, projects: frozenset[int]) -> Mask:
         """The series of ``projects``: the same few scopes ask again and again, so each
