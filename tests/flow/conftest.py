@@ -66,5 +66,12 @@ def run_workflow(
     kahu: Kahu, name: str, series: list[str], params: dict[str, Any] | None = None
 ) -> str:
     return launch(
-        kahu.catalog, kahu.workflows, kahu.flow, name, params, RunInput(series_uids=series)
+        kahu.catalog,
+        kahu.workflows,
+        kahu.flow,
+        name,
+        params,
+        RunInput(series_uids=series),
+        audit=kahu.audit,
+        path="test",
     )[0]

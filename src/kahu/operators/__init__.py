@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kahu.operators.catalog import get_input, get_referenced, store_results
+    from kahu.operators.deidentification import deidentify
     from kahu.operators.documents import (
         binary_to_dicom_operator,
         dicom_to_binary_operator,
@@ -31,6 +32,7 @@ _WHERE = {
     "binary_to_dicom_operator": "documents",
     "cleanup": "maintenance",
     "delete_series": "maintenance",
+    "deidentify": "deidentification",
     "dicom_to_binary_operator": "documents",
     "dicom_to_volume": "volumes",
     "get_input": "catalog",
@@ -52,6 +54,7 @@ _WHERE = {
 __all__ = [
     "binary_to_dicom_operator",
     "cleanup",
+    "deidentify",
     "delete_series",
     "dicom_to_binary_operator",
     "dicom_to_volume",

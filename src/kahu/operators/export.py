@@ -17,6 +17,7 @@ def zip_task(ctx: TaskContext) -> None:
     per series (``<SeriesInstanceUID>/<file>``)."""
     name = next(iter(ctx.job.inputs))
     folders = ctx.series_dirs(name)
+    by_series = bool(ctx.options.get("by_series", True))
     if not folders:
         raise ValueError(f"no series has output from {name}: nothing to export")
     target = ctx.out_dir / f"{ctx.run_id}.zip"
@@ -29,14 +30,19 @@ def zip_task(ctx: TaskContext) -> None:
                     if path.name.lower().endswith(_COMPRESSED)
                     else zipfile.ZIP_DEFLATED
                 )
-                archive.write(path, f"{uid}/{path.relative_to(folder)}", compress_type=method)
+                inside = str(path.relative_to(folder))
+                archive.write(
+                    path, f"{uid}/{inside}" if by_series else inside, compress_type=method
+                )
                 count += 1
     ctx.log.info("%s: %d files of %d series", target.name, count, len(folders))
 
 
-def zip_outputs(inputs: Sequence[str], name: str = "zip") -> Operator:
+def zip_outputs(inputs: Sequence[str], name: str = "zip", *, by_series: bool = True) -> Operator:
     """Once per run: a zip of the per-series outputs of ``inputs[0]``, downloadable from
-    ``GET /api/v1/runs/{id}/files/<name>/<run_id>.zip``."""
+    ``GET /api/v1/runs/{id}/files/<name>/<run_id>.zip``; each series' files in a folder named
+    by its SeriesInstanceUID unless ``by_series`` is False (de-identified files name their
+    own folders)."""
     return python_operator(
         name,
         zip_task,
@@ -44,4 +50,5 @@ def zip_outputs(inputs: Sequence[str], name: str = "zip") -> Operator:
         per="run",
         resources=Resources(cpu=1, memory_mb=512),
         description="Pack the per-series outputs into one zip",
+        options={"by_series": by_series},
     )

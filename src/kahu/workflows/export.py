@@ -4,7 +4,8 @@ volume per series."""
 from __future__ import annotations
 
 from kahu.flow import Workflow
-from kahu.operators import dicom_to_volume, get_input, zip_outputs
+from kahu.operators import deidentify, dicom_to_volume, get_input, zip_outputs
+from kahu.operators.deidentification import PARAMETERS as DEIDENTIFY_PARAMETERS
 
 _DOWNLOAD = "Download the zip from the run's files (GET /api/v1/runs/{id}/files)."
 
@@ -44,4 +45,26 @@ EXPORT_VOLUMES = Workflow(
     ),
 )
 
-WORKFLOWS = [EXPORT_DICOM, EXPORT_VOLUMES]
+EXPORT_DEIDENTIFIED = Workflow(
+    name="export-deidentified-zip",
+    version="1.0",
+    title="Export de-identified DICOM zip",
+    description=(
+        "De-identifies the cohort by the DICOM PS3.15 Basic Application Level Confidentiality "
+        "Profile (pseudonyms per patient, new UIDs with references kept, private attributes "
+        "removed; options: shifted dates, patient characteristics, cleaned descriptors) and "
+        "packs it, one folder per new SeriesInstanceUID. " + _DOWNLOAD
+    ),
+    parameters={
+        "type": "object",
+        "properties": DEIDENTIFY_PARAMETERS,
+        "additionalProperties": False,
+    },
+    operators=(
+        get_input(),
+        deidentify(["get-input"]),
+        zip_outputs(["deidentify"], by_series=False),
+    ),
+)
+
+WORKFLOWS = [EXPORT_DICOM, EXPORT_VOLUMES, EXPORT_DEIDENTIFIED]
