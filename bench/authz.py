@@ -3,8 +3,9 @@ administrator (every series) and as a member of two of four projects (the read s
 every route adds), on one catalog in one run.
 
 The series are the IDC index's (as :mod:`bench.search`), spread over four projects (by a
-hash of the series UID); the member's scope is the policy's own (:func:`kahu.auth.policy.read_scope`), added
-to each query the way the API adds it. Target: < 10% added latency (p50).
+hash of the series UID); the member's scope is the policy's own
+(:func:`kahu.auth.policy.read_scope`), added to each query the way the API adds it. Target:
+< 10% added latency (p50).
 """
 
 from __future__ import annotations

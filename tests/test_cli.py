@@ -40,6 +40,9 @@ class TestHelp:
             ["nodes"],
             ["nodes", "add"],
             ["series"],
+            ["audit"],
+            ["audit", "list"],
+            ["audit", "export"],
         ],
     )
     def test_every_command_has_help(self, command: list[str]) -> None:
@@ -291,3 +294,31 @@ def test_projects_commands(tmp_path: Path) -> None:
     code, out = kahu(home, "projects", "add-member", "onco", "dana", "--role", "owner")
     assert code != 0
     assert "invalid role 'owner'" in out
+
+
+def test_changes_on_the_command_line_are_audited(tmp_path: Path) -> None:
+    import getpass
+
+    home = tmp_path / "home"
+    assert kahu(home, "projects", "create", "onco")[0] == 0
+    assert (
+        kahu(home, "users", "add", "erin", "--password-stdin", input="a long passphrase\n")[0] == 0
+    )
+    assert kahu(home, "projects", "add-member", "onco", "erin", "--role", "viewer")[0] == 0
+    assert kahu(home, "projects", "add-member", "onco", "nobody", "--role", "viewer")[0] != 0
+    code, out = kahu(home, "audit", "list", "--action", "member.set")
+    assert code == 0
+    lines = [line.split("\t") for line in out.splitlines()]
+    actor = f"cli:{getpass.getuser()}"
+    assert [(a, action, status) for _, a, action, _, status, _ in lines] == [
+        (actor, "member.set", "200"),  # erin
+        (actor, "member.set", "500"),  # nobody: the change failed, the attempt is recorded
+    ]
+    code, out = kahu(home, "audit", "export", "--actor", actor)
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["action"] for r in records] == [
+        "project.create", "user.create", "member.set", "member.set",
+    ]  # fmt: skip
+    assert records[2]["project"] == "onco"
+    assert records[2]["detail"] == {"user": "erin", "role": "viewer"}
+    assert kahu(home, "audit", "list", "--since", "yesterday")[0] != 0

@@ -64,6 +64,12 @@ def _open(settings: Settings) -> Any:
     return Kahu(settings)
 
 
+def _audited(kahu: Any, action: str, **fields: Any) -> Any:
+    """The audit record of a change made on the command line (by the operating system's
+    user), written before the change: no record, no change."""
+    return kahu.audit.action(f"cli:{getpass.getuser()}", action, kind="cli", path="cli", **fields)
+
+
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     raise typer.Exit(2)
@@ -299,7 +305,10 @@ def users_add(
 ) -> None:
     """Create a user (asks for the password)."""
     password = _read_password(password_stdin)
-    with _open(_settings(home, database_url)) as kahu:
+    with (
+        _open(_settings(home, database_url)) as kahu,
+        _audited(kahu, "user.create", detail={"user": name, "admin": admin}),
+    ):
         kahu.accounts.create_user(name, password, is_admin=admin)
     typer.echo(f"created user {name}")
 
@@ -314,7 +323,10 @@ def users_passwd(
 ) -> None:
     """Set a user's password."""
     password = _read_password(password_stdin)
-    with _open(_settings(home, database_url)) as kahu:
+    with (
+        _open(_settings(home, database_url)) as kahu,
+        _audited(kahu, "password.change", detail={"user": name}),
+    ):
         kahu.accounts.set_password(name, password)
     typer.echo(f"password of {name} changed")
 
@@ -323,7 +335,10 @@ def users_passwd(
 @_guard
 def users_disable(name: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Disable a user: logins and tokens stop working."""
-    with _open(_settings(home, database_url)) as kahu:
+    with (
+        _open(_settings(home, database_url)) as kahu,
+        _audited(kahu, "user.disable", detail={"user": name}),
+    ):
         kahu.accounts.set_disabled(name, True)
     typer.echo(f"disabled {name}")
 
@@ -332,7 +347,10 @@ def users_disable(name: str, home: HomeOpt = None, database_url: DbOpt = None) -
 @_guard
 def users_enable(name: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Enable a disabled user."""
-    with _open(_settings(home, database_url)) as kahu:
+    with (
+        _open(_settings(home, database_url)) as kahu,
+        _audited(kahu, "user.enable", detail={"user": name}),
+    ):
         kahu.accounts.set_disabled(name, False)
     typer.echo(f"enabled {name}")
 
@@ -350,7 +368,10 @@ def tokens_create(
     database_url: DbOpt = None,
 ) -> None:
     """Create an API token; prints the secret once."""
-    with _open(_settings(home, database_url)) as kahu:
+    with (
+        _open(_settings(home, database_url)) as kahu,
+        _audited(kahu, "token.create", detail={"user": user, "name": name}),
+    ):
         secret, token = kahu.accounts.create_token(
             user, name=name, expires_in=timedelta(days=expires_days) if expires_days else None
         )
@@ -377,7 +398,10 @@ def tokens_list(
 @_guard
 def tokens_revoke(token_id: int, home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Revoke a token by its id."""
-    with _open(_settings(home, database_url)) as kahu:
+    with (
+        _open(_settings(home, database_url)) as kahu,
+        _audited(kahu, "token.revoke", detail={"token_id": token_id}),
+    ):
         kahu.accounts.revoke_token(token_id)
     typer.echo(f"revoked token {token_id}")
 
@@ -420,7 +444,10 @@ def nodes_add(
     from kahu.dimse.nodes import Node
 
     projects = tuple(project or [DEFAULT_PROJECT])
-    with _open(_settings(home, database_url)) as kahu:
+    with (
+        _open(_settings(home, database_url)) as kahu,
+        _audited(kahu, "node.add", detail={"node": name, "projects": list(projects)}),
+    ):
         kahu.nodes.add(Node(name, ae_title, host, port, description, projects))
     typer.echo(f"added node {name}")
 
@@ -429,7 +456,10 @@ def nodes_add(
 @_guard
 def nodes_remove(name: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Remove a DICOM node."""
-    with _open(_settings(home, database_url)) as kahu:
+    with (
+        _open(_settings(home, database_url)) as kahu,
+        _audited(kahu, "node.remove", detail={"node": name}),
+    ):
         kahu.nodes.remove(name)
     typer.echo(f"removed node {name}")
 
@@ -531,7 +561,10 @@ def series_show(uid: str, home: HomeOpt = None, database_url: DbOpt = None) -> N
 @_guard
 def series_delete(uid: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Delete a series: its rows and its files."""
-    with _open(_settings(home, database_url)) as kahu:
+    with (
+        _open(_settings(home, database_url)) as kahu,
+        _audited(kahu, "series.delete", series=[uid]),
+    ):
         removed = kahu.ingestor.delete_series(uid)
     typer.echo(f"deleted series {uid} ({removed} files)")
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kahu.cli import DbOpt, HomeOpt, _guard, _open, _settings
+from kahu.cli import DbOpt, HomeOpt, _audited, _guard, _open, _settings
 
 projects_app = typer.Typer(
     help="Projects: who may see which series, and where arriving data goes.",
@@ -45,7 +45,10 @@ def projects_create(
     database_url: DbOpt = None,
 ) -> None:
     """Create a project."""
-    with _open(_settings(home, database_url)) as kahu:
+    with (
+        _open(_settings(home, database_url)) as kahu,
+        _audited(kahu, "project.create", project=name),
+    ):
         kahu.projects.create(name, description)
     typer.echo(f"created project {name}")
 
@@ -54,7 +57,10 @@ def projects_create(
 @_guard
 def projects_delete(name: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Delete a project (its series stay in the catalog and in their other projects)."""
-    with _open(_settings(home, database_url)) as kahu:
+    with (
+        _open(_settings(home, database_url)) as kahu,
+        _audited(kahu, "project.delete", project=name),
+    ):
         kahu.projects.delete(name)
         kahu.catalog.forget_projects()
     typer.echo(f"deleted project {name}")
@@ -70,7 +76,10 @@ def projects_add_member(
     database_url: DbOpt = None,
 ) -> None:
     """Give a user a role in a project (or change it)."""
-    with _open(_settings(home, database_url)) as kahu:
+    with (
+        _open(_settings(home, database_url)) as kahu,
+        _audited(kahu, "member.set", project=project, detail={"user": user, "role": role}),
+    ):
         kahu.projects.set_member(project, user, role)
     typer.echo(f"{user} is {role} in {project}")
 
@@ -81,7 +90,10 @@ def projects_remove_member(
     project: str, user: str, home: HomeOpt = None, database_url: DbOpt = None
 ) -> None:
     """Take a user out of a project."""
-    with _open(_settings(home, database_url)) as kahu:
+    with (
+        _open(_settings(home, database_url)) as kahu,
+        _audited(kahu, "member.remove", project=project, detail={"user": user}),
+    ):
         kahu.projects.remove_member(project, user)
     typer.echo(f"removed {user} from {project}")
 
@@ -92,7 +104,10 @@ def projects_map_ae(
     ae_title: str, project: str, home: HomeOpt = None, database_url: DbOpt = None
 ) -> None:
     """Data sent to this called AE title enters the project."""
-    with _open(_settings(home, database_url)) as kahu:
+    with (
+        _open(_settings(home, database_url)) as kahu,
+        _audited(kahu, "project.map-ae", project=project, detail={"ae_title": ae_title}),
+    ):
         kahu.projects.map_ae(ae_title, project)
     typer.echo(f"{ae_title} -> {project}")
 
@@ -101,7 +116,10 @@ def projects_map_ae(
 @_guard
 def projects_unmap_ae(ae_title: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Data sent to this AE title enters the default project again."""
-    with _open(_settings(home, database_url)) as kahu:
+    with (
+        _open(_settings(home, database_url)) as kahu,
+        _audited(kahu, "project.unmap-ae", detail={"ae_title": ae_title}),
+    ):
         kahu.projects.unmap_ae(ae_title)
     typer.echo(f"{ae_title} unmapped")
 
@@ -115,7 +133,10 @@ def projects_copy_series(
     database_url: DbOpt = None,
 ) -> None:
     """Add series to a project (they stay in their other projects)."""
-    with _open(_settings(home, database_url)) as kahu:
+    with (
+        _open(_settings(home, database_url)) as kahu,
+        _audited(kahu, "project.add-series", project=target, series=series),
+    ):
         added = kahu.projects.copy_series(series, target)
     typer.echo(f"added {added} series to {target}")
 
@@ -130,7 +151,12 @@ def projects_move_series(
     database_url: DbOpt = None,
 ) -> None:
     """Move series from one project to another."""
-    with _open(_settings(home, database_url)) as kahu:
+    with (
+        _open(_settings(home, database_url)) as kahu,
+        _audited(
+            kahu, "project.add-series", project=target, series=series, detail={"move_from": source}
+        ),
+    ):
         kahu.projects.move_series(series, source, target)
         kahu.catalog.forget_projects()
     typer.echo(f"moved {len(series)} series from {source} to {target}")
