@@ -333,3 +333,73 @@ def _study_query(patient_id: str) -> Any:
     query.QueryRetrieveLevel = "STUDY"
     query.PatientID = patient_id
     return query
+
+
+#: what each role may do in a project: (action, the least role that may)
+MATRIX = [
+    ("search", "viewer"),
+    ("retrieve", "viewer"),
+    ("read bucket", "viewer"),
+    ("create dataset", "scientist"),
+    ("tag", "scientist"),
+    ("launch run", "scientist"),
+    ("upload", "scientist"),
+    ("write bucket", "scientist"),
+    ("add member", "manager"),
+]
+RANKS = {None: 0, "viewer": 1, "scientist": 2, "manager": 3, "admin": 4}
+
+
+@pytest.mark.parametrize("role", [None, "viewer", "scientist", "manager", "admin"])
+def test_role_matrix(api: Api, role: str | None) -> None:
+    """Each role may do what its rank includes in the project, and nothing more."""
+    kahu, client = api.kahu, api.client
+    kahu.projects.create("trial")
+    [report] = kahu.ingestor.ingest_many(ct_series(1, 8, patient_id="TRIAL-1"), project="trial")
+    series, study = report.series_instance_uid, report.study_instance_uid
+    kahu.objects.of_project("trial").put_bytes("shared", "notes.txt", b"notes")
+    if role == "admin":
+        kahu.accounts.create_user("frank", PASSWORD, is_admin=True)
+    else:
+        kahu.accounts.create_user("frank", PASSWORD)
+        if role is not None:
+            kahu.projects.set_member("trial", "frank", role)
+    kahu.accounts.create_user("grace", PASSWORD)
+    frank = api.headers(kahu.accounts.create_token("frank")[0])
+    upload = ct_series(1, 8, patient_id="TRIAL-2")[0]
+    actions = {
+        "search": lambda: client.get("/api/v1/series", headers=frank).json()["total"] == 1,
+        "retrieve": lambda: client.get(
+            f"/dicomweb/studies/{study}/series/{series}/metadata", headers=frank
+        ).status_code == 200,
+        "read bucket": lambda: client.get(
+            "/api/v1/objects/shared/notes.txt", params={"project": "trial"}, headers=frank
+        ).status_code == 200,
+        "create dataset": lambda: client.post(
+            "/api/v1/datasets",
+            json={"name": "cohort", "series": [series], "project": "trial"},
+            headers=frank,
+        ).status_code == 201,
+        "tag": lambda: client.post(
+            "/api/v1/tags", json={"series": [series], "add": ["good"]}, headers=frank
+        ).status_code == 200,
+        "launch run": lambda: client.post(
+            "/api/v1/runs",
+            json={"workflow": "export-dicom-zip", "series_uids": [series], "project": "trial"},
+            headers=frank,
+        ).status_code == 201,
+        "upload": lambda: client.post(
+            "/api/v1/upload", params={"project": "trial"}, content=upload,
+            headers={**frank, "Content-Type": "application/dicom"},
+        ).status_code == 200,
+        "write bucket": lambda: client.put(
+            "/api/v1/objects/shared/more.txt", params={"project": "trial"}, content=b"x",
+            headers=frank,
+        ).status_code == 201,
+        "add member": lambda: client.put(
+            "/api/v1/projects/trial/members/grace", json={"role": "viewer"}, headers=frank
+        ).status_code in (200, 204),
+    }  # fmt: skip
+    allowed = {action: actions[action]() for action, _ in MATRIX}
+    expected = {action: RANKS[role] >= RANKS[least] for action, least in MATRIX}
+    assert allowed == expected
