@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,6 +31,7 @@ from kahu.errors import (
     PermissionDenied,
 )
 from kahu.settings import Settings
+from kahu.web import pages
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +115,7 @@ def create_app(settings: Settings, kahu: Kahu | None = None) -> FastAPI:
     if kahu is not None:
         app.state.kahu = kahu
     app.add_exception_handler(KahuError, _error_response)
+    app.add_exception_handler(pages.LoginRequired, pages.login_redirect)
     app.add_middleware(AuditOutcome)
 
     @app.get("/health", tags=["health"], summary="Liveness (no authentication)")
@@ -127,4 +130,6 @@ def create_app(settings: Settings, kahu: Kahu | None = None) -> FastAPI:
     app.include_router(projects.router, tags=["projects"])
     app.include_router(admin.router, tags=["accounts"])
     app.include_router(dicomweb.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     return app

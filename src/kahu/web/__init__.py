@@ -1,0 +1,1 @@
+"""The web interface (docs/ui.md)."""

@@ -1,0 +1,270 @@
+"""The web interface: server-rendered pages (Jinja2, every value escaped) that htmx updates
+in place. A page works with its own routes and the caller's browser session (the cookie of
+:mod:`kahu.auth.sessions`); what it shows comes from the same functions, under the same read
+scope, as the JSON API. Pages without a session go to the login page."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from kahu.api.admin import _password_login, _start_session
+from kahu.api.deps import KahuDep
+from kahu.auth.policy import SeriesScope, read_scope, readable_projects
+from kahu.auth.sessions import CSRF_COOKIE, SESSION_COOKIE, csrf_ok
+from kahu.auth.users import UserPublic
+from kahu.core import Kahu
+from kahu.errors import AuthenticationFailed, InvalidInput, KahuError
+from kahu.search import aggregations as agg
+from kahu.search.query import MAX_LENGTH, parse
+from kahu.search.series import search_series
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+templates = Jinja2Templates(directory=HERE / "templates")  # autoescapes .html
+
+router = APIRouter(include_in_schema=False)
+
+PAGE_SIZE = 50
+#: facets of the explore page: (field, title)
+FACETS = [
+    ("Modality", "Modality"),
+    ("BodyPartExamined", "Body part"),
+    ("Manufacturer", "Manufacturer"),
+    ("PatientSex", "Sex"),
+    ("dataset", "Dataset"),
+    ("tags", "Tags"),
+]
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+class LoginRequired(KahuError):
+    """A page asked for without a session: the browser goes to the login page."""
+
+    def __init__(self, next_url: str) -> None:
+        super().__init__("login required")
+        self.next_url = next_url
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    user: UserPublic
+    csrf: str
+    scope: SeriesScope
+    roles: dict[str, str]
+
+
+def session(request: Request, kahu: Kahu) -> Session:
+    """The caller's browser session, or LoginRequired."""
+    secret = request.cookies.get(SESSION_COOKIE)
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if not secret:
+        raise LoginRequired(target)
+    try:
+        user = kahu.accounts.authenticate_token(secret)
+    except AuthenticationFailed as exc:
+        raise LoginRequired(target) from exc
+    roles = (
+        {p.name: "admin" for p in kahu.projects.all()}
+        if user.is_admin
+        else kahu.projects.roles_of(user.name)
+    )
+    return Session(
+        user, request.cookies.get(CSRF_COOKIE, ""), read_scope(kahu.projects, user), roles
+    )
+
+
+def login_redirect(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LoginRequired)
+    return RedirectResponse(f"/login?{urlencode({'next': exc.next_url})}", status_code=303)
+
+
+def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+    return templates.TemplateResponse(request, name, context, status_code=status)
+
+
+# -- login ---------------------------------------------------------------------------------------
+
+
+def _next(url: str) -> str:
+    return url if url.startswith("/") and not url.startswith("//") else "/"
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(
+    request: Request, kahu: KahuDep, next: Annotated[str, Query(max_length=512)] = "/"
+) -> Response:
+    return _page(
+        request,
+        "login.html",
+        {"next": _next(next), "sso": kahu.oidc.enabled, "error": None, "username": ""},
+    )
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login_form(
+    request: Request,
+    kahu: KahuDep,
+    username: Annotated[str, Form(max_length=64)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+    next: Annotated[str, Form(max_length=512)] = "/",
+) -> Response:
+    context = {"next": _next(next), "sso": kahu.oidc.enabled, "username": username}
+    try:
+        if not username or not password:
+            raise AuthenticationFailed("enter your user name and password")
+        user = _password_login(kahu, request, username, password)
+    except KahuError as exc:  # wrong password, too many attempts
+        status = 429 if "too many" in str(exc).lower() else 401
+        return _page(request, "login.html", {**context, "error": str(exc)}, status)
+    response = RedirectResponse(_next(next), status_code=303)
+    _start_session(kahu, user, response)
+    return response
+
+
+@router.post("/logout")
+def logout(
+    request: Request, kahu: KahuDep, csrf: Annotated[str, Form(max_length=128)] = ""
+) -> Response:
+    secret = request.cookies.get(SESSION_COOKIE)
+    if secret and csrf_ok(secret, csrf):
+        kahu.accounts.revoke_secret(secret)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict")
+    response.delete_cookie(CSRF_COOKIE, samesite="strict")
+    return response
+
+
+# -- home ----------------------------------------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request, kahu: KahuDep) -> Response:
+    s = session(request, kahu)
+    counts = kahu.catalog.counts(s.scope.condition())
+    recent, _ = search_series(
+        kahu.catalog, s.scope.query(parse("")), limit=10, index=kahu.search_index
+    )
+    projects = readable_projects(kahu.projects, s.user)
+    runs = kahu.runs.runs(limit=10, projects=projects)
+    return _page(
+        request,
+        "home.html",
+        {"s": s, "counts": counts, "recent": recent, "runs": runs, "page": "home"},
+    )
+
+
+# -- explore -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    field: str
+    value: str
+    exclude: bool
+
+    @property
+    def clause(self) -> str:
+        text = '"' + self.value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return ("NOT " if self.exclude else "") + f"{self.field}:{text}"
+
+    @property
+    def param(self) -> str:
+        return f"{'-' if self.exclude else ''}{self.field}={self.value}"
+
+
+def _filters(raw: list[str]) -> list[Filter]:
+    """``f=Field=value`` include, ``f=-Field=value`` exclude (what a facet click adds)."""
+    out = []
+    for item in raw[:20]:
+        exclude = item.startswith("-")
+        name, sep, value = item.removeprefix("-").partition("=")
+        if not sep or not _FIELD.match(name):
+            raise InvalidInput(f"a filter is Field=value, not {item!r}")
+        out.append(Filter(name, value, exclude))
+    return out
+
+
+def _query(q: str, filters: list[Filter]) -> str:
+    parts = [f"({q})"] if q.strip() else []
+    parts += [f.clause for f in filters]
+    return " AND ".join(parts)
+
+
+def _link(q: str, filters: list[Filter], offset: int = 0) -> str:
+    params: list[tuple[str, str]] = [("q", q)] if q else []
+    params += [("f", f.param) for f in filters]
+    if offset:
+        params.append(("offset", str(offset)))
+    return "/explore" + ("?" + urlencode(params, quote_via=quote) if params else "")
+
+
+@router.get("/explore", response_class=HTMLResponse)
+def explore(
+    request: Request,
+    kahu: KahuDep,
+    q: Annotated[str, Query(max_length=MAX_LENGTH)] = "",
+    f: Annotated[list[str] | None, Query(max_length=20)] = None,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Response:
+    s = session(request, kahu)
+    error = None
+    filters: list[Filter] = []
+    rows: list[Any] = []
+    total = 0
+    facets: dict[str, Any] = {}
+    try:
+        filters = _filters(f or [])
+        node = s.scope.query(parse(_query(q, filters)))
+        kahu.audit.record(
+            s.user.name, "search", path="GET /explore",
+            client=request.client.host if request.client else "",
+            detail={"params": {"q": q, "f": [x.param for x in filters]}},
+            status=200,
+        )  # fmt: skip
+        rows, total = search_series(
+            kahu.catalog, node, limit=PAGE_SIZE, offset=offset, index=kahu.search_index
+        )
+        wanted: dict[str, agg.Facet] = {name: agg.Terms(name, 8) for name, _ in FACETS}
+        _, results = agg.aggregate(kahu.catalog, node, wanted, index=kahu.search_index)
+        hidden = (
+            set()
+            if s.user.is_admin
+            else kahu.curation.names()
+            - kahu.curation.names(readable_projects(kahu.projects, s.user))
+        )
+        for name, title in FACETS:
+            buckets = [
+                b for b in results[name].buckets if not (name == "dataset" and b.key in hidden)
+            ]
+            facets[name] = {"title": title, "buckets": buckets}
+    except InvalidInput as exc:
+        error = str(exc)
+    context = {
+        "s": s,
+        "page": "explore",
+        "q": q,
+        "filters": filters,
+        "rows": rows,
+        "total": total,
+        "offset": offset,
+        "facets": facets,
+        "error": error,
+        "link": lambda fs, offset=0: _link(q, fs, offset),
+        "Filter": Filter,
+        "page_size": PAGE_SIZE,
+        # datasets of other projects are not named (a series may be in one of them too)
+        "visible": None
+        if s.user.is_admin
+        else kahu.curation.names(readable_projects(kahu.projects, s.user)),
+    }
+    # htmx swaps only 2xx answers: a boosted request shows its error in the page
+    status = 400 if error and request.headers.get("HX-Request") != "true" else 200
+    return _page(request, "explore.html", context, status)

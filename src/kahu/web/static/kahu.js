@@ -1,0 +1,38 @@
+// Kahu's own page behaviour (htmx does the rest): the CSRF header on changes, Alt/Ctrl/Meta/
+// Shift-click on a facet value to exclude it, "/" to jump to the query bar.
+(function () {
+  "use strict";
+  function cookie(name) {
+    const found = document.cookie.split("; ").find((c) => c.startsWith(name + "="));
+    return found ? decodeURIComponent(found.slice(name.length + 1)) : "";
+  }
+  document.addEventListener("htmx:configRequest", function (event) {
+    if (event.detail.verb !== "get") {
+      event.detail.headers["X-CSRF-Token"] = cookie("kahu_csrf");
+    }
+  });
+  document.addEventListener("click", function (event) {
+    const link = event.target.closest("a.include[data-exclude]");
+    if (!link || !(event.altKey || event.ctrlKey || event.metaKey || event.shiftKey)) {
+      return;
+    }
+    event.preventDefault();
+    event.stopPropagation();
+    const url = link.getAttribute("data-exclude");
+    if (window.htmx) {
+      window.htmx.ajax("GET", url, { target: "body", swap: "innerHTML" }).then(function () {
+        window.history.pushState({}, "", url);
+      });
+    } else {
+      window.location.assign(url);
+    }
+  }, true);
+  document.addEventListener("keydown", function (event) {
+    const field = document.getElementById("q");
+    const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement.tagName);
+    if (event.key === "/" && field && !typing) {
+      event.preventDefault();
+      field.focus();
+    }
+  });
+})();

@@ -1,0 +1,82 @@
+"""The pages over HTTP (no browser): login redirects, the read scope, escaping, logout."""
+
+from __future__ import annotations
+
+from tests.api.conftest import Api
+from tests.synthetic import ct_series
+
+
+def _login(api: Api, user: str, password: str) -> None:
+    response = api.client.post(
+        "/login", data={"username": user, "password": password, "next": "/explore"},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/explore"
+    for name in ("kahu_session", "kahu_csrf"):  # TestClient speaks http: keep them anyway
+        api.client.cookies.set(name, response.cookies[name])
+
+
+def test_pages_need_a_session(api: Api) -> None:
+    for path in ("/", "/explore", "/explore?q=Modality:CT"):
+        response = api.client.get(path, follow_redirects=False)
+        assert response.status_code == 303
+        assert response.headers["location"].startswith("/login?next=%2F")
+    assert api.client.get("/login").status_code == 200
+    # a forged cookie is no session
+    api.client.cookies.set("kahu_session", "kahu_forged")
+    assert api.client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_explore_shows_only_the_callers_projects(api: Api) -> None:
+    kahu = api.kahu
+    kahu.projects.create("secret")
+    kahu.ingestor.ingest_many(ct_series(1, 8, patient_id="OURS"))
+    kahu.ingestor.ingest_many(ct_series(1, 8, patient_id="THEIRS"), project="secret")
+    _login(api, "alice", "correct horse battery")
+    page = api.client.get("/explore").text
+    assert "data-total>1<" in page
+    assert "THEIRS" not in page
+    home = api.client.get("/").text
+    assert 'data-count="series">1<' in home
+    assert "default: scientist" in home
+
+
+def test_values_are_escaped(api: Api) -> None:
+    import io
+
+    import pydicom
+
+    data = ct_series(1, 8)[0]
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.PatientName = "<script>alert(1)</script>"
+    ds.SeriesDescription = '"><img src=x onerror=alert(2)>'
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    api.kahu.ingestor.ingest_many([out.getvalue()])
+    _login(api, "alice", "correct horse battery")
+    page = api.client.get("/explore").text
+    assert "<script>alert(1)" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img src=x" not in page
+
+
+def test_wrong_logins_and_bad_filters_are_explained(api: Api) -> None:
+    response = api.client.post("/login", data={"username": "alice", "password": "nope"})
+    assert response.status_code == 401
+    assert "invalid" in response.text.lower() or "wrong" in response.text.lower()
+    _login(api, "alice", "correct horse battery")
+    bad = api.client.get("/explore", params={"f": "no equals sign"})
+    assert bad.status_code == 400
+    assert "a filter is Field=value" in bad.text
+
+
+def test_logout_needs_the_pages_csrf_value(api: Api) -> None:
+    _login(api, "alice", "correct horse battery")
+    api.client.post("/logout", data={"csrf": "forged"}, follow_redirects=False)
+    sessions = [t for t in api.kahu.accounts.list_tokens("alice") if t.name == "session"]
+    assert sessions[0].revoked_at is None  # a forged logout ends nothing
+    csrf = api.client.cookies.get("kahu_csrf")
+    api.client.post("/logout", data={"csrf": csrf}, follow_redirects=False)
+    sessions = [t for t in api.kahu.accounts.list_tokens("alice") if t.name == "session"]
+    assert sessions[0].revoked_at is not None
