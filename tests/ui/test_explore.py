@@ -102,3 +102,41 @@ def test_wrong_password_is_explained(page: Page, site: Site) -> None:
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("alert")).to_be_visible()
     site.shot(page, "login-failed")
+
+
+def test_save_datasets_from_explore(page: Page, site: Site) -> None:
+    _fill(site)
+    _login(page, site, "/explore")
+    total = page.locator("[data-total]")
+    page.locator('[data-field="BodyPartExamined"] a.include', has_text="CHEST").click()
+    expect(total).to_have_text("2")
+    page.get_by_label("Name").fill("chest-cohort")
+    page.get_by_role("button", name="Save the query").click()
+    expect(page.get_by_role("status")).to_have_text("Dataset chest-cohort saved.")
+    # two series picked by hand
+    page.get_by_label("remove filter BodyPartExamined CHEST").click()
+    expect(total).to_have_text("3")
+    boxes = page.locator('input[name="series"]')
+    boxes.nth(0).check()
+    boxes.nth(2).check()
+    page.get_by_label("Name").fill("picked")
+    page.get_by_role("button", name="Save the selected series").click()
+    expect(page.get_by_role("status")).to_have_text("Dataset picked saved.")
+    # the datasets page lists both with their sizes; one opens in Explore
+    page.get_by_role("link", name="Datasets").click()
+    expect(page.locator('[data-dataset="chest-cohort"] td').nth(3)).to_have_text("2")
+    expect(page.locator('[data-dataset="picked"] td').nth(2)).to_have_text("explicit")
+    site.shot(page, "datasets")
+    page.get_by_role("link", name="chest-cohort").click()
+    expect(total).to_have_text("2")
+    expect(page.locator(".chip")).to_have_text(re.compile("dataset: chest-cohort"))
+    # freeze the query dataset, delete the other (after confirming)
+    page.get_by_role("link", name="Datasets").click()
+    page.locator('[data-dataset="chest-cohort"]').get_by_role("button", name="Freeze").click()
+    expect(page.get_by_role("status")).to_contain_text("frozen")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator('[data-dataset="picked"]').get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("status")).to_contain_text("deleted")
+    expect(page.locator('[data-dataset="picked"]')).to_have_count(0)
+    assert [d.name for d in site.kahu.curation.datasets()] == ["chest-cohort"]
+    assert site.kahu.curation.dataset("chest-cohort").kind == "frozen"

@@ -17,11 +17,18 @@ from fastapi.templating import Jinja2Templates
 
 from kahu.api.admin import _password_login, _start_session
 from kahu.api.deps import KahuDep
-from kahu.auth.policy import SeriesScope, read_scope, readable_projects
+from kahu.auth.policy import (
+    SeriesScope,
+    read_scope,
+    readable_projects,
+    require_in_project,
+    require_role,
+)
 from kahu.auth.sessions import CSRF_COOKIE, SESSION_COOKIE, csrf_ok
 from kahu.auth.users import UserPublic
+from kahu.catalog.repository import DEFAULT_PROJECT
 from kahu.core import Kahu
-from kahu.errors import AuthenticationFailed, InvalidInput, KahuError
+from kahu.errors import AuthenticationFailed, InvalidInput, KahuError, PermissionDenied
 from kahu.search import aggregations as agg
 from kahu.search.query import MAX_LENGTH, parse
 from kahu.search.series import search_series
@@ -60,9 +67,19 @@ class Session:
     scope: SeriesScope
     roles: dict[str, str]
 
+    def can(self, project: str, needed: str) -> bool:
+        """Whether the caller holds ``needed`` (or more) in ``project``."""
+        order = ["viewer", "scientist", "manager", "admin"]
+        role = self.roles.get(project)
+        return role is not None and order.index(role) >= order.index(needed)
 
-def session(request: Request, kahu: Kahu) -> Session:
-    """The caller's browser session, or LoginRequired."""
+    def projects_where(self, needed: str) -> list[str]:
+        return sorted(p for p in self.roles if self.can(p, needed))
+
+
+def session(request: Request, kahu: Kahu, *, change: str | None = None) -> Session:
+    """The caller's browser session, or LoginRequired; for a page that changes something,
+    ``change`` is the form's CSRF value, which must fit the session."""
     secret = request.cookies.get(SESSION_COOKIE)
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     if not secret:
@@ -71,6 +88,8 @@ def session(request: Request, kahu: Kahu) -> Session:
         user = kahu.accounts.authenticate_token(secret)
     except AuthenticationFailed as exc:
         raise LoginRequired(target) from exc
+    if change is not None and not csrf_ok(secret, change):
+        raise PermissionDenied("this form is stale or not from Kahu: reload the page")
     roles = (
         {p.name: "admin" for p in kahu.projects.all()}
         if user.is_admin
@@ -213,6 +232,7 @@ def explore(
     q: Annotated[str, Query(max_length=MAX_LENGTH)] = "",
     f: Annotated[list[str] | None, Query(max_length=20)] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    msg: Annotated[str, Query(max_length=500)] = "",
 ) -> Response:
     s = session(request, kahu)
     error = None
@@ -260,6 +280,7 @@ def explore(
         "link": lambda fs, offset=0: _link(q, fs, offset),
         "Filter": Filter,
         "page_size": PAGE_SIZE,
+        "msg": msg,
         # datasets of other projects are not named (a series may be in one of them too)
         "visible": None
         if s.user.is_admin
@@ -268,3 +289,86 @@ def explore(
     # htmx swaps only 2xx answers: a boosted request shows its error in the page
     status = 400 if error and request.headers.get("HX-Request") != "true" else 200
     return _page(request, "explore.html", context, status)
+
+
+# -- datasets ------------------------------------------------------------------------------------
+
+
+def _flash(url: str, message: str) -> RedirectResponse:
+    """Back to ``url`` with a message the next page shows."""
+    sep = "&" if "?" in url else "?"
+    return RedirectResponse(f"{url}{sep}{urlencode({'msg': message})}", status_code=303)
+
+
+@router.post("/datasets")
+def save_dataset(
+    request: Request,
+    kahu: KahuDep,
+    csrf: Annotated[str, Form(max_length=128)] = "",
+    name: Annotated[str, Form(max_length=64)] = "",
+    project: Annotated[str, Form(max_length=64)] = DEFAULT_PROJECT,
+    q: Annotated[str, Form(max_length=MAX_LENGTH)] = "",
+    f: Annotated[list[str] | None, Form()] = None,
+    series: Annotated[list[str] | None, Form()] = None,
+    what: Annotated[str, Form(max_length=16)] = "query",
+) -> Response:
+    """From Explore: the query (a dataset that follows it) or the selected series."""
+    s = session(request, kahu, change=csrf)
+    filters = _filters(f or [])
+    back = _link(q, filters)
+    try:
+        require_role(kahu.projects, s.user, project, "scientist")
+        if what == "selected":
+            if not series:
+                raise InvalidInput("select series first (the boxes in the first column)")
+            kahu.curation.create_dataset(name, series=series[:10_000], project=project)
+        else:
+            kahu.curation.create_dataset(name, query=_query(q, filters) or "*", project=project)
+    except KahuError as exc:
+        return _flash(back, f"The dataset was not made: {exc}")
+    kahu.audit.record(
+        s.user.name, "dataset.create", path="POST /datasets", project=project,
+        series=list(series or []) if what == "selected" else [],
+        detail={"name": name, "what": what}, status=201,
+    )  # fmt: skip
+    return _flash(back, f"Dataset {name} saved.")
+
+
+@router.get("/datasets", response_class=HTMLResponse)
+def datasets_page(
+    request: Request, kahu: KahuDep, msg: Annotated[str, Query(max_length=500)] = ""
+) -> Response:
+    s = session(request, kahu)
+    datasets = kahu.curation.datasets(readable_projects(kahu.projects, s.user))
+    return _page(
+        request, "datasets.html", {"s": s, "page": "datasets", "datasets": datasets, "msg": msg}
+    )
+
+
+@router.post("/datasets/{name}/{action}")
+def change_dataset(
+    request: Request,
+    kahu: KahuDep,
+    name: str,
+    action: str,
+    csrf: Annotated[str, Form(max_length=128)] = "",
+) -> Response:
+    s = session(request, kahu, change=csrf)
+    try:
+        info = kahu.curation.dataset(name)
+        require_in_project(kahu.projects, s.user, info.project, "scientist", f"dataset {name!r}")
+        if action == "freeze":
+            kahu.curation.freeze(name)
+            message = f"Dataset {name} frozen: its series no longer change."
+        elif action == "delete":
+            kahu.audit.record(
+                s.user.name, "dataset.delete", path="POST /datasets/{name}/delete",
+                project=info.project, detail={"name": name}, status=204,
+            )  # fmt: skip
+            kahu.curation.delete_dataset(name)
+            message = f"Dataset {name} deleted (its series stay)."
+        else:
+            raise InvalidInput(f"no action {action!r}")
+    except KahuError as exc:
+        message = f"Nothing changed: {exc}"
+    return _flash("/datasets", message)

@@ -36,3 +36,19 @@
     }
   });
 })();
+// A form that asks first (deleting), and "select all" in a results table.
+document.addEventListener("submit", function (event) {
+  const question = event.target.getAttribute && event.target.getAttribute("data-confirm");
+  if (question && !window.confirm(question)) {
+    event.preventDefault();
+    event.stopPropagation();
+  }
+}, true);
+document.addEventListener("change", function (event) {
+  if (event.target.matches("[data-select-all]")) {
+    const form = event.target.closest("form");
+    form.querySelectorAll('input[name="series"]').forEach(function (box) {
+      box.checked = event.target.checked;
+    });
+  }
+});
