@@ -140,3 +140,32 @@ def test_save_datasets_from_explore(page: Page, site: Site) -> None:
     expect(page.locator('[data-dataset="picked"]')).to_have_count(0)
     assert [d.name for d in site.kahu.curation.datasets()] == ["chest-cohort"]
     assert site.kahu.curation.dataset("chest-cohort").kind == "frozen"
+
+
+def test_launch_a_workflow_and_watch_it(page: Page, site: Site) -> None:
+    _fill(site)
+    site.kahu.curation.create_dataset("chest", query="BodyPartExamined:CHEST")
+    _login(page, site, "/workflows")
+    site.shot(page, "workflows")
+    page.get_by_role("link", name="Export de-identified DICOM zip").click()
+    page.get_by_label("Dataset").select_option("chest")
+    # a value outside the schema is refused inline, naming the field
+    page.get_by_label("max_shift_days").fill("0")
+    page.get_by_role("button", name="Start").click()
+    expect(page.locator(".field.invalid")).to_contain_text("minimum")
+    expect(page.get_by_role("alert").first).to_be_visible()
+    site.shot(page, "launch-invalid")
+    page.get_by_label("max_shift_days").fill("30")
+    page.get_by_label("retain_dates").check()
+    page.get_by_role("button", name="Start").click()
+    expect(page.get_by_role("status")).to_contain_text("Started export-deidentified-zip")
+    row = page.locator("tr[data-run]").first
+    expect(row.locator("[data-state]")).to_have_text("succeeded", timeout=60_000)  # live
+    site.shot(page, "runs")
+    row.get_by_role("link").first.click()
+    expect(page.locator("tbody tr")).to_have_count(5)  # get-input x2, deidentify x2, zip
+    site.shot(page, "run")
+    [run] = site.kahu.runs.runs()
+    assert run.params["retain_dates"] is True
+    assert run.params["max_shift_days"] == 30
+    assert run.created_by == "uma"

@@ -2,6 +2,13 @@
 // Shift-click on a facet value to exclude it, "/" to jump to the query bar.
 (function () {
   "use strict";
+  // pages that refuse (a bad query, a form with mistakes) say why: show them too
+  if (window.htmx) {
+    window.htmx.config.responseHandling = [
+      { code: "204", swap: false },
+      { code: "[2345]..", swap: true },
+    ];
+  }
   function cookie(name) {
     const found = document.cookie.split("; ").find((c) => c.startsWith(name + "="));
     return found ? decodeURIComponent(found.slice(name.length + 1)) : "";
