@@ -80,3 +80,35 @@ def test_logout_needs_the_pages_csrf_value(api: Api) -> None:
     api.client.post("/logout", data={"csrf": csrf}, follow_redirects=False)
     sessions = [t for t in api.kahu.accounts.list_tokens("alice") if t.name == "session"]
     assert sessions[0].revoked_at is not None
+
+
+def test_every_page_needs_a_session_and_every_change_the_csrf_value(api: Api) -> None:
+    """Walks the page routes (they are not in the OpenAPI schema): without a session each
+    goes to the login page; with one, a change without the form's CSRF value is refused."""
+    from fastapi.routing import APIRoute
+
+    from kahu.web import pages
+
+    routes = [
+        (method, route.path)
+        for route in pages.router.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    ]
+    assert len(routes) >= 12
+    open_routes = {("GET", "/login"), ("POST", "/login"), ("POST", "/logout")}
+    client = api.client
+    for method, path in routes:
+        if (method, path) in open_routes:
+            continue
+        url = path.replace("{name}", "x").replace("{action}", "delete").replace("{run_id}", "r")
+        response = client.request(method, url, follow_redirects=False)
+        assert response.status_code == 303, (method, path, response.status_code)
+        assert response.headers["location"].startswith("/login")
+    _login(api, "alice", "correct horse battery")
+    for method, path in routes:
+        if method != "POST" or (method, path) in open_routes:
+            continue
+        url = path.replace("{name}", "x").replace("{action}", "delete").replace("{run_id}", "r")
+        response = client.post(url, data={"csrf": "forged"}, follow_redirects=False)
+        assert response.status_code == 403, (path, response.status_code, response.text[:200])
