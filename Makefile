@@ -38,6 +38,7 @@ $(UI_STAMP): ui/package.json ui/package-lock.json
 	npm ci --prefix ui --no-audit --no-fund --loglevel=error
 	mkdir -p $(VENDOR)
 	cp ui/node_modules/htmx.org/dist/htmx.min.js $(VENDOR)/
+	cp ui/node_modules/@niivue/niivue/dist/niivue.umd.js $(VENDOR)/
 	touch $@
 
 # The test suite drives real DICOM peers (dcmtk), a real PostgreSQL server, sandboxes

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kahu import __version__
-from kahu.api import admin, curation, flow, objects, projects, routes, search
+from kahu.api import admin, curation, flow, objects, projects, routes, search, volumes
 from kahu.audit import AuditUnavailable
 from kahu.auth.oidc import ProviderUnavailable
 from kahu.auth.throttle import TooManyAttempts
@@ -124,6 +124,7 @@ def create_app(settings: Settings, kahu: Kahu | None = None) -> FastAPI:
 
     app.include_router(routes.router, tags=["catalog"])
     app.include_router(search.router, tags=["search"])
+    app.include_router(volumes.router, tags=["catalog"])
     app.include_router(curation.router, tags=["curation"])
     app.include_router(flow.router, tags=["workflows"])
     app.include_router(objects.router, tags=["objects"])

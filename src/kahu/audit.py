@@ -48,6 +48,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/dicomweb/studies/{study}/series/{series}/instances"): "search",
     ("GET", "/api/v1/series/{series_uid}"): "retrieve",
     ("GET", "/api/v1/series/{series_uid}/instances"): "retrieve",
+    ("GET", "/api/v1/series/{series_uid}/volume.nii.gz"): "retrieve",
+    ("GET", "/api/v1/series/{series_uid}/labels.nii.gz"): "retrieve",
     ("GET", "/dicomweb/studies/{study}"): "retrieve",
     ("GET", "/dicomweb/studies/{study}/series/{series}"): "retrieve",
     ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}"): "retrieve",

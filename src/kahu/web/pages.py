@@ -587,3 +587,51 @@ def change_run(
     except KahuError as exc:
         message = f"Nothing changed: {exc}"
     return _flash("/runs", message)
+
+
+# -- viewer --------------------------------------------------------------------------------------
+
+#: window/level presets (name, centre, width)
+PRESETS = [
+    ("Soft tissue", 40, 400),
+    ("Lung", -600, 1500),
+    ("Bone", 300, 1500),
+    ("Brain", 40, 80),
+]
+
+
+@router.get("/viewer/{series_uid}", response_class=HTMLResponse)
+def viewer(request: Request, kahu: KahuDep, series_uid: str) -> Response:
+    """The series in NiiVue, with the segmentations derived from it as overlays."""
+    import pydicom
+
+    from kahu.api.volumes import segments, series_files
+
+    s = session(request, kahu)
+    row = kahu.catalog.get_series(series_uid, where=s.scope.condition())
+    overlays = []
+    for result in kahu.lineage.of(series_uid, s.scope.condition())["results"]:
+        derived = kahu.catalog.get_series(result["series_uid"], where=s.scope.condition())
+        if derived.modality != "SEG":
+            continue
+        with series_files(kahu, s.scope, derived.series_instance_uid) as files:
+            seg = pydicom.dcmread(files[0], stop_before_pixels=True)
+        overlays.append(
+            {
+                "uid": derived.series_instance_uid,
+                "description": derived.series_description or "Segmentation",
+                "url": f"/api/v1/series/{derived.series_instance_uid}/labels.nii.gz?"
+                + urlencode({"on": series_uid}),
+                "segments": segments(seg),
+            }
+        )
+    config = {
+        "volume": f"/api/v1/series/{series_uid}/volume.nii.gz",
+        "overlays": overlays,
+        "presets": [{"name": n, "center": c, "width": w} for n, c, w in PRESETS],
+    }
+    return _page(
+        request, "viewer.html",
+        {"s": s, "page": "explore", "series": row, "config": config, "overlays": overlays,
+         "presets": PRESETS},
+    )  # fmt: skip

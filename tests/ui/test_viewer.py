@@ -1,0 +1,60 @@
+"""The viewer in Chromium: a CT and the SEG a workflow derived from it, drawn as an overlay
+(the canvas' pixels change when it is hidden)."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from PIL import Image, ImageChops
+from playwright.sync_api import Page, expect
+
+from kahu.flow.cohort import RunInput
+from kahu.flow.launch import launch
+from tests.synthetic import ct_volume
+from tests.ui.conftest import PASSWORD, Site
+
+
+def _segmented(site: Site) -> str:
+    kahu = site.kahu
+    files, _ = ct_volume(slices=12, size=32)
+    [report] = kahu.ingestor.ingest_many(files)[:1]
+    ct = report.series_instance_uid
+    assert ct is not None
+    [run] = launch(
+        kahu.catalog, kahu.workflows, kahu.flow, "ct-threshold-segmentation", {},
+        RunInput(series_uids=(ct,)), audit=kahu.audit, path="test",
+    )  # fmt: skip
+    assert kahu.flow.wait_idle(run, 120) == "succeeded"
+    kahu.accounts.create_user("vic", PASSWORD)
+    kahu.projects.set_member("default", "vic", "viewer")
+    return ct
+
+
+def _canvas(page: Page) -> Image.Image:
+    return Image.open(io.BytesIO(page.locator("#viewer-canvas").screenshot())).convert("RGB")
+
+
+def test_the_viewer_draws_the_segmentation_over_the_image(page: Page, site: Site) -> None:
+    ct = _segmented(site)
+    page.goto(f"{site.url}/viewer/{ct}")
+    page.get_by_label("User name").fill("vic")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(re.compile(f"/viewer/{re.escape(ct)}$"))
+    page.wait_for_function(
+        "window.kahuViewer && (window.kahuViewer.ready || window.kahuViewer.error)"
+    )
+    assert page.evaluate("window.kahuViewer.error") is None
+    expect(page.locator(".legend li")).to_have_count(2)  # bone and soft tissue
+    page.get_by_role("button", name="Bone").click()
+    page.wait_for_timeout(300)
+    with_overlay = _canvas(page)
+    site.shot(page, "viewer")
+    page.locator("[data-overlay-toggle='0']").uncheck()
+    page.wait_for_timeout(300)
+    without = _canvas(page)
+    difference = ImageChops.difference(with_overlay, without).getbbox()
+    assert difference is not None, "hiding the segmentation changed nothing on the canvas"
+    # the image itself is drawn: the canvas is not one colour
+    assert len(without.getcolors(1 << 20) or []) > 10
