@@ -63,3 +63,50 @@ def test_volume_and_labels(api: Api, tmp_path: Path) -> None:
     assert [r.action for r in kahu.audit.query(actor="alice", action="retrieve")] == [
         "retrieve", "retrieve", "retrieve",
     ]  # fmt: skip
+
+
+def test_drawings_become_segs_and_bad_drawings_are_refused(api: Api, tmp_path: Path) -> None:
+    kahu, client = api.kahu, api.client
+    files, _ = ct_volume(slices=6, size=16)
+    ct = kahu.ingestor.ingest_many(files)[0].series_instance_uid
+    assert ct is not None
+    alice = api.headers(api.user_token)
+    image = _read(client.get(f"/api/v1/series/{ct}/volume.nii.gz", headers=alice).content, tmp_path)
+    drawn = np.zeros(sitk.GetArrayFromImage(image).shape, np.uint8)
+    drawn[2, 5:9, 5:9] = 1
+    labels = sitk.GetImageFromArray(drawn)
+    labels.CopyInformation(image)
+    path = tmp_path / "drawing.nii.gz"
+    sitk.WriteImage(labels, str(path), useCompression=True)
+    url = f"/api/v1/series/{ct}/segmentations"
+    bin_headers = {**alice, "Content-Type": "application/octet-stream"}
+    saved = client.post(
+        url, params={"label": "spot"}, content=path.read_bytes(), headers=bin_headers
+    )
+    assert saved.status_code == 201, saved.text
+    seg = saved.json()["series_uid"]
+    back = client.get(f"/api/v1/series/{seg}/labels.nii.gz", params={"on": ct}, headers=alice)
+    assert np.array_equal(sitk.GetArrayFromImage(_read(back.content, tmp_path)), drawn)
+    assert seg in [r["series_uid"] for r in kahu.lineage.of(ct)["results"]]
+    [record] = kahu.audit.query(action="segmentation.create")
+    assert record.series == [ct, seg]
+    # refusals, each with its reason
+    not_nifti = client.post(url, content=b"hello", headers=bin_headers)
+    assert not_nifti.status_code == 400
+    assert "NIfTI" in not_nifti.json()["detail"]
+    empty = tmp_path / "empty.nii.gz"
+    blank = sitk.GetImageFromArray(np.zeros_like(drawn))
+    blank.CopyInformation(image)
+    sitk.WriteImage(blank, str(empty), useCompression=True)
+    refused = client.post(url, content=empty.read_bytes(), headers=bin_headers)
+    assert refused.status_code == 400
+    assert "empty" in refused.json()["detail"]
+    small = tmp_path / "small.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(drawn[:, :8, :8]), str(small), useCompression=True)
+    off_grid = client.post(url, content=small.read_bytes(), headers=bin_headers)
+    assert off_grid.status_code == 400
+    assert "grid" in off_grid.json()["detail"]
+    kahu.projects.set_member("default", "alice", "viewer")
+    assert client.post(url, content=path.read_bytes(), headers=bin_headers).status_code == 403
+    kahu.projects.remove_member("default", "alice")
+    assert client.post(url, content=path.read_bytes(), headers=bin_headers).status_code == 404

@@ -58,3 +58,44 @@ def test_the_viewer_draws_the_segmentation_over_the_image(page: Page, site: Site
     assert difference is not None, "hiding the segmentation changed nothing on the canvas"
     # the image itself is drawn: the canvas is not one colour
     assert len(without.getcolors(1 << 20) or []) > 10
+
+
+def test_a_drawing_is_saved_as_a_seg_of_the_series(page: Page, site: Site) -> None:
+    ct = _segmented(site)
+    site.kahu.projects.set_member("default", "vic", "scientist")
+    page.goto(f"{site.url}/viewer/{ct}")
+    page.get_by_label("User name").fill("vic")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_function(
+        "window.kahuViewer && (window.kahuViewer.ready || window.kahuViewer.error)"
+    )
+    page.get_by_role("button", name="Axial").click()
+    page.get_by_role("button", name="Draw").click()
+    page.get_by_label("Label").fill("spot")
+    box = page.locator("#viewer-canvas").bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 20, y - 20)
+    page.mouse.down()
+    for step in range(20):
+        page.mouse.move(x - 20 + step * 2, y - 20 + step * 2)
+    page.mouse.up()
+    page.get_by_role("button", name="Save as a segmentation").click()
+    status = page.get_by_role("status")
+    expect(status).to_contain_text("Saved as segmentation series", timeout=30_000)
+    site.shot(page, "viewer-drawn")
+    seg_uid = page.evaluate("window.kahuViewer.saved")
+    row = site.kahu.catalog.get_series(seg_uid)
+    assert row.modality == "SEG"
+    results = [r["series_uid"] for r in site.kahu.lineage.of(ct)["results"]]
+    assert seg_uid in results
+    import pydicom
+
+    [instance] = site.kahu.catalog.instances(series_uid=seg_uid)
+    seg = pydicom.dcmread(io.BytesIO(site.kahu.store.get(instance.blob_key)))
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == ct
+    assert seg.SegmentSequence[0].SegmentLabel == "spot"
+    # Explore finds it
+    page.goto(f"{site.url}/explore?q=Modality:SEG")
+    expect(page.locator(f'tr[data-series="{seg_uid}"]')).to_have_count(1)

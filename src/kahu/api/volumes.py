@@ -4,19 +4,23 @@ grid of the series it was drawn on, and its segments' names and colours."""
 from __future__ import annotations
 
 import contextlib
+import io
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
-from kahu.api.deps import KahuDep, Scope
-from kahu.auth.policy import SeriesScope
+from kahu.api.deps import CurrentUser, KahuDep, Scope
+from kahu.auth.policy import SeriesScope, read_scope, role_in, write_scope
+from kahu.auth.users import UserPublic
 from kahu.core import Kahu
 from kahu.dicom.uids import validate_uid
-from kahu.errors import InvalidInput, NotFound
+from kahu.dicomweb.stow import PayloadTooLarge
+from kahu.errors import InvalidInput, NotFound, PermissionDenied
 
 router = APIRouter(prefix="/api/v1")
 NIFTI = "application/gzip"
@@ -151,3 +155,83 @@ def segmentation_labels(
     seg_uid = validate_uid(series_uid, "SeriesInstanceUID")
     source = validate_uid(on, "SeriesInstanceUID")
     return Response(_labels(kahu, scope, seg_uid, source), media_type=NIFTI)
+
+
+#: the largest drawing a viewer may send (a gzipped label volume)
+MAX_DRAWING = 256 * 1024**2
+
+
+@router.post(
+    "/series/{series_uid}/segmentations",
+    status_code=201,
+    summary="A label volume drawn on the series (NIfTI body) saved as a DICOM SEG",
+    description="The body is a NIfTI label volume on the series' grid (what the viewer's "
+    "drawing saves); each non-zero value becomes a segment (`label` names value 1). The SEG "
+    "references the series, enters its project and records its lineage. Needs the scientist "
+    "role in a project of the series.",
+    responses={400: {"description": "not a label volume on the series' grid"}},
+)
+async def save_segmentation(
+    series_uid: str,
+    request: Request,
+    kahu: KahuDep,
+    user: CurrentUser,
+    label: Annotated[str, Query(min_length=1, max_length=64)] = "drawing",
+    description: Annotated[str, Query(max_length=64)] = "Drawn segmentation",
+) -> dict[str, Any]:
+    uid = validate_uid(series_uid, "SeriesInstanceUID")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_DRAWING:
+            raise PayloadTooLarge(f"a drawing is at most {MAX_DRAWING} bytes")
+    return await run_in_threadpool(
+        _save_segmentation, kahu, user, uid, bytes(body), label, description
+    )
+
+
+def _save_segmentation(
+    kahu: Kahu, user: UserPublic, uid: str, body: bytes, label: str, description: str
+) -> dict[str, Any]:
+    from kahu.operators.seg import labels_to_seg, read_labels
+
+    writable = write_scope(kahu.projects, user)
+    projects = [p for p in kahu.projects.series_projects(uid) if writable.everything
+                or role_in(kahu.projects, user, p) in ("scientist", "manager")]  # fmt: skip
+    if not projects:
+        with series_files(kahu, read_scope(kahu.projects, user), uid):
+            pass  # NotFound for a series the caller cannot see
+        raise PermissionDenied("scientists of the series' project only")
+    if not body.startswith(b"\x1f\x8b") and body[344:348] not in (b"n+1\x00", b"ni1\x00"):
+        raise InvalidInput("the body must be a NIfTI label volume (.nii or .nii.gz)")
+    with tempfile.TemporaryDirectory(prefix="kahu-drawing-") as tmp:
+        path = Path(tmp) / ("drawing.nii.gz" if body.startswith(b"\x1f\x8b") else "drawing.nii")
+        path.write_bytes(body)
+        try:
+            values, _ = read_labels(path)
+        except (RuntimeError, ValueError) as exc:
+            raise InvalidInput(f"the drawing cannot be read: {exc}") from exc
+        present = sorted(int(v) for v in set(values.ravel().tolist()) - {0})
+        if not present:
+            raise InvalidInput("the drawing is empty: draw something first")
+        segments = {v: (label if v == 1 else f"{label} {v}") for v in present}
+        with series_files(kahu, SeriesScope(None), uid) as files:
+            try:
+                seg = labels_to_seg(
+                    path, files, segments, algorithm=("kahu viewer", "1"),
+                    series_description=description,
+                )  # fmt: skip
+            except ValueError as exc:
+                raise InvalidInput(str(exc)) from exc
+    out = io.BytesIO()
+    seg.save_as(out, enforce_file_format=True)
+    seg_uid = str(seg.SeriesInstanceUID)
+    with kahu.audit.action(
+        user.name, "segmentation.create", path="POST /api/v1/series/{series_uid}/segmentations",
+        project=projects[0], series=[uid, seg_uid], detail={"label": label},
+    ):  # fmt: skip
+        [result] = kahu.ingestor.ingest_many([out.getvalue()], project=projects[0], source="viewer")
+        if result.status == "rejected":
+            raise InvalidInput(f"the SEG was refused: {result.reason}")
+        kahu.lineage.record(seg_uid, f"viewer-{user.name}", "viewer-drawing", "1", [uid])
+    return {"series_uid": seg_uid, "project": projects[0], "segments": segments}

@@ -625,7 +625,9 @@ def viewer(request: Request, kahu: KahuDep, series_uid: str) -> Response:
                 "segments": segments(seg),
             }
         )
+    may_draw = any(s.can(p, "scientist") for p in kahu.projects.series_projects(series_uid))
     config = {
+        "series": series_uid,
         "volume": f"/api/v1/series/{series_uid}/volume.nii.gz",
         "overlays": overlays,
         "presets": [{"name": n, "center": c, "width": w} for n, c, w in PRESETS],
@@ -633,5 +635,5 @@ def viewer(request: Request, kahu: KahuDep, series_uid: str) -> Response:
     return _page(
         request, "viewer.html",
         {"s": s, "page": "explore", "series": row, "config": config, "overlays": overlays,
-         "presets": PRESETS},
+         "presets": PRESETS, "may_draw": may_draw},
     )  # fmt: skip

@@ -60,6 +60,43 @@
       });
     }
   });
+  function cookie(name) {
+    const found = document.cookie.split("; ").find((c) => c.startsWith(name + "="));
+    return found ? decodeURIComponent(found.slice(name.length + 1)) : "";
+  }
+  const drawToggle = document.getElementById("draw-toggle");
+  if (drawToggle) {
+    drawToggle.addEventListener("click", function () {
+      if (!state.ready) { return; }
+      const on = drawToggle.getAttribute("aria-pressed") !== "true";
+      drawToggle.setAttribute("aria-pressed", String(on));
+      drawToggle.textContent = on ? "Drawing (click to stop)" : "Draw";
+      nv.setDrawingEnabled(on);
+      nv.setPenValue(1, false);
+    });
+    document.getElementById("draw-save").addEventListener("click", async function () {
+      if (!state.ready) { return; }
+      status.classList.remove("error");
+      status.textContent = "Saving…";
+      try {
+        const bytes = await nv.saveImage({ filename: "", isSaveDrawing: true, volumeByIndex: 0 });
+        const label = document.getElementById("draw-label").value || "drawing";
+        const response = await fetch(
+          "/api/v1/series/" + encodeURIComponent(config.series) + "/segmentations?label=" +
+            encodeURIComponent(label),
+          { method: "POST", body: bytes, credentials: "same-origin",
+            headers: { "Content-Type": "application/octet-stream",
+              "X-CSRF-Token": cookie("kahu_csrf") } });
+        const answer = await response.json();
+        if (!response.ok) { throw new Error(answer.detail || response.statusText); }
+        state.saved = answer.series_uid;
+        status.textContent = "Saved as segmentation series " + answer.series_uid + ".";
+      } catch (error) {
+        status.textContent = "The drawing was not saved: " + error.message;
+        status.classList.add("error");
+      }
+    });
+  }
   start().catch(function (error) {
     state.error = String(error);
     status.textContent = "The image could not be shown: " + error;
