@@ -6,7 +6,8 @@ from tests.api.conftest import Api
 from tests.synthetic import ct_series
 
 
-def _login(api: Api, user: str, password: str) -> None:
+def _login(api: Api, user: str, password: str) -> str:
+    """Logs in; answers the session's CSRF value."""
     response = api.client.post(
         "/login", data={"username": user, "password": password, "next": "/explore"},
         follow_redirects=False,
@@ -15,6 +16,7 @@ def _login(api: Api, user: str, password: str) -> None:
     assert response.headers["location"] == "/explore"
     for name in ("kahu_session", "kahu_csrf"):  # TestClient speaks http: keep them anyway
         api.client.cookies.set(name, response.cookies[name])
+    return str(response.cookies["kahu_csrf"])
 
 
 def test_pages_need_a_session(api: Api) -> None:
@@ -72,11 +74,10 @@ def test_wrong_logins_and_bad_filters_are_explained(api: Api) -> None:
 
 
 def test_logout_needs_the_pages_csrf_value(api: Api) -> None:
-    _login(api, "alice", "correct horse battery")
+    csrf = _login(api, "alice", "correct horse battery")
     api.client.post("/logout", data={"csrf": "forged"}, follow_redirects=False)
     sessions = [t for t in api.kahu.accounts.list_tokens("alice") if t.name == "session"]
     assert sessions[0].revoked_at is None  # a forged logout ends nothing
-    csrf = api.client.cookies.get("kahu_csrf")
     api.client.post("/logout", data={"csrf": csrf}, follow_redirects=False)
     sessions = [t for t in api.kahu.accounts.list_tokens("alice") if t.name == "session"]
     assert sessions[0].revoked_at is not None
@@ -101,7 +102,12 @@ def test_every_page_needs_a_session_and_every_change_the_csrf_value(api: Api) ->
     for method, path in routes:
         if (method, path) in open_routes:
             continue
-        url = path.replace("{name}", "x").replace("{action}", "delete").replace("{run_id}", "r")
+        url = (
+            path.replace("{name}", "x")
+            .replace("{action}", "delete")
+            .replace("{run_id}", "r")
+            .replace("{series_uid}", "1.2.3")
+        )
         response = client.request(method, url, follow_redirects=False)
         assert response.status_code == 303, (method, path, response.status_code)
         assert response.headers["location"].startswith("/login")
@@ -109,6 +115,44 @@ def test_every_page_needs_a_session_and_every_change_the_csrf_value(api: Api) ->
     for method, path in routes:
         if method != "POST" or (method, path) in open_routes:
             continue
-        url = path.replace("{name}", "x").replace("{action}", "delete").replace("{run_id}", "r")
+        url = (
+            path.replace("{name}", "x")
+            .replace("{action}", "delete")
+            .replace("{run_id}", "r")
+            .replace("{series_uid}", "1.2.3")
+        )
         response = client.post(url, data={"csrf": "forged"}, follow_redirects=False)
         assert response.status_code == 403, (path, response.status_code, response.text[:200])
+
+
+def test_series_page_download_send_and_delete(api: Api) -> None:
+    import io
+    import zipfile
+
+    from kahu.dimse.nodes import Node
+
+    kahu, client = api.kahu, api.client
+    files = ct_series(2, 8, patient_id="PAGE-1")
+    [first, _] = kahu.ingestor.ingest_many(files)
+    uid = first.series_instance_uid
+    assert uid is not None
+    kahu.nodes.add(Node("pacs", "PACS", "127.0.0.1", 1))
+    csrf = _login(api, "alice", "correct horse battery")
+    page = client.get(f"/series/{uid}")
+    assert page.status_code == 200
+    assert "PAGE-1" in page.text
+    assert "Delete the series" not in page.text  # administrators only
+    download = client.get(f"/series/{uid}/download")
+    with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
+        assert sorted(archive.read(n) for n in archive.namelist()) == sorted(files)
+    sent = client.post(
+        f"/series/{uid}/send", data={"csrf": csrf, "node": "pacs", "project": "default"},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert "Sending+to+pacs" in sent.headers["location"]
+    [run] = kahu.runs.runs()
+    assert (run.workflow, run.params, run.created_by) == ("send-to-node", {"node": "pacs"}, "alice")
+    refused = client.post(f"/series/{uid}/delete", data={"csrf": csrf}, follow_redirects=False)
+    assert refused.status_code == 403
+    assert kahu.catalog.get_series(uid).instance_count == 2
+    assert client.get("/series/1.2.3").status_code == 404

@@ -35,6 +35,7 @@ from kahu.errors import (
     InvalidInput,
     InvalidParameters,
     KahuError,
+    NotFound,
     PermissionDenied,
 )
 from kahu.flow.cohort import RunInput
@@ -637,3 +638,101 @@ def viewer(request: Request, kahu: KahuDep, series_uid: str) -> Response:
         {"s": s, "page": "explore", "series": row, "config": config, "overlays": overlays,
          "presets": PRESETS, "may_draw": may_draw},
     )  # fmt: skip
+
+
+# -- series --------------------------------------------------------------------------------------
+
+
+@router.get("/series/{series_uid}", response_class=HTMLResponse)
+def series_page(
+    request: Request,
+    kahu: KahuDep,
+    series_uid: str,
+    msg: Annotated[str, Query(max_length=500)] = "",
+) -> Response:
+    """All of a series' metadata, its thumbnail, lineage and what can be done with it."""
+    s = session(request, kahu)
+    row = kahu.catalog.get_series(series_uid, where=s.scope.condition())
+    visible = (
+        None if s.user.is_admin else kahu.curation.names(readable_projects(kahu.projects, s.user))
+    )
+    document = row.full_document()
+    if visible is not None:
+        document["dataset"] = [d for d in row.datasets if d in visible]
+    lineage = kahu.lineage.of(series_uid, s.scope.condition())
+    projects = kahu.projects.series_projects(series_uid)
+    shown = [p for p in projects if s.user.is_admin or p in s.roles]
+    senders = [p for p in shown if s.can(p, "scientist")]
+    nodes = [n for n in kahu.nodes.list() if set(n.projects) & set(senders)]
+    return _page(
+        request, "series.html",
+        {"s": s, "page": "explore", "series": row, "document": sorted(document.items()),
+         "lineage": lineage, "projects": shown, "nodes": nodes, "senders": senders, "msg": msg},
+    )  # fmt: skip
+
+
+@router.get("/series/{series_uid}/download")
+def download_series(request: Request, kahu: KahuDep, series_uid: str) -> Response:
+    """The series' files as stored, in a zip (audited as a retrieval)."""
+    import io
+    import zipfile
+
+    s = session(request, kahu)
+    rows = kahu.catalog.instances(series_uid=series_uid, where=s.scope.condition())
+    if not rows:
+        raise NotFound(f"no series {series_uid}")
+    kahu.audit.record(
+        s.user.name, "retrieve", path="GET /series/{series_uid}/download",
+        client=request.client.host if request.client else "", series=[series_uid], status=200,
+    )  # fmt: skip
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        for row in rows:
+            archive.writestr(
+                f"{series_uid}/{row.sop_instance_uid}.dcm", kahu.store.get(row.blob_key)
+            )
+    return Response(
+        out.getvalue(),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{series_uid}.zip"'},
+    )
+
+
+@router.post("/series/{series_uid}/send")
+def send_series(
+    request: Request,
+    kahu: KahuDep,
+    series_uid: str,
+    csrf: Annotated[str, Form(max_length=128)] = "",
+    node: Annotated[str, Form(max_length=64)] = "",
+    project: Annotated[str, Form(max_length=64)] = DEFAULT_PROJECT,
+) -> Response:
+    s = session(request, kahu, change=csrf)
+    back = f"/series/{series_uid}"
+    try:
+        require_role(kahu.projects, s.user, project, "scientist")
+        ids = launch(
+            kahu.catalog, kahu.workflows, kahu.flow, "send-to-node", {"node": node},
+            RunInput(series_uids=(series_uid,)), audit=kahu.audit,
+            path="POST /series/{series_uid}/send", created_by=s.user.name, project=project,
+        )  # fmt: skip
+    except KahuError as exc:
+        return _flash(back, f"Not sent: {exc}")
+    return _flash(back, f"Sending to {node}: run {ids[0]}.")
+
+
+@router.post("/series/{series_uid}/delete")
+def delete_series_page(
+    request: Request,
+    kahu: KahuDep,
+    series_uid: str,
+    csrf: Annotated[str, Form(max_length=128)] = "",
+) -> Response:
+    s = session(request, kahu, change=csrf)
+    if not s.user.is_admin:
+        raise PermissionDenied("administrators only")
+    with kahu.audit.action(
+        s.user.name, "series.delete", path="POST /series/{series_uid}/delete", series=[series_uid]
+    ):
+        kahu.ingestor.delete_series(series_uid)
+    return _flash("/explore", f"Series {series_uid} deleted.")

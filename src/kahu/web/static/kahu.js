@@ -59,3 +59,12 @@ document.addEventListener("change", function (event) {
     });
   }
 });
+// Filter a table's rows by what they contain (the series page's metadata).
+document.addEventListener("input", function (event) {
+  const id = event.target.getAttribute && event.target.getAttribute("data-filter-table");
+  if (!id) { return; }
+  const needle = event.target.value.toLowerCase();
+  document.querySelectorAll("#" + id + " tbody tr").forEach(function (row) {
+    row.hidden = needle !== "" && !row.textContent.toLowerCase().includes(needle);
+  });
+});
