@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import authz, flow, ingest, search, web
+from bench import authz, flow, ingest, search, ui, web
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -27,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Kahu benchmarks (make bench)")
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", choices=["ingest", "web", "search", "flow", "authz"])
+    parser.add_argument("--only", choices=["ingest", "web", "search", "flow", "authz", "ui"])
     parser.add_argument(
         "--series", type=int, default=0, help="search: load only this many series (0: all)"
     )
@@ -51,6 +51,7 @@ def main() -> None:
             limit=args.series or None, backends=tuple(args.backends.split(","))
         ),
         "flow": lambda: flow.run(args.flow_series),
+        "ui": lambda: ui.run(args.series or 100_000),
         "authz": lambda: authz.run(
             limit=args.series or None, backends=tuple(args.backends.split(","))
         ),

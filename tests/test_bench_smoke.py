@@ -81,3 +81,15 @@ def test_flow_suite_runs() -> None:
     assert row["state"] == "succeeded"
     assert row["series"] == 6
     assert row["scheduler ms/task"] >= 0
+
+
+def test_ui_suite_runs(idc_parquet: Path) -> None:
+    """The Explore page benchmark in Chromium, on the 40-series parquet."""
+    from bench import ui
+
+    rows = ui.run(count=40, runs=2, parquet=idc_parquet)
+    assert [r["measure"] for r in rows] == [
+        "first meaningful render",
+        "facet click to updated results",
+    ]
+    assert all(r["p50 ms"] > 0 and r["series"] == 40 for r in rows)
