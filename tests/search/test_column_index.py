@@ -108,7 +108,8 @@ FACETS: dict[str, Facet] = {
     "patients": Distinct("patients"),
     "studies": Distinct("studies"),
     "series": Distinct("series"),
-    "datasets": Terms("dataset"),  # not in the index: SQL counts it beside the others
+    "datasets": Terms("dataset"),  # memberships: read beside the index, kept to its matches
+    "tags": Terms("tags"),
 }
 
 
@@ -118,6 +119,21 @@ def test_facets_count_what_sql_counts(catalog: Fixture, index: ColumnIndex, quer
     assert aggregate(kahu.catalog, query, FACETS, index=index) == aggregate(
         kahu.catalog, query, FACETS
     )
+
+
+def test_tag_and_dataset_facets_count_what_sql_counts(catalog: Fixture, index: ColumnIndex) -> None:
+    kahu, _ = catalog
+    rows, _ = kahu.catalog.list_series(limit=4)
+    uids = [r.series_instance_uid for r in rows]
+    kahu.curation.tag(uids[:3], add=["review"])
+    kahu.curation.tag(uids[1:2], add=["urgent"])
+    try:
+        for query in ("", "Modality:CT", "tags:review", "NOT tags:urgent"):
+            assert aggregate(kahu.catalog, query, FACETS, index=index) == aggregate(
+                kahu.catalog, query, FACETS
+            ), query
+    finally:
+        kahu.curation.tag(uids, remove=["review", "urgent"])
 
 
 @pytest.mark.parametrize(

@@ -154,6 +154,8 @@ class _Plan:
                 return FacetResult([], count=total)
             return FacetResult([], count=snapshot.distinct(facet.of, mask))
         assert f is not None
+        if f.column in ("dataset", "tags") and isinstance(facet, Terms):
+            return self.members_from_index(index, snapshot, mask, total)
         if f.name not in index.columns:
             return None
         key_of: Callable[[Any], Any]
@@ -172,6 +174,36 @@ class _Plan:
         if isinstance(facet, Terms):
             ordered = sorted(ordered, key=lambda kv: -kv[1])[: facet.size]
         return FacetResult([Bucket(k, n) for k, n in ordered], missing=total - having)
+
+    def members_from_index(
+        self, index: ColumnIndex, snapshot: Any, mask: Any, total: int
+    ) -> FacetResult:
+        """Datasets or tags of the matched series: their (series, name) pairs read once and
+        kept to the series the index matched (as SQL counts them: explicit memberships)."""
+        assert isinstance(self.facet, Terms)
+        assert self.field is not None
+        with index.catalog.db.read() as s:
+            if self.field.column == "tags":
+                pairs = s.execute(select(SeriesTag.series_pk, SeriesTag.tag)).all()
+            else:
+                pairs = s.execute(
+                    select(DatasetSeries.series_pk, Dataset.name).join(
+                        Dataset, Dataset.id == DatasetSeries.dataset_pk
+                    )
+                ).all()
+        if not pairs:
+            return FacetResult([], missing=total)
+        pks = np.fromiter((pk for pk, _ in pairs), np.int64, len(pairs))
+        hit = np.isin(pks, snapshot.pks[mask])
+        counts: dict[str, int] = {}
+        having: set[int] = set()
+        for (pk, name), matched in zip(pairs, hit.tolist(), strict=True):
+            if matched:
+                counts[name] = counts.get(name, 0) + 1
+                having.add(pk)
+        ordered = sorted(counts.items(), key=lambda kv: value_order(kv[0]))
+        ordered = sorted(ordered, key=lambda kv: -kv[1])[: self.facet.size]
+        return FacetResult([Bucket(k, n) for k, n in ordered], missing=total - len(having))
 
     def run(self, s: Any, where: Any, total: int) -> FacetResult:
         if isinstance(self.facet, Distinct):

@@ -169,15 +169,20 @@ class _Builder:
     ) -> ColumnElement[bool]:
         """Series tagged with, or in a dataset named by, something ``predicate`` accepts;
         ``names`` picks the query datasets to expand (``dataset`` only)."""
+        # correlated to the series only: a facet's query may join these tables itself
         if field.column == "tags":
             return exists(
-                select(literal(1)).where(SeriesTag.series_pk == Series.id, predicate(SeriesTag.tag))
+                select(literal(1))
+                .select_from(SeriesTag)
+                .where(SeriesTag.series_pk == Series.id, predicate(SeriesTag.tag))
+                .correlate(Series)
             )
         listed = exists(
             select(literal(1))
             .select_from(DatasetSeries)
             .join(Dataset, Dataset.id == DatasetSeries.dataset_pk)
             .where(DatasetSeries.series_pk == Series.id, predicate(Dataset.name))
+            .correlate(Series)
         )
         expanded = [
             self.expand_dataset(name)
