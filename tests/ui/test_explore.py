@@ -169,3 +169,56 @@ def test_launch_a_workflow_and_watch_it(page: Page, site: Site) -> None:
     assert run.params["retain_dates"] is True
     assert run.params["max_shift_days"] == 30
     assert run.created_by == "uma"
+
+
+def test_administration(page: Page, site: Site) -> None:
+    kahu = site.kahu
+    kahu.accounts.create_user("ada", PASSWORD, is_admin=True)
+    kahu.accounts.create_user("bo", PASSWORD)
+    page.goto(site.url + "/admin")
+    page.get_by_label("User name").fill("ada")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator('[data-system="disk"]')).to_contain_text("GB")
+    # a project, a member, an AE title, a node: each change confirmed and audited
+    page.get_by_label("New project").fill("onco")
+    page.get_by_role("button", name="Add project").click()
+    expect(page.get_by_role("status")).to_have_text("Project onco created.")
+    project = page.locator('[data-project="onco"]')
+    project.get_by_label("Member").select_option("bo")
+    project.get_by_label("Role").select_option("scientist")
+    project.get_by_role("button", name="Set role").click()
+    expect(page.get_by_role("status")).to_have_text("bo is scientist in onco.")
+    page.locator('[data-project="onco"]').get_by_label("Called AE title storing here").fill("ONCO")
+    page.locator('[data-project="onco"]').get_by_role("button", name="Map").click()
+    expect(page.get_by_role("status")).to_have_text("ONCO now stores into onco.")
+    page.get_by_label("Name", exact=True).fill("pacs")
+    page.get_by_label("AE title", exact=True).fill("PACS")
+    page.get_by_label("Host").fill("10.0.0.5")
+    page.get_by_label("Port").fill("104")
+    page.get_by_label("Projects (comma-separated)").fill("onco")
+    page.get_by_role("button", name="Add node").click()
+    expect(page.get_by_role("status")).to_have_text("Node pacs added.")
+    expect(page.locator('[data-node="pacs"]')).to_contain_text("onco")
+    # a mistake is explained, nothing changes
+    page.get_by_label("New project").fill("Bad Name")
+    page.get_by_role("button", name="Add project").click()
+    expect(page.get_by_role("status")).to_contain_text("Nothing changed")
+    page.locator('[data-user="bo"]').get_by_role("button", name="Disable").click()
+    expect(page.get_by_role("status")).to_have_text("User bo disabled.")
+    expect(page.locator('tr[data-audit="member.set"]')).to_have_count(1)
+    site.shot(page, "admin")
+    assert kahu.projects.roles_of("bo") == {"onco": "scientist"}
+    assert kahu.projects.project_of_ae("ONCO") == "onco"
+    assert [n.projects for n in kahu.nodes.list()] == [("onco",)]
+    assert [r.actor for r in kahu.audit.query(action="project.create")] == ["ada", "ada"]
+    # not for others
+    kahu.accounts.set_disabled("bo", False)
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_label("User name").fill("bo")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("link", name="Admin")).to_have_count(0)
+    response = page.goto(site.url + "/admin")
+    assert response is not None
+    assert response.status == 403

@@ -30,6 +30,7 @@ from kahu.auth.sessions import CSRF_COOKIE, SESSION_COOKIE, csrf_ok
 from kahu.auth.users import UserPublic
 from kahu.catalog.repository import DEFAULT_PROJECT
 from kahu.core import Kahu
+from kahu.dimse.nodes import Node
 from kahu.errors import (
     AuthenticationFailed,
     InvalidInput,
@@ -736,3 +737,134 @@ def delete_series_page(
     ):
         kahu.ingestor.delete_series(series_uid)
     return _flash("/explore", f"Series {series_uid} deleted.")
+
+
+# -- administration ------------------------------------------------------------------------------
+
+
+def _admin(request: Request, kahu: Kahu, csrf: str | None = None) -> Session:
+    s = session(request, kahu, change=csrf)
+    if not s.user.is_admin:
+        raise PermissionDenied("administrators only")
+    return s
+
+
+def _system(kahu: Kahu) -> dict[str, Any]:
+    import os
+    import shutil
+
+    from kahu.flow.resources import gpus, memory_mb
+
+    total, available = memory_mb()
+    disk = shutil.disk_usage(kahu.settings.home)
+    load = os.getloadavg()
+    active = kahu.runs.active_run_ids()
+    return {
+        "cpus": os.cpu_count() or 0,
+        "load": [round(v, 2) for v in load],
+        "memory": {"total_mb": total, "available_mb": available},
+        "disk": {"total_gb": round(disk.total / 1e9, 1), "free_gb": round(disk.free / 1e9, 1)},
+        "gpus": [{"index": g.index, "total_mb": g.total_mb, "free_mb": g.free_mb} for g in gpus()],
+        "active_runs": len(active),
+        "counts": kahu.catalog.counts(),
+    }
+
+
+@router.get("/admin", response_class=HTMLResponse)
+def admin_page(
+    request: Request,
+    kahu: KahuDep,
+    msg: Annotated[str, Query(max_length=500)] = "",
+    actor: Annotated[str, Query(max_length=128)] = "",
+    action: Annotated[str, Query(max_length=64)] = "",
+) -> Response:
+    s = _admin(request, kahu)
+    projects = [kahu.projects.get(p.name) for p in kahu.projects.all()]
+    audit = kahu.audit.query(actor=actor or None, action=action or None, limit=None)[-100:]
+    return _page(
+        request, "admin.html",
+        {"s": s, "page": "admin", "msg": msg, "users": kahu.accounts.list_users(),
+         "projects": projects, "nodes": kahu.nodes.list(), "tokens": kahu.accounts.list_tokens(),
+         "audit": list(reversed(audit)), "actor": actor, "action": action,
+         "export_query": urlencode({k: v for k, v in (("actor", actor), ("action", action)) if v}),
+         "system": _system(kahu)},
+    )  # fmt: skip
+
+
+@router.post("/admin/{what}")
+async def admin_change(request: Request, kahu: KahuDep, what: str) -> Response:
+    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    return await run_in_threadpool(_admin_change, request, kahu, what, form)
+
+
+#: administration actions: form name -> audit action
+ADMIN_ACTIONS = {
+    "user-add": "user.create",
+    "user-disable": "user.disable",
+    "user-enable": "user.enable",
+    "project-add": "project.create",
+    "member-set": "member.set",
+    "member-remove": "member.remove",
+    "ae-map": "project.map-ae",
+    "ae-unmap": "project.unmap-ae",
+    "node-add": "node.add",
+    "node-remove": "node.remove",
+    "token-revoke": "token.revoke",
+}
+
+
+def _admin_apply(kahu: Kahu, what: str, form: dict[str, str]) -> str:
+    """Make the change; answer what was done."""
+
+    def get(key: str) -> str:
+        return form.get(key, "").strip()[:256]
+
+    name, project, user = get("name"), get("project"), get("user")
+    if what == "user-add":
+        kahu.accounts.create_user(name, form.get("password", ""), is_admin=get("admin") == "on")
+        return f"User {name} created."
+    if what in ("user-disable", "user-enable"):
+        kahu.accounts.set_disabled(name, what == "user-disable")
+        return f"User {name} {what.removeprefix('user-')}d."
+    if what == "project-add":
+        kahu.projects.create(name, get("description"))
+        return f"Project {name} created."
+    if what == "member-set":
+        kahu.projects.set_member(project, user, get("role"))
+        return f"{user} is {get('role')} in {project}."
+    if what == "member-remove":
+        kahu.projects.remove_member(project, user)
+        return f"{user} left {project}."
+    if what == "ae-map":
+        kahu.projects.map_ae(get("ae_title"), project)
+        return f"{get('ae_title')} now stores into {project}."
+    if what == "ae-unmap":
+        kahu.projects.unmap_ae(get("ae_title"))
+        return f"{get('ae_title')} unmapped."
+    if what == "node-add":
+        projects = tuple(p.strip() for p in get("projects").split(",") if p.strip())
+        node = Node(name, get("ae_title"), get("host"), int(get("port") or 0),
+                    get("description"), projects or (DEFAULT_PROJECT,))  # fmt: skip
+        kahu.nodes.add(node)
+        return f"Node {name} added."
+    if what == "node-remove":
+        kahu.nodes.remove(name)
+        return f"Node {name} removed."
+    kahu.accounts.revoke_token(int(get("id") or 0))
+    return f"Token {get('id')} revoked."
+
+
+def _admin_change(request: Request, kahu: Kahu, what: str, form: dict[str, str]) -> Response:
+    s = _admin(request, kahu, form.get("csrf", ""))
+    if what not in ADMIN_ACTIONS:
+        raise NotFound(f"no administration action {what!r}")
+    detail = {k: v for k, v in form.items() if k not in ("csrf", "password")}
+    try:
+        with kahu.audit.action(
+            s.user.name, ADMIN_ACTIONS[what], path=f"POST /admin/{what}",
+            project=form.get("project") or None, detail=detail,
+        ):  # fmt: skip
+            message = _admin_apply(kahu, what, form)
+    except (KahuError, ValueError) as exc:
+        message = f"Nothing changed: {exc}"
+    return _flash("/admin", message)
