@@ -222,3 +222,39 @@ def test_administration(page: Page, site: Site) -> None:
     response = page.goto(site.url + "/admin")
     assert response is not None
     assert response.status == 403
+
+
+def test_suggestions_years_gallery_and_tag_keys(page: Page, site: Site) -> None:
+    _fill(site)
+    _login(page, site, "/explore")
+    query = page.get_by_label(re.compile("^Query"))
+    query.fill("BodyPart")
+    options = page.locator("#q-suggestions option")
+    expect(options.first).to_have_attribute("value", "BodyPartExamined:")
+    query.fill("BodyPartExamined:CH")
+    expect(options.first).to_have_attribute("value", 'BodyPartExamined:"CHEST"')
+    # a study year bar filters by that year
+    years = page.locator('[data-field="StudyDate"] a.include')
+    expect(years.first).to_be_visible()
+    years.first.click()
+    expect(page.locator(".chip")).to_have_text(re.compile(r"StudyDate: \d{4}"))
+    page.goto(site.url + "/explore?view=gallery")
+    images = page.locator(".gallery img")
+    expect(images).to_have_count(3)
+    page.wait_for_function(
+        "Array.from(document.querySelectorAll('.gallery img')).every(i => i.complete)"
+    )
+    assert page.evaluate(
+        "Array.from(document.querySelectorAll('.gallery img')).every(i => i.naturalWidth > 0)"
+    )
+    site.shot(page, "explore-gallery")
+    # select two series and press 2: the second tag of the list
+    boxes = page.locator('.gallery input[name="series"]')
+    boxes.nth(0).check()
+    boxes.nth(1).check()
+    page.keyboard.press("2")
+    expect(page.locator(".gallery .tags", has_text="bad")).to_have_count(2)
+    tagged = {u for u, tags in site.kahu.curation.tags_of(
+        [r.series_instance_uid for r in site.kahu.catalog.list_series()[0]]
+    ).items() if tags == ["bad"]}  # fmt: skip
+    assert len(tagged) == 2

@@ -43,6 +43,7 @@ from kahu.flow.cohort import RunInput
 from kahu.flow.launch import launch
 from kahu.flow.states import RUN_ACTIVE
 from kahu.search import aggregations as agg
+from kahu.search.columns import INDEXED_FIELDS
 from kahu.search.query import MAX_LENGTH, parse
 from kahu.search.series import search_series
 
@@ -62,6 +63,11 @@ FACETS = [
     ("dataset", "Dataset"),
     ("tags", "Tags"),
 ]
+#: fields the query bar suggests (values come from /api/v1/fields/{name}/values)
+SUGGESTED_FIELDS = sorted(
+    {*INDEXED_FIELDS, "dataset", "tags", "received_at", "instance_count", "PatientName"},
+    key=str.lower,
+)
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
@@ -230,11 +236,13 @@ def _query(q: str, filters: list[Filter]) -> str:
     return " AND ".join(parts)
 
 
-def _link(q: str, filters: list[Filter], offset: int = 0) -> str:
+def _link(q: str, filters: list[Filter], offset: int = 0, view: str = "table") -> str:
     params: list[tuple[str, str]] = [("q", q)] if q else []
     params += [("f", f.param) for f in filters]
     if offset:
         params.append(("offset", str(offset)))
+    if view == "gallery":
+        params.append(("view", "gallery"))
     return "/explore" + ("?" + urlencode(params, quote_via=quote) if params else "")
 
 
@@ -246,6 +254,7 @@ def explore(
     f: Annotated[list[str] | None, Query(max_length=20)] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     msg: Annotated[str, Query(max_length=500)] = "",
+    view: Annotated[str, Query(max_length=16)] = "table",
 ) -> Response:
     s = session(request, kahu)
     error = None
@@ -253,6 +262,7 @@ def explore(
     rows: list[Any] = []
     total = 0
     facets: dict[str, Any] = {}
+    facets_years: list[tuple[str, int, int]] = []
     try:
         filters = _filters(f or [])
         node = s.scope.query(parse(_query(q, filters)))
@@ -266,6 +276,7 @@ def explore(
             kahu.catalog, node, limit=PAGE_SIZE, offset=offset, index=kahu.search_index
         )
         wanted: dict[str, agg.Facet] = {name: agg.Terms(name, 8) for name, _ in FACETS}
+        wanted["years"] = agg.DateHistogram("StudyDate", "year")
         _, results = agg.aggregate(kahu.catalog, node, wanted, index=kahu.search_index)
         hidden = (
             set()
@@ -273,6 +284,9 @@ def explore(
             else kahu.curation.names()
             - kahu.curation.names(readable_projects(kahu.projects, s.user))
         )
+        years = results["years"].buckets[-15:]  # the latest fifteen years with series
+        most = max((b.count for b in years), default=1)
+        facets_years = [(b.key, b.count, round(100 * b.count / most)) for b in years]
         for name, title in FACETS:
             buckets = [
                 b for b in results[name].buckets if not (name == "dataset" and b.key in hidden)
@@ -283,6 +297,9 @@ def explore(
     context = {
         "s": s,
         "page": "explore",
+        "years": facets_years,
+        "view": "gallery" if view == "gallery" else "table",
+        "suggest": SUGGESTED_FIELDS,
         "q": q,
         "filters": filters,
         "rows": rows,
@@ -290,7 +307,7 @@ def explore(
         "offset": offset,
         "facets": facets,
         "error": error,
-        "link": lambda fs, offset=0: _link(q, fs, offset),
+        "link": lambda fs, offset=0, view=view: _link(q, fs, offset, view),
         "Filter": Filter,
         "page_size": PAGE_SIZE,
         "msg": msg,

@@ -68,3 +68,70 @@ document.addEventListener("input", function (event) {
     row.hidden = needle !== "" && !row.textContent.toLowerCase().includes(needle);
   });
 });
+// The query bar suggests fields, and a field's commonest values once it has a colon.
+(function () {
+  "use strict";
+  let timer = null;
+  function suggest(field) {
+    const text = field.value;
+    const start = Math.max(text.lastIndexOf(" "), text.lastIndexOf("(")) + 1;
+    const head = text.slice(0, start);
+    const token = text.slice(start);
+    const list = document.getElementById("q-suggestions");
+    const colon = token.indexOf(":");
+    function fill(values) {
+      list.replaceChildren(...values.slice(0, 12).map(function (v) {
+        const option = document.createElement("option");
+        option.value = head + v;
+        return option;
+      }));
+    }
+    if (colon < 0) {
+      const fields = JSON.parse(field.getAttribute("data-fields") || "[]");
+      fill(fields.filter((f) => token && f.toLowerCase().startsWith(token.toLowerCase()))
+        .map((f) => f + ":"));
+      return;
+    }
+    const name = token.slice(0, colon);
+    const prefix = token.slice(colon + 1).replace(/^"/, "");
+    fetch("/api/v1/fields/" + encodeURIComponent(name) + "/values?limit=12&prefix=" +
+      encodeURIComponent(prefix), { credentials: "same-origin" })
+      .then((r) => (r.ok ? r.json() : []))
+      .then(function (values) {
+        fill(values.map((v) => name + ':"' + String(v.value).replace(/"/g, '\\"') + '"'));
+      });
+  }
+  document.addEventListener("input", function (event) {
+    if (event.target.id !== "q" || event.inputType === "insertReplacementText") { return; }
+    clearTimeout(timer);
+    timer = setTimeout(function () { suggest(event.target); }, 150);
+  });
+})();
+
+// Keys 1-9 tag the selected series with the n-th tag of the list above the results.
+document.addEventListener("keydown", function (event) {
+  const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement.tagName) &&
+    document.activeElement.type !== "checkbox";
+  if (typing || !/^[1-9]$/.test(event.key) || event.altKey || event.ctrlKey || event.metaKey) {
+    return;
+  }
+  const list = document.querySelector("[data-tag-keys]");
+  if (!list) { return; }
+  const tag = list.value.split(",").map((t) => t.trim()).filter(Boolean)[Number(event.key) - 1];
+  const series = Array.from(document.querySelectorAll('input[name="series"]:checked'))
+    .map((box) => box.value);
+  if (!tag || series.length === 0) { return; }
+  event.preventDefault();
+  const csrf = (document.cookie.split("; ").find((c) => c.startsWith("kahu_csrf=")) || "")
+    .slice("kahu_csrf=".length);
+  fetch("/api/v1/tags", {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": decodeURIComponent(csrf) },
+    body: JSON.stringify({ series: series, add: [tag] }),
+  }).then(function (response) {
+    if (response.ok && window.htmx) {
+      window.htmx.ajax("GET", window.location.pathname + window.location.search,
+        { target: "body", swap: "innerHTML" });
+    }
+  });
+});
