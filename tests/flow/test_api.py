@@ -3,6 +3,7 @@ human steps with an upload, lineage."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -172,3 +173,37 @@ class TestHumanStep:
             f"/api/v1/pending/{task['id']}/complete", headers=flow_api.headers()
         )
         assert twice.status_code == 400
+
+
+def test_a_human_step_is_completed_from_the_runs_page(flow_api: Api) -> None:
+    client = flow_api.client
+    series = add_series(flow_api.kahu, 1)
+    run = client.post(
+        "/api/v1/runs",
+        json={"workflow": "test-human", "series_uids": series},
+        headers=flow_api.headers(),
+    ).json()["runs"][0]
+    _wait_state(flow_api, run["id"], {"waiting"})
+    login = client.post(
+        "/login", data={"username": "admin", "password": flow_api.admin_password},
+        follow_redirects=False,
+    )  # fmt: skip
+    for name in ("kahu_session", "kahu_csrf"):
+        client.cookies.set(name, login.cookies[name])
+    csrf = str(login.cookies["kahu_csrf"])
+    page = client.get("/runs").text
+    [task_id] = [int(t) for t in re.findall(r'data-pending="(\d+)"', page)]
+    assert "Waiting for you" in client.get("/").text
+    forged = client.post(
+        f"/pending/{task_id}", data={"csrf": "forged"}, files={"files": ("a.txt", b"x")}
+    )
+    assert forged.status_code == 403
+    done = client.post(
+        f"/pending/{task_id}", data={"csrf": csrf},
+        files={"files": ("corrected.seg", b"SEGDATA")}, follow_redirects=False,
+    )  # fmt: skip
+    assert done.status_code == 303
+    assert "completed" in done.headers["location"]
+    assert _wait_state(flow_api, run["id"], {"succeeded", "failed"})["state"] == "succeeded"
+    out = flow_api.kahu.settings.runs_root / run["id"] / "finish" / "corrected.seg"
+    assert out.read_bytes() == b"SEGDATA"

@@ -21,7 +21,7 @@ from kahu.errors import InvalidInput, NotFound
 from kahu.flow.cohort import RunInput
 from kahu.flow.job import RunPaths
 from kahu.flow.launch import launch
-from kahu.flow.runs import RunInfo
+from kahu.flow.runs import RunInfo, TaskInfo
 from kahu.flow.states import RUN_ACTIVE, RUN_DONE
 from kahu.search.query import MAX_LENGTH
 
@@ -236,6 +236,12 @@ async def complete_pending(
 ) -> dict[str, Any]:
     """Form field ``files`` (any number) lands in the task's output folder, where the next
     operators read it; then the run continues. Scientists of the run's project only."""
+    return (await complete_step(kahu, user, task_id, request)).public()
+
+
+async def complete_step(kahu: Kahu, user: UserPublic, task_id: int, request: Request) -> TaskInfo:
+    """Complete a human step: the request's multipart ``files`` (if any) land in the task's
+    output folder, then the run continues (the API's route and the runs page use this)."""
     task = kahu.runs.task(task_id)
     project = kahu.runs.projects_of([task.run_id]).get(task.run_id, "")
     require_in_project(kahu.projects, user, project, "scientist", f"task {task_id}")
@@ -246,7 +252,11 @@ async def complete_pending(
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         async with request.form(max_files=100, max_part_size=MAX_UPLOAD) as form:
-            uploads = form.getlist("files")
+            uploads = [
+                u
+                for u in form.getlist("files")
+                if not (isinstance(u, UploadFile) and not u.filename)
+            ]
             for upload in uploads:
                 if not isinstance(upload, UploadFile):
                     raise InvalidInput("'files' must be file parts")
@@ -257,7 +267,7 @@ async def complete_pending(
                     while chunk := await upload.read(1024 * 1024):
                         fh.write(chunk)
     kahu.flow.complete(task_id)
-    return kahu.runs.task(task_id).public()
+    return kahu.runs.task(task_id)
 
 
 def _safe_name(name: str) -> str:

@@ -195,8 +195,10 @@ def home(request: Request, kahu: KahuDep) -> Response:
     return _page(
         request,
         "home.html",
-        {"s": s, "counts": counts, "recent": recent, "runs": runs, "page": "home"},
-    )
+        {"s": s, "counts": counts, "recent": recent, "runs": runs, "page": "home",
+         "pending": pending_steps(kahu, s),
+         "system": _system(kahu) if s.user.is_admin else None},
+    )  # fmt: skip
 
 
 # -- explore -------------------------------------------------------------------------------------
@@ -563,8 +565,10 @@ def runs_page(
     runs = kahu.runs.runs(limit=100, projects=readable_projects(kahu.projects, s.user))
     active = any(r.state in RUN_ACTIVE for r in runs)
     return _page(
-        request, "runs.html", {"s": s, "page": "runs", "runs": runs, "msg": msg, "active": active}
-    )
+        request, "runs.html",
+        {"s": s, "page": "runs", "runs": runs, "msg": msg, "active": active,
+         "pending": pending_steps(kahu, s)},
+    )  # fmt: skip
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
@@ -885,3 +889,33 @@ def _admin_change(request: Request, kahu: Kahu, what: str, form: dict[str, str])
     except (KahuError, ValueError) as exc:
         message = f"Nothing changed: {exc}"
     return _flash("/admin", message)
+
+
+# -- human-in-the-loop steps ---------------------------------------------------------------------
+
+
+def pending_steps(kahu: Kahu, s: Session) -> list[Any]:
+    """Human steps waiting in the caller's projects."""
+    tasks = kahu.runs.tasks(states=["waiting_input"])
+    readable = readable_projects(kahu.projects, s.user)
+    if readable is not None:
+        projects = kahu.runs.projects_of(t.run_id for t in tasks)
+        tasks = [t for t in tasks if projects.get(t.run_id) in readable]
+    return tasks
+
+
+@router.post("/pending/{task_id}")
+async def complete_pending_page(request: Request, kahu: KahuDep, task_id: int) -> Response:
+    """A human step done (with the files the form sends, if any): the run continues."""
+    from kahu.api.flow import MAX_UPLOAD, complete_step
+
+    # the CSRF value comes in the form; the parsed form (and its files) is kept for the step
+    async with request.form(max_files=100, max_part_size=MAX_UPLOAD) as form:
+        csrf = form.get("csrf")
+        s = await run_in_threadpool(session, request, kahu, change=str(csrf or ""))
+        try:
+            await complete_step(kahu, s.user, task_id, request)
+            message = f"Step {task_id} completed: the run goes on."
+        except KahuError as exc:
+            message = f"Nothing changed: {exc}"
+    return _flash("/runs", message)
