@@ -314,66 +314,40 @@ def remove_node(name: str, kahu: KahuDep, _admin: AdminUser) -> Response:
     return Response(status_code=204)
 
 
-AUDIT_FILTERS = """Filters: `actor`, `action` (a name, or a prefix ending in '.': `run.`),
-`project`, `series` (a UID the action touched), `since` and `until` (ISO 8601)."""
+class AuditFilters(BaseModel):
+    """Filters of the audit log (every one given must match)."""
+
+    actor: str | None = Field(default=None, max_length=128)
+    action: str | None = Field(
+        default=None, max_length=128, description="a name, or a prefix ending in '.': `run.`"
+    )
+    project: str | None = Field(default=None, max_length=128)
+    series: str | None = Field(default=None, max_length=128, description="a UID it touched")
+    since: datetime | None = None
+    until: datetime | None = None
 
 
-def _audit_filters(
-    actor: str | None,
-    action: str | None,
-    project: str | None,
-    series: str | None,
-    since: datetime | None,
-    until: datetime | None,
-) -> dict[str, Any]:
-    return {
-        "actor": actor,
-        "action": action,
-        "project": project,
-        "series": series,
-        "since": since,
-        "until": until,
-    }
-
-
-Filter = Annotated[str | None, Query(max_length=128)]
-
-
-@router.get("/audit", summary="Audit records (administrators)", description=AUDIT_FILTERS)
+@router.get("/audit", summary="Audit records (administrators)")
 def audit_records(
     kahu: KahuDep,
     _admin: AdminUser,
-    actor: Filter = None,
-    action: Filter = None,
-    project: Filter = None,
-    series: Filter = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    filters: Annotated[AuditFilters, Query()],
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
-    filters = _audit_filters(actor, action, project, series, since, until)
-    records = kahu.audit.query(**filters, limit=limit, offset=offset)
+    records = kahu.audit.query(**filters.model_dump(), limit=limit, offset=offset)
     return {"records": [r.public() for r in records], "limit": limit, "offset": offset}
 
 
 @router.get(
     "/audit/export",
     summary="Audit records as JSON lines (administrators)",
-    description=AUDIT_FILTERS,
     response_class=StreamingResponse,
 )
 def audit_export(
-    kahu: KahuDep,
-    _admin: AdminUser,
-    actor: Filter = None,
-    action: Filter = None,
-    project: Filter = None,
-    series: Filter = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    kahu: KahuDep, _admin: AdminUser, filters: Annotated[AuditFilters, Query()]
 ) -> StreamingResponse:
-    lines = kahu.audit.export(**_audit_filters(actor, action, project, series, since, until))
+    lines = kahu.audit.export(**filters.model_dump())
     return StreamingResponse(
         lines,
         media_type="application/x-ndjson",

@@ -222,12 +222,17 @@ def retry_run(run_id: RunParam, kahu: KahuDep, user: CurrentUser) -> dict[str, A
 
 @router.get("/pending", summary="Human-in-the-loop tasks waiting for a user")
 def pending(kahu: KahuDep, user: CurrentUser) -> dict[str, Any]:
+    return {"tasks": [t.public() for t in pending_steps(kahu, user)]}
+
+
+def pending_steps(kahu: Kahu, user: UserPublic) -> list[TaskInfo]:
+    """Human steps waiting in the caller's projects (the API's route and the pages')."""
     tasks = kahu.runs.tasks(states=["waiting_input"])
     readable = readable_projects(kahu.projects, user)
     if readable is not None:
         projects = kahu.runs.projects_of(t.run_id for t in tasks)
         tasks = [t for t in tasks if projects.get(t.run_id) in readable]
-    return {"tasks": [t.public() for t in tasks]}
+    return tasks
 
 
 @router.post("/pending/{task_id}/complete", summary="Complete a human step (optional files)")

@@ -62,11 +62,11 @@ def list_field_values(
         index=kahu.search_index,
         where=scope.query(MatchAll()),
     )
-    hidden = _hidden_datasets(kahu, user) if resolve(name).column == "dataset" else set()
+    hidden = hidden_datasets(kahu, user) if resolve(name).column == "dataset" else set()
     return [ValuePublic(value=v.value, series=v.series) for v in values if v.value not in hidden]
 
 
-def _hidden_datasets(kahu: Kahu, user: UserPublic) -> set[str]:
+def hidden_datasets(kahu: Kahu, user: UserPublic) -> set[str]:
     """Datasets of projects the caller is not in: their names are not shown (the series
     they see may be in such a dataset too)."""
     if user.is_admin:
@@ -153,7 +153,7 @@ def aggregations(
         for name, f in body.facets.items()
         if not isinstance(f, DistinctFacet) and resolve(f.field).column == "dataset"
     ]
-    hidden = _hidden_datasets(kahu, user) if datasets else set()
+    hidden = hidden_datasets(kahu, user) if datasets else set()
     return AggregationResponse(
         total=total,
         facets={

@@ -19,6 +19,8 @@ from starlette.concurrency import run_in_threadpool
 
 from kahu.api.admin import _password_login, _start_session
 from kahu.api.deps import KahuDep
+from kahu.api.flow import pending_steps
+from kahu.api.search import hidden_datasets
 from kahu.auth.policy import (
     SeriesScope,
     read_scope,
@@ -196,7 +198,7 @@ def home(request: Request, kahu: KahuDep) -> Response:
         request,
         "home.html",
         {"s": s, "counts": counts, "recent": recent, "runs": runs, "page": "home",
-         "pending": pending_steps(kahu, s),
+         "pending": pending_steps(kahu, s.user),
          "system": _system(kahu) if s.user.is_admin else None},
     )  # fmt: skip
 
@@ -280,12 +282,7 @@ def explore(
         wanted: dict[str, agg.Facet] = {name: agg.Terms(name, 8) for name, _ in FACETS}
         wanted["years"] = agg.DateHistogram("StudyDate", "year")
         _, results = agg.aggregate(kahu.catalog, node, wanted, index=kahu.search_index)
-        hidden = (
-            set()
-            if s.user.is_admin
-            else kahu.curation.names()
-            - kahu.curation.names(readable_projects(kahu.projects, s.user))
-        )
+        hidden = hidden_datasets(kahu, s.user)
         years = results["years"].buckets[-15:]  # the latest fifteen years with series
         most = max((b.count for b in years), default=1)
         facets_years = [(b.key, b.count, round(100 * b.count / most)) for b in years]
@@ -567,7 +564,7 @@ def runs_page(
     return _page(
         request, "runs.html",
         {"s": s, "page": "runs", "runs": runs, "msg": msg, "active": active,
-         "pending": pending_steps(kahu, s)},
+         "pending": pending_steps(kahu, s.user)},
     )  # fmt: skip
 
 
@@ -892,16 +889,6 @@ def _admin_change(request: Request, kahu: Kahu, what: str, form: dict[str, str])
 
 
 # -- human-in-the-loop steps ---------------------------------------------------------------------
-
-
-def pending_steps(kahu: Kahu, s: Session) -> list[Any]:
-    """Human steps waiting in the caller's projects."""
-    tasks = kahu.runs.tasks(states=["waiting_input"])
-    readable = readable_projects(kahu.projects, s.user)
-    if readable is not None:
-        projects = kahu.runs.projects_of(t.run_id for t in tasks)
-        tasks = [t for t in tasks if projects.get(t.run_id) in readable]
-    return tasks
 
 
 @router.post("/pending/{task_id}")
