@@ -24,6 +24,7 @@ def _fill(site: Site) -> None:
         for data in files:
             ds = pydicom.dcmread(BytesIO(data))
             ds.BodyPartExamined = body
+            ds.PatientAge = ["047Y", "045Y", "006M"][index]
             ds.PatientName = "<img src=x onerror=alert(1)>^Evil" if index == 2 else f"Doe^{index}"
             out = BytesIO()
             ds.save_as(out, enforce_file_format=True)
@@ -49,7 +50,13 @@ def test_login_search_and_facets(page: Page, site: Site) -> None:
     total = page.locator("[data-total]")
     expect(total).to_have_text("3")
     expect(page.get_by_text("uma")).to_be_visible()
-    expect(page.get_by_text("default: scientist")).to_be_visible()
+    # the project switcher names the user's projects and roles; choosing one says the role
+    switcher = page.locator("#project-switch")
+    expect(switcher.locator("option")).to_have_text(["all my projects", "default (scientist)"])
+    switcher.select_option("default")
+    page.get_by_role("button", name="Switch").click()
+    expect(page.locator("[data-role]")).to_have_text("scientist in default")
+    expect(switcher).to_have_value("default")
     # markup in a patient name is shown as text, never run
     expect(page.get_by_text("<img src=x onerror=alert(1)>^Evil")).to_be_visible()
     site.shot(page, "explore")
@@ -67,7 +74,7 @@ def test_login_search_and_facets(page: Page, site: Site) -> None:
     expect(chip).to_have_text(re.compile("BodyPartExamined: HEAD"))
     site.shot(page, "explore-filtered")
     # remove the chip; Alt-click excludes instead
-    page.get_by_label("remove filter BodyPartExamined HEAD").click()
+    page.get_by_label("remove filter BodyPartExamined: HEAD").click()
     expect(total).to_have_text("3")
     page.locator('[data-field="BodyPartExamined"] a.include', has_text="HEAD").click(
         modifiers=["Alt"]
@@ -114,7 +121,7 @@ def test_save_datasets_from_explore(page: Page, site: Site) -> None:
     page.get_by_role("button", name="Save the query").click()
     expect(page.get_by_role("status")).to_have_text("Dataset chest-cohort saved.")
     # two series picked by hand
-    page.get_by_label("remove filter BodyPartExamined CHEST").click()
+    page.get_by_label("remove filter BodyPartExamined: CHEST").click()
     expect(total).to_have_text("3")
     boxes = page.locator('input[name="series"]')
     boxes.nth(0).check()
@@ -238,6 +245,20 @@ def test_suggestions_years_gallery_and_tag_keys(page: Page, site: Site) -> None:
     expect(years.first).to_be_visible()
     years.first.click()
     expect(page.locator(".chip")).to_have_text(re.compile(r"StudyDate: \d{4}"))
+    # the age chart: bars by decade (6 months is 0.5 years), a click keeps that decade,
+    # an Alt-click leaves it out
+    page.goto(site.url + "/explore")
+    ages = page.locator('[data-field="PatientAge"] li')
+    expect(ages).to_have_count(2)
+    expect(ages.nth(0)).to_have_text(re.compile(r"0–9\s*1"))
+    expect(ages.nth(1)).to_have_text(re.compile(r"40–49\s*2"))
+    ages.nth(1).locator("a.include").click()
+    expect(page.locator(".chip")).to_have_text(re.compile(r"^\s*age 40 to under 50\s*×"))
+    expect(page.locator("[data-total]")).to_have_text("2")
+    page.get_by_label("remove filter age 40 to under 50").click()
+    page.locator('[data-field="PatientAge"] a.include').first.click(modifiers=["Alt"])
+    expect(page.locator(".chip.exclude")).to_have_text(re.compile("not age 0 to under 10"))
+    expect(page.locator("[data-total]")).to_have_text("2")
     page.goto(site.url + "/explore?view=gallery")
     images = page.locator(".gallery img")
     expect(images).to_have_count(3)

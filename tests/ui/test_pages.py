@@ -41,7 +41,68 @@ def test_explore_shows_only_the_callers_projects(api: Api) -> None:
     assert "THEIRS" not in page
     home = api.client.get("/").text
     assert 'data-count="series">1<' in home
-    assert "default: scientist" in home
+    assert "default (scientist)" in home
+
+
+def test_the_project_switcher_narrows_the_lists(api: Api) -> None:
+    kahu = api.kahu
+    for name in ("second", "secret"):
+        kahu.projects.create(name)
+    kahu.projects.set_member("second", "alice", "viewer")
+    ours = kahu.ingestor.ingest_many(ct_series(1, 4, description="OURS"))
+    kahu.ingestor.ingest_many(ct_series(1, 4, description="SECOND"), project="second")
+    kahu.ingestor.ingest_many(ct_series(1, 4, description="SECRET"), project="secret")
+    kahu.curation.create_dataset("ours-all", query="*")
+    kahu.curation.create_dataset("second-all", query="*", project="second")
+    csrf = _login(api, "alice", "correct horse battery")
+    page = api.client.get("/explore").text
+    assert "data-total>2<" in page
+    assert "all my projects" in page
+
+    switched = api.client.post(
+        "/project", data={"csrf": csrf, "project": "second", "next": "/explore?q=*"},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert switched.status_code == 303
+    assert switched.headers["location"] == "/explore?q=*"
+    api.client.cookies.set("kahu_project", switched.cookies["kahu_project"])
+    page = api.client.get("/explore").text
+    assert "data-total>1<" in page
+    assert "SECOND" in page
+    assert "OURS" not in page
+    assert "viewer in second" in page  # the role where the user is now
+    assert 'data-count="series">1<' in api.client.get("/").text
+    datasets = api.client.get("/datasets").text
+    assert "second-all" in datasets
+    assert "ours-all" not in datasets
+    # a series of another of the user's projects still opens by its link
+    uid = ours[0].series_instance_uid
+    assert api.client.get(f"/series/{uid}").status_code == 200
+
+    # a project the user is not in: refused in words, nothing chosen
+    refused = api.client.post(
+        "/project", data={"csrf": csrf, "project": "secret", "next": "/"}, follow_redirects=True
+    )
+    assert "not a member of secret" in refused.text
+    # a cookie naming it anyway (forged, or the membership ended) shows every own project
+    api.client.cookies.set("kahu_project", "secret")
+    page = api.client.get("/explore").text
+    assert "data-total>2<" in page
+    assert "SECRET" not in page
+    # without the page's CSRF value nothing is chosen
+    forged = api.client.post(
+        "/project", data={"csrf": "forged", "project": "second"}, follow_redirects=False
+    )
+    assert forged.status_code == 403
+    assert "kahu_project" not in forged.cookies
+    # back to every project
+    api.client.cookies.set("kahu_project", "second")
+    back = api.client.post(
+        "/project", data={"csrf": csrf, "project": "", "next": "/explore"}, follow_redirects=False
+    )
+    assert (
+        'kahu_project=""' in back.headers["set-cookie"] or "Max-Age=0" in back.headers["set-cookie"]
+    )
 
 
 def test_values_are_escaped(api: Api) -> None:

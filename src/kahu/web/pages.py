@@ -71,6 +71,9 @@ SUGGESTED_FIELDS = sorted(
     key=str.lower,
 )
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+#: a range filter (what an age bar adds): written into the query as it is, not quoted
+_RANGE = re.compile(r"^\[(\d{1,4}(\.\d{1,3})?) TO (\d{1,4}(\.\d{1,3})?)\}$")
+AGE_BIN = 10  # years per bar of the age chart
 
 
 class LoginRequired(KahuError):
@@ -81,12 +84,36 @@ class LoginRequired(KahuError):
         self.next_url = next_url
 
 
+#: the cookie holding the project the header's switcher chose (absent: every project)
+PROJECT_COOKIE = "kahu_project"
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
+    """The caller, their roles and the project chosen in the header. ``scope`` is everything
+    they may read (a series page opened by link works whatever is chosen); ``view`` narrows it
+    to the chosen project for the lists (home, explore, datasets, runs)."""
+
     user: UserPublic
     csrf: str
     scope: SeriesScope
     roles: dict[str, str]
+    project: str | None = None
+    view: SeriesScope | None = None
+
+    @property
+    def listed(self) -> list[str] | None:
+        """The projects whose datasets and runs the lists show (None: every project)."""
+        if self.project is not None:
+            return [self.project]
+        return None if self.user.is_admin else sorted(self.roles)
+
+    @property
+    def default_project(self) -> str:
+        """The project a new dataset or run goes to unless the form says otherwise."""
+        if self.project is not None:
+            return self.project
+        return DEFAULT_PROJECT if DEFAULT_PROJECT in self.roles else min(self.roles, default="")
 
     def can(self, project: str, needed: str) -> bool:
         """Whether the caller holds ``needed`` (or more) in ``project``."""
@@ -116,9 +143,35 @@ def session(request: Request, kahu: Kahu, *, change: str | None = None) -> Sessi
         if user.is_admin
         else kahu.projects.roles_of(user.name)
     )
-    return Session(
-        user, request.cookies.get(CSRF_COOKIE, ""), read_scope(kahu.projects, user), roles
-    )
+    scope = read_scope(kahu.projects, user)
+    chosen = request.cookies.get(PROJECT_COOKIE)
+    if chosen not in roles:  # none chosen, or no longer a member: every project
+        return Session(user, request.cookies.get(CSRF_COOKIE, ""), scope, roles, None, scope)
+    view = SeriesScope(frozenset({kahu.projects.pk(chosen)}))
+    return Session(user, request.cookies.get(CSRF_COOKIE, ""), scope, roles, chosen, view)
+
+
+@router.post("/project")
+def choose_project(
+    request: Request,
+    kahu: KahuDep,
+    csrf: Annotated[str, Form(max_length=128)] = "",
+    project: Annotated[str, Form(max_length=64)] = "",
+    next: Annotated[str, Form(max_length=2000)] = "/",
+) -> Response:
+    """The header's project switcher: the lists show only ``project`` (empty: every one)."""
+    s = session(request, kahu, change=csrf)
+    response = RedirectResponse(_next(next), status_code=303)
+    if not project:
+        response.delete_cookie(PROJECT_COOKIE, samesite="strict")
+        return response
+    if project not in s.roles:
+        return _flash(_next(next), f"You are not a member of {project}.")
+    response.set_cookie(
+        PROJECT_COOKIE, project, httponly=True, samesite="strict",
+        secure=kahu.settings.http.secure_cookies,
+    )  # fmt: skip
+    return response
 
 
 def login_redirect(_request: Request, exc: Exception) -> Response:
@@ -188,12 +241,12 @@ def logout(
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request, kahu: KahuDep) -> Response:
     s = session(request, kahu)
-    counts = kahu.catalog.counts(s.scope.condition())
+    view = s.view or s.scope
+    counts = kahu.catalog.counts(view.condition())
     recent, _ = search_series(
-        kahu.catalog, s.scope.query(parse("")), limit=10, index=kahu.search_index
+        kahu.catalog, view.query(parse("")), limit=10, index=kahu.search_index
     )
-    projects = readable_projects(kahu.projects, s.user)
-    runs = kahu.runs.runs(limit=10, projects=projects)
+    runs = kahu.runs.runs(limit=10, projects=s.listed)
     return _page(
         request,
         "home.html",
@@ -214,8 +267,20 @@ class Filter:
 
     @property
     def clause(self) -> str:
-        text = '"' + self.value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if _RANGE.match(self.value):
+            text = self.value
+        else:
+            text = '"' + self.value.replace("\\", "\\\\").replace('"', '\\"') + '"'
         return ("NOT " if self.exclude else "") + f"{self.field}:{text}"
+
+    @property
+    def label(self) -> str:
+        """What its chip says."""
+        found = _RANGE.match(self.value)
+        if found and self.field == "PatientAge":
+            low, high = float(found.group(1)), float(found.group(3))
+            return f"age {low:g} to under {high:g}"
+        return f"{self.field}: {self.value}"
 
     @property
     def param(self) -> str:
@@ -250,6 +315,21 @@ def _link(q: str, filters: list[Filter], offset: int = 0, view: str = "table") -
     return "/explore" + ("?" + urlencode(params, quote_via=quote) if params else "")
 
 
+@dataclass(frozen=True, slots=True)
+class Bars:
+    """A bar chart facet (study years, ages): each bar's label, the filter value a click
+    adds, its count and its length in percent of the longest."""
+
+    title: str
+    field: str
+    rows: list[tuple[str, str, int, int]]
+
+    @classmethod
+    def of(cls, title: str, field: str, bars: list[tuple[str, str, int]]) -> Bars:
+        most = max((count for _, _, count in bars), default=1)
+        return cls(title, field, [(a, v, n, round(100 * n / most)) for a, v, n in bars])
+
+
 @router.get("/explore", response_class=HTMLResponse)
 def explore(
     request: Request,
@@ -266,10 +346,10 @@ def explore(
     rows: list[Any] = []
     total = 0
     facets: dict[str, Any] = {}
-    facets_years: list[tuple[str, int, int]] = []
+    bars: list[Bars] = []
     try:
         filters = _filters(f or [])
-        node = s.scope.query(parse(_query(q, filters)))
+        node = (s.view or s.scope).query(parse(_query(q, filters)))
         kahu.audit.record(
             s.user.name, "search", path="GET /explore",
             client=request.client.host if request.client else "",
@@ -281,11 +361,17 @@ def explore(
         )
         wanted: dict[str, agg.Facet] = {name: agg.Terms(name, 8) for name, _ in FACETS}
         wanted["years"] = agg.DateHistogram("StudyDate", "year")
+        wanted["ages"] = agg.Histogram("PatientAge", AGE_BIN)
         _, results = agg.aggregate(kahu.catalog, node, wanted, index=kahu.search_index)
         hidden = hidden_datasets(kahu, s.user)
         years = results["years"].buckets[-15:]  # the latest fifteen years with series
-        most = max((b.count for b in years), default=1)
-        facets_years = [(b.key, b.count, round(100 * b.count / most)) for b in years]
+        bars = [
+            Bars.of("Study year", "StudyDate", [(str(b.key), str(b.key), b.count) for b in years]),
+            Bars.of("Age (years)", "PatientAge", [
+                (f"{b.key:g}–{b.key + AGE_BIN - 1:g}", f"[{b.key:g} TO {b.key + AGE_BIN:g}}}",
+                 b.count) for b in results["ages"].buckets
+            ]),
+        ]  # fmt: skip
         for name, title in FACETS:
             buckets = [
                 b for b in results[name].buckets if not (name == "dataset" and b.key in hidden)
@@ -296,7 +382,7 @@ def explore(
     context = {
         "s": s,
         "page": "explore",
-        "years": facets_years,
+        "bars": [b for b in bars if b.rows],
         "view": "gallery" if view == "gallery" else "table",
         "suggest": SUGGESTED_FIELDS,
         "q": q,
@@ -366,7 +452,7 @@ def datasets_page(
     request: Request, kahu: KahuDep, msg: Annotated[str, Query(max_length=500)] = ""
 ) -> Response:
     s = session(request, kahu)
-    datasets = kahu.curation.datasets(readable_projects(kahu.projects, s.user))
+    datasets = kahu.curation.datasets(s.listed)
     return _page(
         request, "datasets.html", {"s": s, "page": "datasets", "datasets": datasets, "msg": msg}
     )
@@ -490,11 +576,11 @@ def _launch_context(kahu: Kahu, s: Session, name: str) -> dict[str, Any]:
         "page": "workflows",
         "workflow": workflow,
         "fields": _fields(workflow.parameters),
-        "datasets": kahu.curation.datasets(readable_projects(kahu.projects, s.user)),
+        "datasets": kahu.curation.datasets(s.listed),
         "projects": s.projects_where("scientist"),
         "values": {},
         "errors": {},
-        "cohort": {"dataset": "", "query": "", "limit": "", "project": DEFAULT_PROJECT},
+        "cohort": {"dataset": "", "query": "", "limit": "", "project": s.default_project},
         "error": None,
     }
 
@@ -559,7 +645,7 @@ def runs_page(
     request: Request, kahu: KahuDep, msg: Annotated[str, Query(max_length=500)] = ""
 ) -> Response:
     s = session(request, kahu)
-    runs = kahu.runs.runs(limit=100, projects=readable_projects(kahu.projects, s.user))
+    runs = kahu.runs.runs(limit=100, projects=s.listed)
     active = any(r.state in RUN_ACTIVE for r in runs)
     return _page(
         request, "runs.html",

@@ -135,3 +135,4 @@ document.addEventListener("keydown", function (event) {
     }
   });
 });
+
