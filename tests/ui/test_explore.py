@@ -129,10 +129,18 @@ def test_save_datasets_from_explore(page: Page, site: Site) -> None:
     page.get_by_label("Name").fill("picked")
     page.get_by_role("button", name="Save the selected series").click()
     expect(page.get_by_role("status")).to_have_text("Dataset picked saved.")
+    # a third added to it; adding with nothing selected says what to do
+    page.locator('input[name="series"]').nth(1).check()
+    page.get_by_label("Dataset", exact=True).select_option("picked")
+    page.get_by_role("button", name="Add the selected series").click()
+    expect(page.get_by_role("status")).to_have_text("Added to picked: it holds 3 series now.")
+    page.get_by_role("button", name="Add the selected series").click()
+    expect(page.get_by_role("status")).to_contain_text("select series first")
     # the datasets page lists both with their sizes; one opens in Explore
     page.get_by_role("link", name="Datasets").click()
     expect(page.locator('[data-dataset="chest-cohort"] td').nth(3)).to_have_text("2")
     expect(page.locator('[data-dataset="picked"] td').nth(2)).to_have_text("explicit")
+    expect(page.locator('[data-dataset="picked"] td').nth(3)).to_have_text("3")
     site.shot(page, "datasets")
     page.get_by_role("link", name="chest-cohort").click()
     expect(total).to_have_text("2")

@@ -219,3 +219,26 @@ def test_series_page_download_send_and_delete(api: Api) -> None:
     assert refused.status_code == 403
     assert kahu.catalog.get_series(uid).instance_count == 2
     assert client.get("/series/1.2.3").status_code == 404
+
+
+def test_adding_to_a_dataset_keeps_to_the_callers_projects(api: Api) -> None:
+    kahu = api.kahu
+    kahu.projects.create("secret")
+    ours = kahu.ingestor.ingest_many(ct_series(1, 4))[0].series_instance_uid
+    theirs = kahu.ingestor.ingest_many(ct_series(1, 4), project="secret")[0].series_instance_uid
+    kahu.curation.create_dataset("mine", series=[])
+    kahu.curation.create_dataset("hidden", series=[], project="secret")
+    csrf = _login(api, "alice", "correct horse battery")
+
+    def add(into: str, uid: str) -> str:
+        form = {"csrf": csrf, "what": "add", "into": into, "series": uid}
+        return api.client.post("/datasets", data=form, follow_redirects=True).text
+
+    assert "Nothing was added: no dataset &#39;hidden&#39;" in add("hidden", ours)
+    assert "Nothing was added" in add("mine", theirs)
+    assert kahu.curation.dataset("hidden").series_count == 0
+    assert kahu.curation.dataset("mine").series_count == 0
+    assert "it holds 1 series now" in add("mine", ours)
+    page = api.client.get("/explore").text
+    assert 'value="mine"' in page
+    assert 'value="hidden"' not in page

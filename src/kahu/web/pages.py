@@ -400,7 +400,12 @@ def explore(
         "visible": None
         if s.user.is_admin
         else kahu.curation.names(readable_projects(kahu.projects, s.user)),
-    }
+        # lists the selection can join: not query datasets, in projects the caller curates
+        "lists": [
+            d for d in kahu.curation.datasets(s.listed)
+            if d.kind != "query" and s.can(d.project, "scientist")
+        ],
+    }  # fmt: skip
     return _page(request, "explore.html", context, 400 if error else 200)
 
 
@@ -424,11 +429,28 @@ def save_dataset(
     f: Annotated[list[str] | None, Form()] = None,
     series: Annotated[list[str] | None, Form()] = None,
     what: Annotated[str, Form(max_length=16)] = "query",
+    into: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
-    """From Explore: the query (a dataset that follows it) or the selected series."""
+    """From Explore: the query (a dataset that follows it) or the selected series as a new
+    dataset, or (``what=add``) the selected series added to the dataset ``into``."""
     s = session(request, kahu, change=csrf)
     filters = _filters(f or [])
     back = _link(q, filters)
+    if what == "add":
+        try:
+            if not series:
+                raise InvalidInput("select series first (the boxes in the first column)")
+            info = kahu.curation.dataset(into)
+            what = f"dataset {into!r}"
+            require_in_project(kahu.projects, s.user, info.project, "scientist", what)
+            kahu.audit.record(
+                s.user.name, "dataset.change", path="POST /datasets", project=info.project,
+                series=series[:10_000], detail={"name": into, "what": "add"}, status=200,
+            )  # fmt: skip
+            count = kahu.curation.add_series(into, series[:10_000]).series_count
+        except KahuError as exc:
+            return _flash(back, f"Nothing was added: {exc}")
+        return _flash(back, f"Added to {into}: it holds {count} series now.")
     try:
         require_role(kahu.projects, s.user, project, "scientist")
         if what == "selected":
