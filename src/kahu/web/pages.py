@@ -441,8 +441,8 @@ def save_dataset(
             if not series:
                 raise InvalidInput("select series first (the boxes in the first column)")
             info = kahu.curation.dataset(into)
-            what = f"dataset {into!r}"
-            require_in_project(kahu.projects, s.user, info.project, "scientist", what)
+            named = f"dataset {into!r}"
+            require_in_project(kahu.projects, s.user, info.project, "scientist", named)
             kahu.audit.record(
                 s.user.name, "dataset.change", path="POST /datasets", project=info.project,
                 series=series[:10_000], detail={"name": into, "what": "add"}, status=200,
