@@ -30,6 +30,7 @@ from kahu.flow.runs import RunStore
 from kahu.flow.triggers import Triggers, builtin_rule
 from kahu.search.columns import ColumnIndex
 from kahu.settings import FlowSettings, Settings
+from kahu.storage.cache import FileCache
 from kahu.storage.filesystem import FilesystemBlobStore
 from kahu.storage.objects import ObjectStore
 
@@ -73,6 +74,9 @@ class Kahu:
         )
         self.dicom = DicomServer(settings.dicom, handlers)
         self.lineage = Lineage(self.db)
+        self.volumes = FileCache(
+            settings.cache_root / "volumes", settings.http.volume_cache_mb * 1024**2
+        )
         self.workflows = WorkflowRegistry(settings.workflows_folder)
         self.runs = RunStore(self.db)
         flow = settings.flow

@@ -32,6 +32,9 @@ class HttpSettings(BaseModel):
     #: Session cookies carry the Secure attribute (sent over HTTPS only; browsers treat
     #: http://localhost as secure too). Turn off only for plain HTTP on another host.
     secure_cookies: bool = True
+    #: The viewer's volumes (series as NIfTI) are kept in ``<home>/cache/volumes`` up to
+    #: this size; the least recently used go first.
+    volume_cache_mb: int = Field(default=2048, ge=0)
 
     @field_validator("public_url")
     @classmethod
@@ -208,6 +211,10 @@ class Settings(BaseSettings):
     @property
     def workflows_folder(self) -> Path:
         return self.home / "workflows"
+
+    @property
+    def cache_root(self) -> Path:
+        return self.home / "cache"
 
     @property
     def admin_password_file(self) -> Path:

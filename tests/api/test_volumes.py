@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+import pydicom
+import pytest
 import SimpleITK as sitk
 
 from kahu.flow.cohort import RunInput
@@ -68,6 +71,7 @@ def test_volume_and_labels(api: Api, tmp_path: Path) -> None:
 def test_drawings_become_segs_and_bad_drawings_are_refused(api: Api, tmp_path: Path) -> None:
     kahu, client = api.kahu, api.client
     files, _ = ct_volume(slices=6, size=16)
+    files.sort(key=lambda f: float(pydicom.dcmread(io.BytesIO(f)).ImagePositionPatient[2]))
     ct = kahu.ingestor.ingest_many(files)[0].series_instance_uid
     assert ct is not None
     alice = api.headers(api.user_token)
@@ -110,3 +114,63 @@ def test_drawings_become_segs_and_bad_drawings_are_refused(api: Api, tmp_path: P
     assert client.post(url, content=path.read_bytes(), headers=bin_headers).status_code == 403
     kahu.projects.remove_member("default", "alice")
     assert client.post(url, content=path.read_bytes(), headers=bin_headers).status_code == 404
+
+
+def test_volumes_are_made_once_and_revalidated(
+    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kahu.api.volumes as volumes
+
+    kahu, client = api.kahu, api.client
+    files, _ = ct_volume(slices=6, size=16)
+    files.sort(key=lambda f: float(pydicom.dcmread(io.BytesIO(f)).ImagePositionPatient[2]))
+    ct = kahu.ingestor.ingest_many(files[:5])[0].series_instance_uid
+    made: list[str] = []
+    real = volumes._volume
+    monkeypatch.setattr(
+        volumes, "_volume", lambda k, scope, uid: made.append(uid) or real(k, scope, uid)
+    )
+    alice = api.headers(api.user_token)
+    url = f"/api/v1/series/{ct}/volume.nii.gz"
+    first = client.get(url, headers=alice)
+    second = client.get(url, headers=alice)
+    assert first.status_code == second.status_code == 200, first.text
+    assert first.content == second.content
+    assert made == [ct]  # the second came from the cache
+    assert first.headers["cache-control"] == "private, no-cache"
+    etag = first.headers["etag"]
+    # the browser has it: 304, no body
+    again = client.get(url, headers={**alice, "If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+    # another project's member gets nothing, not even with the ETag
+    kahu.accounts.create_user("oscar", "correct horse battery staple")
+    oscar = api.headers(kahu.accounts.create_token("oscar")[0])
+    assert client.get(url, headers={**oscar, "If-None-Match": etag}).status_code == 404
+    # a slice more: another volume (another ETag), made anew
+    kahu.ingestor.ingest_many(files[5:])
+    grown = client.get(url, headers={**alice, "If-None-Match": etag})
+    assert grown.status_code == 200
+    assert grown.headers["etag"] != etag
+    assert _read(grown.content, tmp_path).GetSize() == (16, 16, 6)
+    assert made == [ct, ct]
+
+
+def test_the_file_cache_keeps_the_most_recently_used(tmp_path: Path) -> None:
+    import os
+
+    from kahu.storage.cache import FileCache, digest
+
+    cache = FileCache(tmp_path / "c", limit_bytes=250)
+    keys = [digest([str(i)]) for i in range(4)]
+    for index, key in enumerate(keys[:2]):
+        assert cache.get_or_make(key, lambda: b"x" * 100) == b"x" * 100
+        os.utime(tmp_path / "c" / key, (1000 + index, 1000 + index))
+    assert cache.get_or_make(keys[0], lambda: b"never") == b"x" * 100  # a hit: used now
+    cache.get_or_make(keys[2], lambda: b"y" * 100)  # over 250 bytes: the oldest goes
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == sorted([keys[0], keys[2]])
+    # too large to keep: given, not kept
+    assert cache.get_or_make(keys[3], lambda: b"z" * 300) == b"z" * 300
+    assert not (tmp_path / "c" / keys[3]).exists()
+    with pytest.raises(ValueError, match="SHA-256"):
+        cache.get_or_make("../../etc/passwd", lambda: b"")

@@ -79,6 +79,10 @@ def test_the_common_path(page: Page, site: Site) -> None:
     without = Image.open(io.BytesIO(canvas.screenshot())).convert("RGB")
     assert ImageChops.difference(with_overlay, without).getbbox() is not None
     page.locator("[data-overlay-toggle='0']").check()
+    # the workflow's structured report: its measurements beside the image
+    report = page.locator("[data-report]")
+    expect(report.locator("caption")).to_contain_text("Threshold volumes")
+    expect(report.locator("tbody tr", has_text="Volume").first).to_contain_text("ml")
     site.shot(page, "journey-viewer")
 
     page.get_by_role("button", name="Axial").click()

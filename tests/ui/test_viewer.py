@@ -99,3 +99,45 @@ def test_a_drawing_is_saved_as_a_seg_of_the_series(page: Page, site: Site) -> No
     # Explore finds it
     page.goto(f"{site.url}/explore?q=Modality:SEG")
     expect(page.locator(f'tr[data-series="{seg_uid}"]')).to_have_count(1)
+
+
+def test_the_viewer_works_from_the_keyboard(page: Page, site: Site) -> None:
+    """Slices, the cross and drawing without a mouse: focus moves with Tab, keys do the rest."""
+    ct = _segmented(site)
+    site.kahu.projects.set_member("default", "vic", "scientist")
+    page.goto(f"{site.url}/viewer/{ct}")
+    page.get_by_label("User name").fill("vic")
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "window.kahuViewer && (window.kahuViewer.ready || window.kahuViewer.error)"
+    )
+
+    def press(button: str) -> None:
+        page.get_by_role("button", name=button, exact=True).focus()
+        page.keyboard.press("Enter")
+
+    press("Axial")
+    press("Draw")
+    canvas = page.locator("#viewer-canvas")
+    canvas.focus()
+    status = page.get_by_role("status")
+    before = page.evaluate(
+        "Array.from(window.kahuViewer.nv.frac2vox(window.kahuViewer.nv.scene.crosshairPos))"
+    )
+    page.keyboard.press("PageUp")
+    page.keyboard.press("PageUp")
+    expect(status).to_contain_text(f"Slice {before[2] + 3} of 12")
+    for key in ("Enter", "ArrowRight", "Enter", "ArrowDown", " "):
+        page.keyboard.press(key)
+    assert page.evaluate("window.kahuViewer.painted") == 3
+    press("Save as a segmentation")
+    expect(status).to_contain_text("Saved as segmentation series", timeout=30_000)
+    seg_uid = page.evaluate("window.kahuViewer.saved")
+    import pydicom
+
+    [instance] = site.kahu.catalog.instances(series_uid=seg_uid)
+    seg = pydicom.dcmread(io.BytesIO(site.kahu.store.get(instance.blob_key)))
+    # three voxels painted on one slice: one frame of the SEG, three pixels set
+    assert int(seg.pixel_array.sum()) == 3

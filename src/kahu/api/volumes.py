@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +21,7 @@ from kahu.core import Kahu
 from kahu.dicom.uids import validate_uid
 from kahu.dicomweb.stow import PayloadTooLarge
 from kahu.errors import InvalidInput, NotFound, PermissionDenied
+from kahu.storage.cache import digest
 
 router = APIRouter(prefix="/api/v1")
 NIFTI = "application/gzip"
@@ -99,6 +100,28 @@ def lab_to_rgb(scaled: list[int]) -> tuple[int, int, int]:
     return r, g, b
 
 
+def _key(kahu: Kahu, scope: SeriesScope, kind: str, *uids: str) -> str:
+    """The cache key (and ETag) of a volume made of the series ``uids``: a digest of their
+    instances' blobs, so new or replaced instances make another; NotFound if the caller may
+    not read one of them."""
+    parts = [kind]
+    for uid in uids:
+        rows = kahu.catalog.instances(series_uid=uid, where=scope.condition())
+        if not rows:
+            raise NotFound(f"no series {uid}")
+        parts += [uid, *sorted(row.blob_key for row in rows)]
+    return digest(parts)
+
+
+def _cached(request: Request, key: str, make: Callable[[], bytes]) -> Response:
+    """The volume, or 304 when the browser has this very one (viewers open series again)."""
+    etag = f'"{key}"'
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(make(), media_type=NIFTI, headers=headers)
+
+
 def _volume(kahu: Kahu, scope: SeriesScope, uid: str) -> bytes:
     from kahu.operators.volumes import read_volume
 
@@ -135,9 +158,12 @@ def _labels(kahu: Kahu, scope: SeriesScope, seg_uid: str, on: str) -> bytes:
     response_class=Response,
     responses={200: {"content": {NIFTI: {}}}, 400: {"description": "not a volume"}},
 )
-def series_volume(series_uid: str, kahu: KahuDep, scope: Scope) -> Response:
+def series_volume(series_uid: str, request: Request, kahu: KahuDep, scope: Scope) -> Response:
     uid = validate_uid(series_uid, "SeriesInstanceUID")
-    return Response(_volume(kahu, scope, uid), media_type=NIFTI)
+    key = _key(kahu, scope, "volume", uid)
+    return _cached(
+        request, key, lambda: kahu.volumes.get_or_make(key, lambda: _volume(kahu, scope, uid))
+    )
 
 
 @router.get(
@@ -148,13 +174,18 @@ def series_volume(series_uid: str, kahu: KahuDep, scope: Scope) -> Response:
 )
 def segmentation_labels(
     series_uid: str,
+    request: Request,
     kahu: KahuDep,
     scope: Scope,
     on: Annotated[str, Query(max_length=64, description="the series it was drawn on")],
 ) -> Response:
     seg_uid = validate_uid(series_uid, "SeriesInstanceUID")
     source = validate_uid(on, "SeriesInstanceUID")
-    return Response(_labels(kahu, scope, seg_uid, source), media_type=NIFTI)
+    key = _key(kahu, scope, "labels", seg_uid, source)
+    return _cached(
+        request, key,
+        lambda: kahu.volumes.get_or_make(key, lambda: _labels(kahu, scope, seg_uid, source)),
+    )  # fmt: skip
 
 
 #: the largest drawing a viewer may send (a gzipped label volume)

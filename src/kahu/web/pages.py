@@ -730,27 +730,36 @@ PRESETS = [
 
 @router.get("/viewer/{series_uid}", response_class=HTMLResponse)
 def viewer(request: Request, kahu: KahuDep, series_uid: str) -> Response:
-    """The series in NiiVue, with the segmentations derived from it as overlays."""
+    """The series in NiiVue, with the segmentations derived from it as overlays and the
+    measurements of its structured reports beside it."""
     import pydicom
 
     from kahu.api.volumes import segments, series_files
+    from kahu.operators.sr import sr_to_measurements
 
     s = session(request, kahu)
     row = kahu.catalog.get_series(series_uid, where=s.scope.condition())
-    overlays = []
+    overlays, reports = [], []
     for result in kahu.lineage.of(series_uid, s.scope.condition())["results"]:
         derived = kahu.catalog.get_series(result["series_uid"], where=s.scope.condition())
-        if derived.modality != "SEG":
+        if derived.modality not in ("SEG", "SR"):
             continue
         with series_files(kahu, s.scope, derived.series_instance_uid) as files:
-            seg = pydicom.dcmread(files[0], stop_before_pixels=True)
+            ds = pydicom.dcmread(files[0], stop_before_pixels=True)
+        description = derived.series_description or derived.modality
+        if derived.modality == "SR":
+            try:
+                reports.append({"description": description, **sr_to_measurements(ds)})
+            except (AttributeError, IndexError, KeyError, ValueError):  # not TID 1500
+                continue
+            continue
         overlays.append(
             {
                 "uid": derived.series_instance_uid,
-                "description": derived.series_description or "Segmentation",
+                "description": description,
                 "url": f"/api/v1/series/{derived.series_instance_uid}/labels.nii.gz?"
                 + urlencode({"on": series_uid}),
-                "segments": segments(seg),
+                "segments": segments(ds),
             }
         )
     may_draw = any(s.can(p, "scientist") for p in kahu.projects.series_projects(series_uid))
@@ -763,7 +772,7 @@ def viewer(request: Request, kahu: KahuDep, series_uid: str) -> Response:
     return _page(
         request, "viewer.html",
         {"s": s, "page": "explore", "series": row, "config": config, "overlays": overlays,
-         "presets": PRESETS, "may_draw": may_draw},
+         "presets": PRESETS, "may_draw": may_draw, "reports": reports},
     )  # fmt: skip
 
 

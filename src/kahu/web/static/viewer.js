@@ -60,6 +60,45 @@
       });
     }
   });
+  // Keyboard: with the image focused (Tab), arrows move the cross in the slice, Page Up/Down
+  // (or + and -) move through the slices, Enter or Space paints at the cross while drawing.
+  const canvas = document.getElementById("viewer-canvas");
+  function axes() {
+    // [right, up, through] as voxel axes of the slice shown (all three: the axial one)
+    const type = nv.opts.sliceType;
+    if (type === nv.sliceTypeCoronal) { return [0, 2, 1]; }
+    if (type === nv.sliceTypeSagittal) { return [1, 2, 0]; }
+    return [0, 1, 2];
+  }
+  function where() {
+    const vox = nv.frac2vox(nv.scene.crosshairPos);
+    const dims = nv.volumes[0].dims;
+    const through = axes()[2];
+    return "Slice " + (vox[through] + 1) + " of " + dims[through + 1] +
+      " (voxel " + Array.from(vox).join(", ") + ").";
+  }
+  canvas.addEventListener("keydown", function (event) {
+    if (!state.ready || event.altKey || event.ctrlKey || event.metaKey) { return; }
+    const [right, up, through] = axes();
+    const steps = { ArrowLeft: [right, -1], ArrowRight: [right, 1], ArrowUp: [up, 1],
+      ArrowDown: [up, -1], PageUp: [through, 1], "+": [through, 1], PageDown: [through, -1],
+      "-": [through, -1] };
+    const drawing = drawToggle && drawToggle.getAttribute("aria-pressed") === "true";
+    if (steps[event.key]) {
+      const move = [0, 0, 0];
+      move[steps[event.key][0]] = steps[event.key][1];
+      nv.moveCrosshairInVox(move[0], move[1], move[2]);
+    } else if (drawing && (event.key === "Enter" || event.key === " ")) {
+      const vox = nv.frac2vox(nv.scene.crosshairPos);
+      nv.drawPt(vox[0], vox[1], vox[2], 1);
+      nv.refreshDrawing(true);
+      state.painted = (state.painted || 0) + 1;
+    } else {
+      return;
+    }
+    event.preventDefault();
+    status.textContent = where();
+  });
   function cookie(name) {
     const found = document.cookie.split("; ").find((c) => c.startsWith(name + "="));
     return found ? decodeURIComponent(found.slice(name.length + 1)) : "";
@@ -73,6 +112,10 @@
       drawToggle.textContent = on ? "Drawing (click to stop)" : "Draw";
       nv.setDrawingEnabled(on);
       nv.setPenValue(1, false);
+      if (on) {
+        status.textContent = "Drawing: drag in the image, or focus it and press Enter or " +
+          "Space to paint at the cross (arrows and Page Up/Down move it).";
+      }
     });
     document.getElementById("draw-save").addEventListener("click", async function () {
       if (!state.ready) { return; }
