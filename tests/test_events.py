@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from kahu.core import Kahu
-from kahu.events import SeriesComplete
+from kahu.events import EventBus, IngestRate, InstanceStored, SeriesComplete
 from tests import synthetic
 
 
@@ -48,3 +48,23 @@ def test_series_are_searchable_as_soon_as_stored(make_settings) -> None:  # type
         assert doc["BodyPartExamined"] == "CHEST"
     finally:
         kahu.stop()
+
+
+def test_the_ingest_rate_counts_the_last_minutes() -> None:
+
+    now = [600_000.0]
+    bus = EventBus()
+    rate = IngestRate(bus, clock=lambda: now[0])
+    event = InstanceStored("1.2", "1.2.3", "1.2.3.4", None, new_series=False)
+    for _ in range(3):
+        bus.publish(event)
+    now[0] += 120  # two minutes later
+    bus.publish(event)
+    assert (rate.last(1), rate.last(60)) == (1, 4)
+    now[0] += 3600  # an hour later: all of it is old
+    assert (rate.last(1), rate.last(60)) == (0, 0)
+    for _ in range(70):  # minutes keep being dropped past the hour
+        now[0] += 60
+        bus.publish(event)
+    assert rate.last(60) == 60
+    assert len(rate._minutes) <= 62

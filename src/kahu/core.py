@@ -21,7 +21,7 @@ from kahu.catalog.repository import Catalog
 from kahu.dimse.handlers import DimseHandlers
 from kahu.dimse.nodes import NodeRegistry
 from kahu.dimse.server import DicomServer
-from kahu.events import EventBus, SeriesCompletionMonitor
+from kahu.events import EventBus, IngestRate, SeriesCompletionMonitor
 from kahu.flow.engine import Engine
 from kahu.flow.executors.base import Executor
 from kahu.flow.registry import WorkflowRegistry
@@ -61,6 +61,7 @@ class Kahu:
         self.objects = ObjectStore(settings.resolved_objects_url)
         self.query = DicomQuery(self.db)
         self.metadata = MetadataIndex(self.db, self.store, self.events)
+        self.ingest_rate = IngestRate(self.events)
         self.completion = SeriesCompletionMonitor(self.events, settings.dicom.series_quiet_seconds)
         handlers = DimseHandlers(
             settings.dicom,

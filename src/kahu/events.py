@@ -54,6 +54,31 @@ class EventBus:
                 log.exception("event handler failed for %r", event)
 
 
+class IngestRate:
+    """Instances stored by this process per minute, kept for the last hour (what the admin
+    page shows as the ingest rate)."""
+
+    def __init__(self, bus: EventBus, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._minutes: dict[int, int] = {}
+        self._lock = threading.Lock()
+        bus.subscribe(InstanceStored, self._on_stored)
+
+    def _on_stored(self, _event: InstanceStored) -> None:
+        minute = int(self._clock() // 60)
+        with self._lock:
+            self._minutes[minute] = self._minutes.get(minute, 0) + 1
+            if len(self._minutes) > 61:
+                for old in [m for m in self._minutes if m < minute - 60]:
+                    del self._minutes[old]
+
+    def last(self, minutes: int) -> int:
+        """Instances stored in the last ``minutes`` whole minutes and the current one."""
+        now = int(self._clock() // 60)
+        with self._lock:
+            return sum(n for m, n in self._minutes.items() if m > now - minutes)
+
+
 class SeriesCompletionMonitor:
     """Emits :class:`SeriesComplete` once a series has had no new instance for ``quiet`` s."""
 

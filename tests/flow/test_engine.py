@@ -188,11 +188,14 @@ class TestHumanStep:
         run_id = run_workflow(flow_kahu, "test-human", series)
         _wait(lambda: flow_kahu.runs.run(run_id).state == "waiting")
         (pending,) = flow_kahu.runs.tasks(run_id, states=["waiting_input"])
+        # the queue's depth (the admin page) counts the step that waits for a person
+        assert flow_kahu.runs.task_counts().get("waiting_input") == 1
         out = _paths(flow_kahu, run_id).out_dir("review", "")
         (out / "corrected.txt").write_text("fixed")
         flow_kahu.flow.complete(pending.id)
         assert flow_kahu.flow.wait_idle(run_id, 60) == "succeeded"
         assert (_paths(flow_kahu, run_id).out_dir("finish", "") / "corrected.txt").exists()
+        assert flow_kahu.runs.task_counts() == {}  # finished runs are no queue
 
 
 class TestResults:

@@ -190,11 +190,14 @@ def test_administration(page: Page, site: Site) -> None:
     kahu = site.kahu
     kahu.accounts.create_user("ada", PASSWORD, is_admin=True)
     kahu.accounts.create_user("bo", PASSWORD)
+    kahu.ingestor.ingest_many(ct_series(3, 8))
     page.goto(site.url + "/admin")
     page.get_by_label("User name").fill("ada")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     expect(page.locator('[data-system="disk"]')).to_contain_text("GB")
+    expect(page.locator('[data-system="ingest"]')).to_have_text("3 / 3")
+    expect(page.locator('[data-system="queue"]')).to_have_text("0 / 0 / 0")
     # a project, a member, an AE title, a node: each change confirmed and audited
     page.get_by_label("New project").fill("onco")
     page.get_by_role("button", name="Add project").click()

@@ -55,6 +55,14 @@ def test_the_common_path(page: Page, site: Site) -> None:
     row = page.locator("tr[data-run]").first
     expect(row.locator("[data-state]")).to_have_text("succeeded", timeout=120_000)
     site.shot(page, "journey-runs")
+    # the run's page: each series of the cohort with its tasks done, then each task
+    row.locator("td a").first.click()
+    series_rows = page.locator("tr[data-progress]")
+    expect(series_rows).to_have_count(2)
+    for index in range(2):
+        expect(series_rows.nth(index)).to_contain_text("succeeded")
+        expect(series_rows.nth(index)).to_contain_text(re.compile(r"(\d+) of \1"))
+    site.shot(page, "journey-run")
 
     page.get_by_role("link", name="Explore").click()
     page.get_by_label(re.compile("^Query")).fill("PatientID:JOURNEY-1 AND Modality:CT")

@@ -357,6 +357,17 @@ class RunStore:
                 s.execute(select(FlowRun.id, FlowRun.project).where(FlowRun.id.in_(ids))).all()
             )
 
+    def task_counts(self) -> dict[str, int]:
+        """How many tasks of runs not yet finished are in each state (the queue's depth)."""
+        with self.db.read() as s:
+            rows = s.execute(
+                select(FlowTask.state, func.count(FlowTask.id))
+                .join(FlowRun, FlowRun.id == FlowTask.run_id)
+                .where(FlowRun.state.not_in(list(RUN_DONE)))
+                .group_by(FlowTask.state)
+            ).all()
+        return {str(state): int(count) for state, count in rows}
+
     def active_run_ids(self) -> list[str]:
         with self.db.read() as s:
             return list(

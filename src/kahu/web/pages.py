@@ -43,7 +43,7 @@ from kahu.errors import (
 )
 from kahu.flow.cohort import RunInput
 from kahu.flow.launch import launch
-from kahu.flow.states import RUN_ACTIVE
+from kahu.flow.states import RUN_ACTIVE, TASK_DONE
 from kahu.search import aggregations as agg
 from kahu.search.columns import INDEXED_FIELDS
 from kahu.search.query import MAX_LENGTH, parse
@@ -684,8 +684,29 @@ def run_page(request: Request, kahu: KahuDep, run_id: str) -> Response:
     tasks = kahu.runs.tasks(run_id)
     return _page(
         request, "run.html",
-        {"s": s, "page": "runs", "run": info, "tasks": tasks, "active": info.state in RUN_ACTIVE},
+        {"s": s, "page": "runs", "run": info, "tasks": tasks, "active": info.state in RUN_ACTIVE,
+         "progress": _progress(tasks)},
     )  # fmt: skip
+
+
+#: the state a series shows when its tasks differ: the first of these any of them is in
+_SHOWN_STATE = ["failed", "upstream_failed", "running", "waiting_input", "queued", "pending"]
+
+
+def _progress(tasks: list[Any]) -> list[dict[str, Any]]:
+    """Per series of a run: its tasks done of all, and the state that matters most."""
+    by_series: dict[str, list[Any]] = {}
+    for task in tasks:
+        if task.series_uid:
+            by_series.setdefault(task.series_uid, []).append(task)
+    out = []
+    for uid, own in by_series.items():
+        states = {t.state for t in own}
+        state = next((x for x in _SHOWN_STATE if x in states), sorted(states)[0])
+        done = sum(t.state in TASK_DONE for t in own)
+        out.append({"series": uid, "done": done, "total": len(own), "state": state,
+                    "percent": round(100 * done / len(own))})  # fmt: skip
+    return out
 
 
 @router.post("/runs/{run_id}/{action}")
@@ -894,6 +915,7 @@ def _system(kahu: Kahu) -> dict[str, Any]:
     disk = shutil.disk_usage(kahu.settings.home)
     load = os.getloadavg()
     active = kahu.runs.active_run_ids()
+    tasks = kahu.runs.task_counts()
     return {
         "cpus": os.cpu_count() or 0,
         "load": [round(v, 2) for v in load],
@@ -901,6 +923,13 @@ def _system(kahu: Kahu) -> dict[str, Any]:
         "disk": {"total_gb": round(disk.total / 1e9, 1), "free_gb": round(disk.free / 1e9, 1)},
         "gpus": [{"index": g.index, "total_mb": g.total_mb, "free_mb": g.free_mb} for g in gpus()],
         "active_runs": len(active),
+        "queue": {
+            "waiting": tasks.get("pending", 0) + tasks.get("queued", 0),
+            "running": tasks.get("running", 0),
+            "human": tasks.get("waiting_input", 0),
+        },
+        "ingest": {"minute": kahu.ingest_rate.last(1), "hour": kahu.ingest_rate.last(60)},
+        "series_arriving": kahu.completion.pending(),
         "counts": kahu.catalog.counts(),
     }
 
