@@ -178,7 +178,10 @@ def test_launch_a_workflow_and_watch_it(page: Page, site: Site) -> None:
     expect(row.locator("[data-state]")).to_have_text("succeeded", timeout=60_000)  # live
     site.shot(page, "runs")
     row.get_by_role("link").first.click()
-    expect(page.locator("tbody tr")).to_have_count(5)  # get-input x2, deidentify x2, zip
+    expect(page.locator("tr[data-progress]")).to_have_count(2)  # the two series
+    expect(page.locator("tr[data-progress]").first).to_contain_text("2 of 2")
+    expect(page.locator("tbody tr:not([data-progress])")).to_have_count(5)  # 2 get-input,
+    # 2 deidentify, 1 zip
     site.shot(page, "run")
     [run] = site.kahu.runs.runs()
     assert run.params["retain_dates"] is True

@@ -242,3 +242,24 @@ def test_adding_to_a_dataset_keeps_to_the_callers_projects(api: Api) -> None:
     page = api.client.get("/explore").text
     assert 'value="mine"' in page
     assert 'value="hidden"' not in page
+
+
+def test_a_facet_shows_more_values_on_asking(api: Api) -> None:
+    import io
+
+    import pydicom
+
+    for index in range(10):
+        ds = pydicom.dcmread(io.BytesIO(ct_series(1, 4)[0]))
+        ds.Manufacturer = f"Maker {index:02d}"
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        api.kahu.ingestor.ingest_many([out.getvalue()])
+    _login(api, "alice", "correct horse battery")
+    page = api.client.get("/explore").text
+    assert page.count('aria-label="exclude Maker') == 8
+    assert ">more values</a>" in page
+    more = api.client.get("/explore", params={"more": "Manufacturer"}).text
+    assert more.count('aria-label="exclude Maker') == 10
+    assert ">fewer values</a>" in more
+    assert ">more values</a>" not in more  # no other facet has eight values here

@@ -56,6 +56,8 @@ templates = Jinja2Templates(directory=HERE / "templates")  # autoescapes .html
 router = APIRouter(include_in_schema=False)
 
 PAGE_SIZE = 50
+FACET_SIZE = 8  # values a facet shows; "more values" shows up to FACET_MORE
+FACET_MORE = 100
 #: facets of the explore page: (field, title)
 FACETS = [
     ("Modality", "Modality"),
@@ -305,13 +307,17 @@ def _query(q: str, filters: list[Filter]) -> str:
     return " AND ".join(parts)
 
 
-def _link(q: str, filters: list[Filter], offset: int = 0, view: str = "table") -> str:
+def _link(
+    q: str, filters: list[Filter], offset: int = 0, view: str = "table", more: str = ""
+) -> str:
     params: list[tuple[str, str]] = [("q", q)] if q else []
     params += [("f", f.param) for f in filters]
     if offset:
         params.append(("offset", str(offset)))
     if view == "gallery":
         params.append(("view", "gallery"))
+    if more:
+        params.append(("more", more))
     return "/explore" + ("?" + urlencode(params, quote_via=quote) if params else "")
 
 
@@ -339,6 +345,7 @@ def explore(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     msg: Annotated[str, Query(max_length=500)] = "",
     view: Annotated[str, Query(max_length=16)] = "table",
+    more: Annotated[str, Query(max_length=64)] = "",
 ) -> Response:
     s = session(request, kahu)
     error = None
@@ -359,7 +366,9 @@ def explore(
         rows, total = search_series(
             kahu.catalog, node, limit=PAGE_SIZE, offset=offset, index=kahu.search_index
         )
-        wanted: dict[str, agg.Facet] = {name: agg.Terms(name, 8) for name, _ in FACETS}
+        wanted: dict[str, agg.Facet] = {
+            name: agg.Terms(name, FACET_MORE if name == more else FACET_SIZE) for name, _ in FACETS
+        }
         wanted["years"] = agg.DateHistogram("StudyDate", "year")
         wanted["ages"] = agg.Histogram("PatientAge", AGE_BIN)
         _, results = agg.aggregate(kahu.catalog, node, wanted, index=kahu.search_index)
@@ -376,7 +385,10 @@ def explore(
             buckets = [
                 b for b in results[name].buckets if not (name == "dataset" and b.key in hidden)
             ]
-            facets[name] = {"title": title, "buckets": buckets}
+            facets[name] = {
+                "title": title, "buckets": buckets, "expanded": name == more,
+                "more": name != more and len(results[name].buckets) == FACET_SIZE,
+            }  # fmt: skip
     except InvalidInput as exc:
         error = str(exc)
     context = {
@@ -392,7 +404,7 @@ def explore(
         "offset": offset,
         "facets": facets,
         "error": error,
-        "link": lambda fs, offset=0, view=view: _link(q, fs, offset, view),
+        "link": lambda fs, offset=0, view=view, more="": _link(q, fs, offset, view, more),
         "Filter": Filter,
         "page_size": PAGE_SIZE,
         "msg": msg,
