@@ -293,3 +293,41 @@ def test_suggestions_years_gallery_and_tag_keys(page: Page, site: Site) -> None:
         [r.series_instance_uid for r in site.kahu.catalog.list_series()[0]]
     ).items() if tags == ["bad"]}  # fmt: skip
     assert len(tagged) == 2
+
+
+def test_explore_by_keyboard_only(page: Page, site: Site) -> None:
+    """Each step of the explore path by keys: the focus moves with Tab (or a shortcut) and
+    Enter or Space acts."""
+    _fill(site)
+    page.goto(site.url + "/explore")
+    page.get_by_label("User name").focus()
+    page.keyboard.type("uma")
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    total = page.locator("[data-total]")
+    expect(total).to_have_text("3")
+    # the skip link is the first stop of Tab and leads to the content
+    page.keyboard.press("Tab")
+    expect(page.locator("a.skip")).to_be_focused()
+    # "/" jumps to the query bar; Enter searches
+    page.locator("body").click(position={"x": 5, "y": 400})
+    page.keyboard.press("/")
+    expect(page.locator("#q")).to_be_focused()
+    page.keyboard.type("BodyPartExamined:CHEST")
+    page.keyboard.press("Enter")
+    expect(total).to_have_text("2")
+    # a facet value's exclude link, then the chip's remove link
+    page.locator('[data-field="Modality"] a.exclude').first.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator(".chip.exclude")).to_have_count(1)
+    expect(total).to_have_text("0")
+    page.locator(".chip a").first.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator(".chip")).to_have_count(0)
+    expect(total).to_have_text("2")
+    # select a series with Space, tag it with 1
+    page.locator('input[name="series"]').first.focus()
+    page.keyboard.press("Space")
+    page.keyboard.press("1")
+    expect(page.locator("td.tags", has_text="good")).to_have_count(1)
