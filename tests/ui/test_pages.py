@@ -263,3 +263,21 @@ def test_a_facet_shows_more_values_on_asking(api: Api) -> None:
     assert more.count('aria-label="exclude Maker') == 10
     assert ">fewer values</a>" in more
     assert ">more values</a>" not in more  # no other facet has eight values here
+
+
+def test_home_shows_failed_runs(api: Api) -> None:
+    from kahu.flow.cohort import RunInput
+    from kahu.flow.launch import launch
+
+    kahu = api.kahu
+    [report] = kahu.ingestor.ingest_many(ct_series(1, 4))
+    [run] = launch(
+        kahu.catalog, kahu.workflows, kahu.flow, "ct-threshold-segmentation", {},
+        RunInput(series_uids=(str(report.series_instance_uid),)), audit=kahu.audit, path="test",
+    )  # fmt: skip
+    assert kahu.flow.wait_idle(run, 120) == "failed"
+    _login(api, "alice", "correct horse battery")
+    home = api.client.get("/").text
+    failed = home[home.index('id="failed-title"') :]
+    assert f'data-run="{run}"' in failed
+    assert "None running." in home

@@ -248,11 +248,13 @@ def home(request: Request, kahu: KahuDep) -> Response:
     recent, _ = search_series(
         kahu.catalog, view.query(parse("")), limit=10, index=kahu.search_index
     )
-    runs = kahu.runs.runs(limit=10, projects=s.listed)
+    running = kahu.runs.runs(states=RUN_ACTIVE, limit=10, projects=s.listed)
+    failed = kahu.runs.runs(states=["failed"], limit=5, projects=s.listed)
     return _page(
         request,
         "home.html",
-        {"s": s, "counts": counts, "recent": recent, "runs": runs, "page": "home",
+        {"s": s, "counts": counts, "recent": recent, "running": running, "failed": failed,
+         "page": "home",
          "pending": pending_steps(kahu, s.user),
          "system": _system(kahu) if s.user.is_admin else None},
     )  # fmt: skip
