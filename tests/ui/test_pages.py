@@ -41,6 +41,8 @@ def test_explore_shows_only_the_callers_projects(api: Api) -> None:
     assert "THEIRS" not in page
     home = api.client.get("/").text
     assert 'data-count="series">1<' in home
+    assert 'data-count="studies">1<' in home
+    assert 'data-count="patients">1<' in home
     assert "default (scientist)" in home
 
 

@@ -244,10 +244,17 @@ def logout(
 def home(request: Request, kahu: KahuDep) -> Response:
     s = session(request, kahu)
     view = s.view or s.scope
-    counts = kahu.catalog.counts(view.condition())
-    recent, _ = search_series(
-        kahu.catalog, view.query(parse("")), limit=10, index=kahu.search_index
-    )
+    everything = view.query(parse(""))
+    # distinct patients, studies, series: the column index counts them in milliseconds (SQL
+    # joins every series of the scope: a third of a second at 100,000 series)
+    wanted: dict[str, agg.Facet] = {
+        "patients": agg.Distinct("patients"),
+        "studies": agg.Distinct("studies"),
+        "series": agg.Distinct("series"),
+    }
+    _, distinct = agg.aggregate(kahu.catalog, everything, wanted, index=kahu.search_index)
+    counts = {of: result.count for of, result in distinct.items()}
+    recent, _ = search_series(kahu.catalog, everything, limit=10, index=kahu.search_index)
     running = kahu.runs.runs(states=RUN_ACTIVE, limit=10, projects=s.listed)
     failed = kahu.runs.runs(states=["failed"], limit=5, projects=s.listed)
     return _page(
