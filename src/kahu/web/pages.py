@@ -5,6 +5,7 @@ scope, as the JSON API. Pages without a session go to the login page."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -790,11 +791,9 @@ def viewer(request: Request, kahu: KahuDep, series_uid: str) -> Response:
             ds = pydicom.dcmread(files[0], stop_before_pixels=True)
         description = derived.series_description or derived.modality
         if derived.modality == "SR":
-            try:
+            with contextlib.suppress(AttributeError, IndexError, KeyError, ValueError):
                 reports.append({"description": description, **sr_to_measurements(ds)})
-            except (AttributeError, IndexError, KeyError, ValueError):  # not TID 1500
-                continue
-            continue
+            continue  # (a report that is not TID 1500 has no measurements to show)
         overlays.append(
             {
                 "uid": derived.series_instance_uid,

@@ -135,4 +135,3 @@ document.addEventListener("keydown", function (event) {
     }
   });
 });
-
