@@ -39,6 +39,8 @@ $(UI_STAMP): ui/package.json ui/package-lock.json
 	mkdir -p $(VENDOR)
 	cp ui/node_modules/htmx.org/dist/htmx.min.js $(VENDOR)/
 	cp ui/node_modules/@niivue/niivue/dist/niivue.umd.js $(VENDOR)/
+	cp ui/node_modules/swagger-ui-dist/swagger-ui-bundle.js ui/node_modules/swagger-ui-dist/swagger-ui.css \
+	  ui/node_modules/swagger-ui-dist/favicon-32x32.png $(VENDOR)/
 	touch $@
 
 # The test suite drives real DICOM peers (dcmtk), a real PostgreSQL server, sandboxes

@@ -7,13 +7,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kahu import __version__
 from kahu.api import admin, curation, flow, objects, projects, routes, search, volumes
+from kahu.api.deps import CurrentUser, KahuDep
 from kahu.audit import AuditUnavailable
 from kahu.auth.oidc import ProviderUnavailable
 from kahu.auth.throttle import TooManyAttempts
@@ -111,6 +113,11 @@ def create_app(settings: Settings, kahu: Kahu | None = None) -> FastAPI:
         description="Imaging AI on a hospital's own data. Every route except /health needs a "
         "bearer token (`kahu tokens create --user NAME` or POST /api/v1/auth/login).",
         lifespan=lifespan,
+        # the schema and its pages need a caller too, and the pages load Swagger UI from
+        # Kahu's own static files (npm, `make ui`), never from a CDN
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     if kahu is not None:
         app.state.kahu = kahu
@@ -121,6 +128,21 @@ def create_app(settings: Settings, kahu: Kahu | None = None) -> FastAPI:
     @app.get("/health", tags=["health"], summary="Liveness (no authentication)")
     def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_schema(_user: CurrentUser) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    def api_docs(request: Request, kahu: KahuDep) -> HTMLResponse:
+        pages.session(request, kahu)  # a browser session, else the login page
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Kahu API",
+            swagger_js_url="/static/vendor/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger-ui.css",
+            swagger_favicon_url="/static/vendor/favicon-32x32.png",
+        )
 
     app.include_router(routes.router, tags=["catalog"])
     app.include_router(search.router, tags=["search"])

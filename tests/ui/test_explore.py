@@ -331,3 +331,18 @@ def test_explore_by_keyboard_only(page: Page, site: Site) -> None:
     page.keyboard.press("Space")
     page.keyboard.press("1")
     expect(page.locator("td.tags", has_text="good")).to_have_count(1)
+
+
+def test_the_api_documentation_works_offline(page: Page, site: Site) -> None:
+    """Swagger UI from Kahu's own static files: every request the page makes stays on Kahu."""
+    elsewhere: list[str] = []
+    page.on(
+        "request",
+        lambda r: None if r.url.startswith(site.url) else elsewhere.append(r.url),
+    )
+    _fill(site)
+    _login(page, site, "/docs")
+    expect(page.locator(".swagger-ui .opblock").first).to_be_visible()
+    expect(page.get_by_text("/api/v1/series").first).to_be_visible()
+    assert elsewhere == []
+    site.shot(page, "api-docs")

@@ -283,3 +283,18 @@ def test_home_shows_failed_runs(api: Api) -> None:
     failed = home[home.index('id="failed-title"') :]
     assert f'data-run="{run}"' in failed
     assert "None running." in home
+
+
+def test_the_api_schema_and_its_page_need_a_caller(api: Api) -> None:
+    assert api.client.get("/openapi.json").status_code == 401
+    assert api.client.get("/openapi.json", headers=api.headers()).json()["info"]["title"] == "Kahu"
+    response = api.client.get("/docs", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login?next=%2Fdocs"
+    assert api.client.get("/redoc").status_code == 404  # its page would load from a CDN
+    _login(api, "alice", "correct horse battery")
+    page = api.client.get("/docs").text
+    assert "/static/vendor/swagger-ui-bundle.js" in page
+    assert "http://" not in page
+    assert "https://" not in page  # nothing from elsewhere
+    assert api.client.get("/openapi.json").status_code == 200  # the page's own fetch
