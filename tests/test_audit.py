@@ -218,3 +218,23 @@ def test_every_audited_route_exists(api: Api) -> None:
     schema = api.client.app.openapi()["paths"]  # type: ignore[attr-defined]
     known = {(m.upper(), p.replace(":path", "")) for p, ops in schema.items() for m in ops}
     assert set(ROUTES) - known == set()
+
+
+def test_a_request_that_crashes_is_recorded_as_failed(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unhandled error is answered 500 by the server outside Kahu's middleware: the
+    record still gets its outcome."""
+    from fastapi.testclient import TestClient
+
+    series = api.kahu.ingestor.ingest_many(ct_series(1, 4))[0].series_instance_uid
+
+    def crash(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(api.kahu.catalog, "delete_series", crash)
+    client = TestClient(api.client.app, raise_server_exceptions=False)
+    response = client.delete(f"/api/v1/series/{series}", headers=api.headers())
+    assert response.status_code == 500
+    [record] = api.kahu.audit.query(action="series.delete")
+    assert record.status == 500

@@ -82,15 +82,27 @@ class AuditOutcome:
             await self.app(scope, receive, send)
             return
 
+        started = False
+
+        async def finish(status: int) -> None:
+            record = scope.get("state", {}).get("audit_id")
+            if record is not None:
+                kahu: Kahu = scope["app"].state.kahu
+                await run_in_threadpool(kahu.audit.finish, record, status)
+
         async def sending(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
-                record = scope.get("state", {}).get("audit_id")
-                if record is not None:
-                    kahu: Kahu = scope["app"].state.kahu
-                    await run_in_threadpool(kahu.audit.finish, record, int(message["status"]))
+                started = True
+                await finish(int(message["status"]))
             await send(message)
 
-        await self.app(scope, receive, sending)
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            if not started:  # the server's error handler answers 500 outside this middleware
+                await finish(500)
+            raise
 
 
 def create_app(settings: Settings, kahu: Kahu | None = None) -> FastAPI:
