@@ -214,6 +214,27 @@ class TestMove:
         status = scu.move(filled.dicom.port, _query("STUDY", PatientID="1CT1"), "NOBODY")
         assert status.Status == 0xA801
 
+    @pytest.mark.parametrize(
+        "query",
+        [
+            {"QueryRetrieveLevel": "PATIENT", "PatientID": "SYN-Q"},  # not in Study Root
+            {"QueryRetrieveLevel": "STUDY", "StudyDate": "2004xx-"},  # a bad range
+            {"QueryRetrieveLevel": "NONSENSE"},
+        ],
+    )
+    def test_a_bad_identifier_fails_and_sends_nothing(
+        self, filled: Kahu, destination: Kahu, query: dict[str, str]
+    ) -> None:
+        filled.nodes.add(Node("dest", "DEST", "127.0.0.1", destination.dicom.port))
+        identifier = Dataset()
+        for key, value in query.items():
+            setattr(identifier, key, value)
+        status = scu.move(filled.dicom.port, identifier, "DEST")
+        assert status.Status == 0xC513  # a failure, never "Success with nothing moved"
+        assert destination.catalog.instances() == []
+        [record] = filled.audit.query(action="retrieve")
+        assert record.status == 0xC513
+
     def test_movescu(self, filled: Kahu, destination: Kahu, dcmtk: None) -> None:
         filled.nodes.add(Node("dest", "DEST", "127.0.0.1", destination.dicom.port))
         subprocess.run(
@@ -246,6 +267,21 @@ class TestMove:
 
 
 class TestGet:
+    def test_a_bad_identifier_fails(self, filled: Kahu) -> None:
+        from pynetdicom import build_context
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as Get
+
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyDate = "2004xx-"
+        assoc = scu.associate(filled.dicom.port, [build_context(Get)])
+        assert assoc.is_established
+        try:
+            statuses = [int(s.Status) for s, _ in assoc.send_c_get(identifier, Get) if s]
+        finally:
+            assoc.release()
+        assert statuses == [0xC413]
+
     def test_getscu_retrieves_series_unchanged(
         self, filled: Kahu, dcmtk: None, tmp_path: Path
     ) -> None:

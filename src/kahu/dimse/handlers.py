@@ -334,10 +334,10 @@ class DimseHandlers:
         try:
             instances, record = self._retrieval(event, self._scope(event), detail)
         except (InvalidInput, ValueError) as exc:
-            self._audit(event, "retrieve", detail, status=IDENTIFIER_DOES_NOT_MATCH)
-            yield 0
-            yield _status(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
-            return
+            self._audit(event, "retrieve", {**detail, "error": str(exc)}, status=0xC413)
+            # pynetdicom answers a count of 0 with Success, whatever follows; an error
+            # here is answered with a failure (0xC413) and the reason as its comment
+            raise InvalidIdentifier(str(exc)) from exc
         yield len(instances)
         yield from self._sending(event, instances, record)
 
@@ -357,11 +357,9 @@ class DimseHandlers:
         try:
             instances, record = self._retrieval(event, self._scope(event, node.ae_title), detail)
         except (InvalidInput, ValueError) as exc:
-            self._audit(event, "retrieve", detail, status=IDENTIFIER_DOES_NOT_MATCH)
+            self._audit(event, "retrieve", {**detail, "error": str(exc)}, status=0xC513)
             yield node.host, node.port
-            yield 0
-            yield _status(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
-            return
+            raise InvalidIdentifier(str(exc)) from exc  # a failure (0xC513), as for C-GET
         except Exception:
             yield node.host, node.port  # the failure is answered at the next step
             raise
@@ -371,6 +369,10 @@ class DimseHandlers:
         yield node.host, node.port, {"contexts": contexts}
         yield len(instances)
         yield from self._sending(event, instances, record)
+
+
+class InvalidIdentifier(ValueError):
+    """A C-GET or C-MOVE identifier Kahu cannot match (a bad level, key or range)."""
 
 
 def _status(code: int, comment: str) -> Any:
