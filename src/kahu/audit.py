@@ -73,6 +73,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/thumbnail"): "retrieve",
     ("GET", "/api/v1/runs/{run_id}/files/{path}"): "export.download",
     ("GET", "/api/v1/objects/{bucket}/{key}"): "object.download",
+    ("GET", "/api/v1/audit"): "audit.read",
+    ("GET", "/api/v1/audit/export"): "audit.read",
     ("POST", "/api/v1/upload"): "store",
     ("POST", "/dicomweb/studies"): "store",
     ("POST", "/dicomweb/studies/{study}"): "store",

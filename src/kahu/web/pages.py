@@ -963,6 +963,11 @@ def admin_page(
     action: Annotated[str, Query(max_length=64)] = "",
 ) -> Response:
     s = _admin(request, kahu)
+    kahu.audit.record(
+        s.user.name, "audit.read", path="GET /admin",
+        client=request.client.host if request.client else "",
+        detail={"params": {"actor": actor, "action": action}}, status=200,
+    )  # fmt: skip
     projects = [kahu.projects.get(p.name) for p in kahu.projects.all()]
     audit = kahu.audit.query(actor=actor or None, action=action or None, limit=None)[-100:]
     return _page(
