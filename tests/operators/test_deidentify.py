@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import io
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -162,3 +163,39 @@ def test_options_keep_what_they_name() -> None:
     assert plain.get("PatientSex") in (None, "")
     assert "SeriesDescription" not in plain
     assert "PatientAge" not in plain
+
+
+def test_tasks_starting_together_share_one_site_key(tmp_path: Path) -> None:
+    """Per-series de-identification tasks start at once on a fresh home: each must get the
+    same whole key (a half-written or second key would give one patient two pseudonyms)."""
+    import stat
+    import threading
+
+    from kahu.operators.deidentification import site_key
+
+    for attempt in range(20):
+        home = tmp_path / f"home{attempt}"
+        start = threading.Barrier(8)
+        keys: list[bytes | BaseException] = []
+
+        def take(
+            home: Path = home,
+            start: threading.Barrier = start,
+            keys: list[bytes | BaseException] = keys,
+        ) -> None:
+            start.wait()
+            try:
+                keys.append(site_key(home))
+            except BaseException as exc:  # collected: the assertion names it
+                keys.append(exc)
+
+        threads = [threading.Thread(target=take) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(set(keys)) == 1, keys
+        assert isinstance(keys[0], bytes)
+        assert len(keys[0]) == 32
+        assert stat.S_IMODE((home / "deid.key").stat().st_mode) == 0o600
+        assert [p.name for p in home.iterdir()] == ["deid.key"]  # no temporary left

@@ -3,8 +3,10 @@ federation: the site's key makes pseudonyms, UIDs and date shifts the same in ev
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,14 +49,25 @@ PARAMETERS = {
 def site_key(home: Path) -> bytes:
     """The site's de-identification key (``<home>/deid.key``, made on first use, mode 0600):
     keep it secret and backed up: with it, pseudonyms can be recomputed; without it, the same
-    patient gets other pseudonyms."""
+    patient gets other pseudonyms. Tasks starting together make it once: the key is written
+    whole to a private file first, then linked into place (which fails if one is there)."""
     path = home / "deid.key"
     if not path.exists():
         home.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32) + "\n")
-    return bytes.fromhex(path.read_text().strip())
+        fd, tmp = tempfile.mkstemp(dir=home, prefix=".deid-key-")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):  # another task was first: use its key
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    key = bytes.fromhex(path.read_text().strip())
+    if len(key) != 32:
+        raise ValueError(f"{path} does not hold a 32-byte key in hex")
+    return key
 
 
 def deidentify_task(ctx: TaskContext, kahu: Kahu) -> None:
