@@ -16,58 +16,32 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kahu import __version__
 from kahu.api import admin, curation, flow, objects, projects, routes, search, volumes
 from kahu.api.deps import CurrentUser, KahuDep
-from kahu.audit import AuditUnavailable
-from kahu.auth.oidc import ProviderUnavailable
 from kahu.auth.throttle import TooManyAttempts
 from kahu.core import Kahu
 from kahu.dicomweb import router as dicomweb
-from kahu.dicomweb.stow import PayloadTooLarge, UnsupportedMediaType
-from kahu.dicomweb.wado import NotAcceptable
 from kahu.errors import (
-    AuthenticationFailed,
-    Conflict,
-    InvalidInput,
     InvalidParameters,
     KahuError,
-    NotFound,
-    PermissionDenied,
 )
 from kahu.settings import Settings
 from kahu.web import pages
 
 log = logging.getLogger(__name__)
 
-_STATUS: list[tuple[type[KahuError], int]] = [
-    (AuditUnavailable, 503),
-    (ProviderUnavailable, 502),
-    (NotAcceptable, 406),
-    (UnsupportedMediaType, 415),
-    (PayloadTooLarge, 413),
-    (AuthenticationFailed, 401),
-    (PermissionDenied, 403),
-    (NotFound, 404),
-    (Conflict, 409),
-    (InvalidParameters, 422),
-    (InvalidInput, 400),
-]
-
 
 def _error_response(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, KahuError)
+    status = exc.http_status
+    if status == 500:
+        log.error("request failed: %s", exc)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if isinstance(exc, TooManyAttempts):
-        return JSONResponse(
-            {"detail": str(exc)},
-            status_code=429,
-            headers={"Retry-After": str(exc.retry_after)},
-        )
-    for kind, status in _STATUS:
-        if isinstance(exc, kind):
-            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-            body: dict[str, object] = {"detail": str(exc)}
-            if isinstance(exc, InvalidParameters):
-                body["errors"] = exc.errors
-            return JSONResponse(body, status_code=status, headers=headers)
-    log.error("request failed: %s", exc)
-    return JSONResponse({"detail": "internal error"}, status_code=500)
+        headers = {"Retry-After": str(exc.retry_after)}
+    body: dict[str, object] = {"detail": str(exc)}
+    if isinstance(exc, InvalidParameters):
+        body["errors"] = exc.errors
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class AuditOutcome:

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 class AuditUnavailable(KahuError):
     """The audit record could not be written, so the action did not take place (HTTP 503)."""
 
+    http_status = 503
+
 
 #: Audited HTTP routes: (method, route path) -> action. Searches and retrievals name the
 #: series in their path; the rest are changes.
@@ -216,11 +218,14 @@ class AuditLog:
     @contextlib.contextmanager
     def action(self, actor: str, action: str, **fields: Any) -> Iterator[int]:
         """Record an action done inside the ``with`` block (which does not run when the
-        record cannot be written); its status is 200 when the block ends, 500 when it
-        raises."""
+        record cannot be written); its status is 200 when the block ends, the HTTP status of
+        the refusal when it raises a Kahu error (a name taken: 409), else 500."""
         record = self.record(actor, action, **fields)
         try:
             yield record
+        except KahuError as exc:
+            self.finish(record, exc.http_status)
+            raise
         except BaseException:
             self.finish(record, 500)
             raise

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 
 class KahuError(Exception):
-    """Base class of every error Kahu raises on purpose."""
+    """Base class of every error Kahu raises on purpose; ``http_status`` is how the API
+    answers it (and what the audit log records for a refused action)."""
+
+    http_status = 500
 
 
 class InvalidInput(KahuError):
-    pass
+    http_status = 400
 
 
 class InvalidUID(InvalidInput):
@@ -46,6 +49,8 @@ class InvalidWorkflow(InvalidInput):
 class InvalidParameters(InvalidInput):
     """Parameters that break a workflow's JSON Schema; ``errors`` name each field."""
 
+    http_status = 422
+
     def __init__(self, errors: list[dict[str, str]]) -> None:
         self.errors = errors
         super().__init__(
@@ -54,19 +59,19 @@ class InvalidParameters(InvalidInput):
 
 
 class NotFound(KahuError):
-    pass
+    http_status = 404
 
 
 class Conflict(KahuError):
-    pass
+    http_status = 409
 
 
 class AuthenticationFailed(KahuError):
-    pass
+    http_status = 401
 
 
 class PermissionDenied(KahuError):
-    pass
+    http_status = 403
 
 
 class StorageError(KahuError):

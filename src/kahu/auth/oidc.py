@@ -43,6 +43,8 @@ CACHE_S = 300.0
 class ProviderUnavailable(KahuError):
     """The identity provider could not be reached or answered nonsense (HTTP 502)."""
 
+    http_status = 502
+
 
 @dataclass(frozen=True, slots=True)
 class _Pending:

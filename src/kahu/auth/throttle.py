@@ -17,6 +17,8 @@ from kahu.errors import KahuError
 class TooManyAttempts(KahuError):
     """HTTP 429; ``retry_after`` seconds until the next attempt is considered."""
 
+    http_status = 429
+
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after

@@ -31,9 +31,13 @@ STUDY_MISMATCH = 0xC122  # "Referenced SOP Instance is not in the study" (dcm4ch
 class UnsupportedMediaType(InvalidInput):
     """The request body is not multipart/related application/dicom (HTTP 415)."""
 
+    http_status = 415
+
 
 class PayloadTooLarge(InvalidInput):
     """The request body exceeds the configured limit (HTTP 413)."""
+
+    http_status = 413
 
 
 def _uid(tag: str, vr: str, value: str | None) -> tuple[str, dict[str, Any]]:

@@ -48,6 +48,8 @@ FRAME_MEDIA = {
 class NotAcceptable(InvalidInput):
     """No representation the client accepts (HTTP 406)."""
 
+    http_status = 406
+
 
 def _instances(
     kahu: Kahu,
