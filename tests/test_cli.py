@@ -312,7 +312,7 @@ def test_changes_on_the_command_line_are_audited(tmp_path: Path) -> None:
     actor = f"cli:{getpass.getuser()}"
     assert [(a, action, status) for _, a, action, _, status, _ in lines] == [
         (actor, "member.set", "200"),  # erin
-        (actor, "member.set", "500"),  # nobody: the change failed, the attempt is recorded
+        (actor, "member.set", "404"),  # nobody: refused (no such user), the attempt recorded
     ]
     code, out = kahu(home, "audit", "export", "--actor", actor)
     records = [json.loads(line) for line in out.splitlines()]
