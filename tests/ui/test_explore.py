@@ -273,6 +273,7 @@ def test_suggestions_years_gallery_and_tag_keys(page: Page, site: Site) -> None:
     expect(page.locator(".chip")).to_have_text(re.compile(r"^\s*age 40 to under 50\s*×"))
     expect(page.locator("[data-total]")).to_have_text("2")
     page.get_by_label("remove filter age 40 to under 50").click()
+    expect(page.locator("[data-total]")).to_have_text("3")  # the page without the filter
     page.locator('[data-field="PatientAge"] a.include').first.click(modifiers=["Alt"])
     expect(page.locator(".chip.exclude")).to_have_text(re.compile("not age 0 to under 10"))
     expect(page.locator("[data-total]")).to_have_text("2")
