@@ -21,7 +21,7 @@ from kahu.catalog.curation import Curation
 from kahu.catalog.repository import Catalog
 from kahu.catalog.tables import Dataset, DatasetSeries, Series, SeriesTag, Study
 from kahu.errors import InvalidInput
-from kahu.search.columns import ColumnIndex, is_number, value_order
+from kahu.search.columns import ColumnIndex, is_number, membership_pairs, value_order
 from kahu.search.fields import Field, FieldType, resolve
 from kahu.search.query import Node, parse
 from kahu.search.sql import condition, expand
@@ -182,15 +182,7 @@ class _Plan:
         kept to the series the index matched (as SQL counts them: explicit memberships)."""
         assert isinstance(self.facet, Terms)
         assert self.field is not None
-        with index.catalog.db.read() as s:
-            if self.field.column == "tags":
-                pairs = s.execute(select(SeriesTag.series_pk, SeriesTag.tag)).all()
-            else:
-                pairs = s.execute(
-                    select(DatasetSeries.series_pk, Dataset.name).join(
-                        Dataset, Dataset.id == DatasetSeries.dataset_pk
-                    )
-                ).all()
+        pairs = membership_pairs(index.catalog, self.field.column)
         if not pairs:
             return FacetResult([], missing=total)
         pks = np.fromiter((pk for pk, _ in pairs), np.int64, len(pairs))

@@ -424,6 +424,19 @@ class ColumnIndex:
         return out, having
 
 
+def membership_pairs(catalog: Catalog, column: str | None) -> Sequence[tuple[int, str]]:
+    """Every (series primary key, tag) pair for ``column`` "tags", else every (series
+    primary key, dataset name) pair of the explicit dataset memberships."""
+    with catalog.db.read() as s:
+        if column == "tags":
+            return s.execute(select(SeriesTag.series_pk, SeriesTag.tag)).all()
+        return s.execute(
+            select(DatasetSeries.series_pk, Dataset.name).join(
+                Dataset, Dataset.id == DatasetSeries.dataset_pk
+            )
+        ).all()
+
+
 def lookup(ok: Mask, codes: Codes) -> Mask:
     """``ok[codes]``: per series, whether its code is one of those ``ok`` marks; a handful of
     marked codes are compared directly, ten times faster than a gather."""
@@ -531,15 +544,7 @@ class _Evaluator:
     def members(
         self, f: Field, accept_name: Callable[[str], bool], names: Callable[[str], bool] | None
     ) -> Mask:
-        with self.index.catalog.db.read() as s:
-            if f.column == "tags":
-                pairs = s.execute(select(SeriesTag.series_pk, SeriesTag.tag)).all()
-            else:
-                pairs = s.execute(
-                    select(DatasetSeries.series_pk, Dataset.name).join(
-                        Dataset, Dataset.id == DatasetSeries.dataset_pk
-                    )
-                ).all()
+        pairs = membership_pairs(self.index.catalog, f.column)
         chosen = [pk for pk, name in pairs if accept_name(name)]
         out = np.isin(self.snapshot.pks, np.fromiter(chosen, np.int64, len(chosen)))
         if f.column == "dataset":
