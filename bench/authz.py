@@ -28,7 +28,7 @@ from bench.search import (
     parquet_path,
     series_of,
 )
-from kahu.auth.policy import read_scope
+from kahu.auth.policy import EVERYTHING, read_scope
 from kahu.core import Kahu
 from kahu.search.aggregations import aggregate
 from kahu.search.query import parse
@@ -68,28 +68,26 @@ def figures(
             cohort, wildcard, facet = parse(COHORT), parse(WILDCARD), parse(FACET_QUERY)
 
             def ask(scoped: bool) -> dict[str, Any]:
-                def q(node: Any) -> Any:
-                    return member.query(node) if scoped else node
-
+                scope = member if scoped else EVERYTHING
                 return {
                     "first 100": _times(
-                        lambda: search_series(catalog, q(cohort), limit=100, index=index), runs
+                        lambda: search_series(catalog, scope, cohort, limit=100, index=index), runs
                     ),
                     "count": _times(
-                        lambda: search_series(catalog, q(cohort), limit=0, index=index), runs
+                        lambda: search_series(catalog, scope, cohort, limit=0, index=index), runs
                     ),
                     "wildcard": _times(
-                        lambda: search_series(catalog, q(wildcard), limit=0, index=index), runs
+                        lambda: search_series(catalog, scope, wildcard, limit=0, index=index), runs
                     ),
                     "facets": _times(
-                        lambda: aggregate(catalog, q(facet), FACETS, index=index), runs
+                        lambda: aggregate(catalog, scope, facet, FACETS, index=index), runs
                     ),
                 }
 
             rounds = [(ask(False), ask(True)) for _ in range(3)]  # interleaved
-            _, everything = search_series(catalog, cohort, limit=0, index=index)
-            _, scoped = search_series(catalog, member.query(cohort), limit=0, index=index)
-            _, scoped_sql = search_series(catalog, member.query(cohort), limit=0)
+            _, everything = search_series(catalog, EVERYTHING, cohort, limit=0, index=index)
+            _, scoped = search_series(catalog, member, cohort, limit=0, index=index)
+            _, scoped_sql = search_series(catalog, member, cohort, limit=0)
             assert scoped == scoped_sql, (scoped, scoped_sql)
             out: dict[str, Any] = {"series": len(rows), "cohort": everything, "scoped": scoped}
             for name in rounds[0][0]:

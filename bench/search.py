@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from kahu.auth.policy import EVERYTHING
 from kahu.catalog.records import InstanceFacts
 from kahu.catalog.repository import NewSeries
 from kahu.core import Kahu
@@ -256,28 +257,36 @@ def kahu_figures(
                     1,
                 ),
                 "first 100": _times(
-                    lambda: search_series(catalog, COHORT, limit=100, index=index), runs
+                    lambda: search_series(catalog, EVERYTHING, COHORT, limit=100, index=index), runs
                 ),
-                "count": _times(lambda: search_series(catalog, COHORT, limit=0, index=index), runs),
+                "count": _times(
+                    lambda: search_series(catalog, EVERYTHING, COHORT, limit=0, index=index), runs
+                ),
                 "wildcard": _times(
-                    lambda: search_series(catalog, WILDCARD, limit=0, index=index), runs
+                    lambda: search_series(catalog, EVERYTHING, WILDCARD, limit=0, index=index), runs
                 ),
                 "facets": _times(
-                    lambda: aggregate(catalog, FACET_QUERY, FACETS, index=index), runs
+                    lambda: aggregate(catalog, EVERYTHING, FACET_QUERY, FACETS, index=index), runs
                 ),
-                "document": _times(lambda: catalog.get_series(uid).full_document(), runs),
+                "document": _times(
+                    lambda: catalog.get_series(EVERYTHING, uid).full_document(), runs
+                ),
                 # the same questions without the column index: what SQL alone does
                 "sql first 100": _times(
-                    lambda: search_series(catalog, COHORT, limit=100), 3, warmup=1
+                    lambda: search_series(catalog, EVERYTHING, COHORT, limit=100), 3, warmup=1
                 ),
-                "sql count": _times(lambda: search_series(catalog, COHORT, limit=0), 1, warmup=0),
+                "sql count": _times(
+                    lambda: search_series(catalog, EVERYTHING, COHORT, limit=0), 1, warmup=0
+                ),
                 "sql wildcard": _times(
-                    lambda: search_series(catalog, WILDCARD, limit=0), 1, warmup=0
+                    lambda: search_series(catalog, EVERYTHING, WILDCARD, limit=0), 1, warmup=0
                 ),
-                "sql facets": _times(lambda: aggregate(catalog, FACET_QUERY, FACETS), 1, warmup=0),
+                "sql facets": _times(
+                    lambda: aggregate(catalog, EVERYTHING, FACET_QUERY, FACETS), 1, warmup=0
+                ),
             }
-            _, total = search_series(catalog, COHORT, limit=0, index=index)
-            _, sql_total = search_series(catalog, COHORT, limit=0)
+            _, total = search_series(catalog, EVERYTHING, COHORT, limit=0, index=index)
+            _, sql_total = search_series(catalog, EVERYTHING, COHORT, limit=0)
             assert total == sql_total, (total, sql_total)
             figures["cohort matches"] = total
             return figures

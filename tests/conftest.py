@@ -14,10 +14,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kahu.app import create_app
+from kahu.catalog.scope import SeriesScope
 from kahu.core import Kahu
 from kahu.settings import DicomSettings, Settings
 from tests.api.conftest import Api
 from tests.postgres import PostgresCluster
+
+#: every series, for tests that look at the catalog as the system does
+SYSTEM = SeriesScope.system("tests")
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from kahu.core import Kahu
 from kahu.dimse.nodes import Node
 from tests.api.conftest import Api
+from tests.conftest import SYSTEM
 from tests.dimse import scu
 from tests.synthetic import ct_series
 
@@ -131,7 +132,7 @@ def test_an_action_that_cannot_be_recorded_does_not_happen(api: Api) -> None:
     deleted = client.delete(f"/api/v1/series/{series}", headers=admin)
     assert deleted.status_code == 503
     assert "audit" in deleted.json()["detail"]
-    assert kahu.catalog.get_series(series).instance_count == 2
+    assert kahu.catalog.get_series(SYSTEM, series).instance_count == 2
     retrieved = client.get(f"/dicomweb/studies/{study}/series/{series}", headers=admin)
     assert retrieved.status_code == 503
     assert b"DICM" not in retrieved.content

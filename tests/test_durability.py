@@ -19,7 +19,7 @@ import pydicom
 from kahu.core import Kahu
 from kahu.settings import DicomSettings, Settings
 from tests import synthetic
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import SYSTEM, free_port, wait_for_port
 
 
 def _start(home: Path, dicom_port: int) -> subprocess.Popen[bytes]:
@@ -104,13 +104,13 @@ def test_acknowledged_instances_survive_sigkill(tmp_path: Path, dcmtk: None) -> 
 
     kahu = Kahu(Settings(home=home, dicom=DicomSettings(enabled=False)))
     try:
-        stored = {r.sop_instance_uid: r for r in kahu.catalog.instances()}
+        stored = {r.sop_instance_uid: r for r in kahu.catalog.instances(SYSTEM)}
         for path in acknowledged:
             uid = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
             row = stored[uid]
             stored_ds = pydicom.dcmread(kahu.store.local_path(row.blob_key))
             assert hashlib.sha256(stored_ds.PixelData).hexdigest() == pixels[path]
-        [series] = kahu.catalog.list_series()[0]
+        [series] = kahu.catalog.list_series(SYSTEM)[0]
         assert series.instance_count == len(stored)
     finally:
         kahu.stop()
@@ -127,6 +127,6 @@ def test_acknowledged_instances_survive_sigkill(tmp_path: Path, dcmtk: None) -> 
         server.wait(timeout=30)
     kahu = Kahu(Settings(home=home, dicom=DicomSettings(enabled=False)))
     try:
-        assert kahu.catalog.counts().instances == 250
+        assert kahu.catalog.counts(SYSTEM).instances == 250
     finally:
         kahu.stop()

@@ -7,6 +7,7 @@ import threading
 from kahu.core import Kahu
 from kahu.events import EventBus, IngestRate, InstanceStored, SeriesComplete
 from tests import synthetic
+from tests.conftest import SYSTEM
 
 
 def test_series_complete_is_emitted_once_after_the_quiet_period(make_settings) -> None:  # type: ignore[no-untyped-def]
@@ -30,7 +31,7 @@ def test_series_complete_is_emitted_once_after_the_quiet_period(make_settings) -
         [event] = seen
         assert event.instances_received == 5
         assert event.datasets == ("A", "B")
-        rows, _ = kahu.catalog.list_series()
+        rows, _ = kahu.catalog.list_series(SYSTEM)
         assert event.series_instance_uid == rows[0].series_instance_uid
         arrived.clear()
         assert not arrived.wait(1.0), "a quiet series completes once"
@@ -44,7 +45,7 @@ def test_series_are_searchable_as_soon_as_stored(make_settings) -> None:  # type
     kahu = Kahu(make_settings(enabled=False))
     try:
         result = kahu.ingestor.ingest(synthetic.ct_series(1)[0])
-        doc = kahu.catalog.get_series(result.series_instance_uid or "").full_document()
+        doc = kahu.catalog.get_series(SYSTEM, result.series_instance_uid or "").full_document()
         assert doc["BodyPartExamined"] == "CHEST"
     finally:
         kahu.stop()

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from kahu.core import Kahu
 from kahu.dimse.nodes import Node
 from tests.api.conftest import Api
+from tests.conftest import SYSTEM
 from tests.dimse import scu
 from tests.synthetic import ct_series
 
@@ -47,7 +48,7 @@ def _world(api: Api) -> World:
     reports = kahu.ingestor.ingest_many(files, project=SECRET)
     series = reports[0].series_instance_uid
     assert series is not None
-    [row] = kahu.catalog.instances(series_uid=series)[:1]
+    [row] = kahu.catalog.instances(SYSTEM, series_uid=series)[:1]
     beta = kahu.ingestor.ingest_many(ct_series(1, 16, patient_id="BETA-1"), project="beta")
     beta_series = beta[0].series_instance_uid
     assert beta_series is not None
@@ -192,7 +193,7 @@ def _state(w: World) -> dict[str, Any]:
     kahu = w.api.kahu
     return {
         "instances": sorted(
-            i.sop_instance_uid for i in kahu.catalog.instances(series_uid=w.series)
+            i.sop_instance_uid for i in kahu.catalog.instances(SYSTEM, series_uid=w.series)
         ),
         "projects": kahu.projects.series_projects(w.series),
         "dataset": kahu.curation.dataset(f"{SECRET}-set").series_count,

@@ -15,6 +15,7 @@ from kahu.core import Kahu
 from kahu.errors import Conflict, InvalidInput, NotFound
 from kahu.settings import Settings
 from tests.api.conftest import Api
+from tests.conftest import SYSTEM
 from tests.dimse import scu
 from tests.synthetic import ct_series
 
@@ -47,7 +48,7 @@ def test_called_ae_titles_route_c_store_into_projects(running_kahu: Kahu) -> Non
     kahu.projects.map_ae("CARDIO", "cardio")
     files = ct_series(2, 8)
     assert scu.store(kahu.dicom.port, files, called="ONCO") == [0, 0]
-    [uid] = {r.series_instance_uid for r in kahu.catalog.instances()}
+    [uid] = {r.series_instance_uid for r in kahu.catalog.instances(SYSTEM)}
     assert kahu.projects.series_projects(uid) == ["oncology"]
     # the same series sent to another project's AE title: it belongs to both now
     assert scu.store(kahu.dicom.port, files, called="CARDIO") == [0, 0]

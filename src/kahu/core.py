@@ -11,7 +11,6 @@ from kahu.auth.oidc import OidcLogin
 from kahu.auth.projects import Projects
 from kahu.auth.throttle import LoginThrottle
 from kahu.auth.users import Accounts
-from kahu.catalog.curation import Curation
 from kahu.catalog.database import Database, make_engine, migrate
 from kahu.catalog.dicom_query import DicomQuery
 from kahu.catalog.ingest import Ingestor
@@ -27,8 +26,10 @@ from kahu.flow.executors.base import Executor
 from kahu.flow.registry import WorkflowRegistry
 from kahu.flow.resources import Admission
 from kahu.flow.runs import RunStore
+from kahu.flow.services import Parts, ServiceFactory
 from kahu.flow.triggers import Triggers, builtin_rule
 from kahu.search.columns import ColumnIndex
+from kahu.search.datasets import Curation
 from kahu.settings import FlowSettings, Settings
 from kahu.storage.cache import FileCache
 from kahu.storage.filesystem import FilesystemBlobStore
@@ -93,7 +94,21 @@ class Kahu:
                 reserve_memory_mb=flow.reserve_memory_mb,
             ),
             runs_root=settings.runs_root,
-            services=self,
+            services=ServiceFactory(
+                Parts(
+                    catalog=self.catalog,
+                    store=self.store,
+                    ingestor=self.ingestor,
+                    lineage=self.lineage,
+                    objects=self.objects,
+                    nodes=self.nodes,
+                    audit=self.audit,
+                    projects=self.projects,
+                    accounts=self.accounts,
+                    ae_title=settings.dicom.ae_title,
+                    home=settings.home,
+                )
+            ),
             poll_seconds=flow.poll_seconds,
             internal_workers=flow.internal_workers,
         )

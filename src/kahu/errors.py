@@ -8,7 +8,8 @@
     │   ├── InvalidDicom          not DICOM, truncated, or missing required attributes
     │   ├── UnsafeArchive         zip with traversal, absolute paths or bomb-like ratios
     │   ├── InvalidWorkflow       a workflow definition that cannot run (cycle, unknown input)
-    │   └── InvalidParameters     launch parameters that break the workflow's schema (HTTP 422)
+    │   ├── InvalidParameters     launch parameters that break the workflow's schema (HTTP 422)
+    │   └── PayloadTooLarge       a request body over its limit (HTTP 413)
     ├── NotFound                  no such series, node, user, token (HTTP 404)
     ├── Conflict                  already exists / would overwrite (HTTP 409)
     ├── AuthenticationFailed      no or bad credentials (HTTP 401)
@@ -44,6 +45,12 @@ class UnsafeArchive(InvalidInput):
 
 class InvalidWorkflow(InvalidInput):
     pass
+
+
+class PayloadTooLarge(InvalidInput):
+    """The request body exceeds the configured limit (HTTP 413)."""
+
+    http_status = 413
 
 
 class InvalidParameters(InvalidInput):

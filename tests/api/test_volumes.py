@@ -13,6 +13,7 @@ import SimpleITK as sitk
 from kahu.flow.cohort import RunInput
 from kahu.flow.launch import launch
 from tests.api.conftest import Api
+from tests.conftest import SYSTEM
 from tests.synthetic import ct_volume
 
 
@@ -35,7 +36,7 @@ def test_volume_and_labels(api: Api, tmp_path: Path) -> None:
     [seg] = [
         r["series_uid"]
         for r in kahu.lineage.of(ct)["results"]
-        if kahu.catalog.get_series(r["series_uid"]).modality == "SEG"
+        if kahu.catalog.get_series(SYSTEM, r["series_uid"]).modality == "SEG"
     ]
     alice = api.headers(api.user_token)
     volume = client.get(f"/api/v1/series/{ct}/volume.nii.gz", headers=alice)

@@ -14,7 +14,7 @@ from kahu.core import Kahu
 from kahu.errors import NotFound
 from kahu.events import InstanceStored
 from tests import synthetic
-from tests.conftest import dataset_counts, sample_path
+from tests.conftest import SYSTEM, dataset_counts, sample_path
 
 
 def _ingest(kahu: Kahu, name: str, dataset: str | None = None) -> str:
@@ -29,7 +29,7 @@ class TestIngest:
         data = sample_path("CT_small.dcm").read_bytes()
         result = kahu.ingestor.ingest(data)
         assert result.status == "stored"
-        [row] = kahu.catalog.instances(sop_uid=result.sop_instance_uid)
+        [row] = kahu.catalog.instances(SYSTEM, sop_uid=result.sop_instance_uid)
         assert kahu.store.get(row.blob_key) == data
         assert row.size_bytes == len(data)
 
@@ -37,9 +37,9 @@ class TestIngest:
         data = sample_path("MR_small.dcm").read_bytes()
         assert kahu.ingestor.ingest(data).status == "stored"
         assert kahu.ingestor.ingest(data).status == "duplicate"
-        counts = kahu.catalog.counts()
+        counts = kahu.catalog.counts(SYSTEM)
         assert (counts.series, counts.instances) == (1, 1)
-        series = kahu.catalog.list_series()[0][0]
+        series = kahu.catalog.list_series(SYSTEM)[0][0]
         assert series.instance_count == 1
         assert series.size_bytes == len(data)
 
@@ -52,37 +52,37 @@ class TestIngest:
         result = kahu.ingestor.ingest(changed)
         assert result.status == "duplicate"
         assert "kept the stored copy" in (result.reason or "")
-        [row] = kahu.catalog.instances(sop_uid=result.sop_instance_uid)
+        [row] = kahu.catalog.instances(SYSTEM, sop_uid=result.sop_instance_uid)
         assert kahu.store.get(row.blob_key) == data
 
     def test_series_groups_instances_and_counts_them(self, kahu: Kahu) -> None:
         files = synthetic.ct_series(5)
         for data in files:
             assert kahu.ingestor.ingest(data).status == "stored"
-        rows, total = kahu.catalog.list_series()
+        rows, total = kahu.catalog.list_series(SYSTEM)
         assert total == 1
         assert rows[0].instance_count == 5
         assert rows[0].size_bytes == sum(len(f) for f in files)
-        assert len(kahu.catalog.instances(series_uid=rows[0].series_instance_uid)) == 5
+        assert len(kahu.catalog.instances(SYSTEM, series_uid=rows[0].series_instance_uid)) == 5
 
     def test_called_ae_title_names_a_dataset(self, kahu: Kahu) -> None:
         uid = _ingest(kahu, "CT_small.dcm", dataset="STUDY1")
         _ingest(kahu, "MR_small.dcm")
         assert dataset_counts(kahu) == [("STUDY1", "ae", 1)]
-        rows, total = kahu.catalog.list_series(dataset="STUDY1")
+        rows, total = kahu.catalog.list_series(SYSTEM, dataset="STUDY1")
         assert total == 1
         assert rows[0].series_instance_uid == uid
-        assert kahu.catalog.get_series(uid).full_document()["dataset"] == ["STUDY1"]
+        assert kahu.catalog.get_series(SYSTEM, uid).full_document()["dataset"] == ["STUDY1"]
 
     def test_duplicate_sent_to_another_ae_joins_that_dataset(self, kahu: Kahu) -> None:
         uid = _ingest(kahu, "CT_small.dcm", dataset="A")
         data = sample_path("CT_small.dcm").read_bytes()
         assert kahu.ingestor.ingest(data, dataset="B").status == "duplicate"
-        assert kahu.catalog.get_series(uid).datasets == ["A", "B"]
+        assert kahu.catalog.get_series(SYSTEM, uid).datasets == ["A", "B"]
 
     def test_document_has_metadata_and_derived_fields(self, kahu: Kahu) -> None:
         uid = _ingest(kahu, "CT_small.dcm")
-        doc = kahu.catalog.get_series(uid).full_document()
+        doc = kahu.catalog.get_series(SYSTEM, uid).full_document()
         assert doc["Modality"] == "CT"
         assert doc["StudyDate"] == "2004-01-19"
         assert doc["instance_count"] == 1
@@ -105,7 +105,7 @@ class TestIngest:
         result = kahu.ingestor.ingest(data)
         assert result.status == "rejected"
         assert reason in (result.reason or "")
-        assert [r.series_instance_uid for r in kahu.catalog.list_series()[0]] == [kept]
+        assert [r.series_instance_uid for r in kahu.catalog.list_series(SYSTEM)[0]] == [kept]
 
     @pytest.mark.parametrize("keyword", ["SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"])
     def test_missing_or_invalid_uid_is_rejected_before_any_path_is_built(
@@ -125,11 +125,11 @@ class TestIngest:
 
     def test_out_of_vr_values_are_stored_and_flagged(self, kahu: Kahu) -> None:
         uid = _ingest(kahu, "badVR.dcm")
-        assert kahu.catalog.get_series(uid).document["_invalid"] == {"NumberOfFrames": "1A"}
+        assert kahu.catalog.get_series(SYSTEM, uid).document["_invalid"] == {"NumberOfFrames": "1A"}
 
     def test_bare_dataset_without_file_meta_is_wrapped(self, kahu: Kahu) -> None:
         uid = _ingest(kahu, "rtstruct.dcm")
-        [row] = kahu.catalog.instances(series_uid=uid)
+        [row] = kahu.catalog.instances(SYSTEM, series_uid=uid)
         stored = kahu.store.get(row.blob_key)
         assert stored[128:132] == b"DICM"
         assert stored.endswith(sample_path("rtstruct.dcm").read_bytes())
@@ -157,7 +157,7 @@ class TestIngest:
         for t in threads:
             t.join()
         assert results.count("stored") == 24
-        rows, total = kahu.catalog.list_series()
+        rows, total = kahu.catalog.list_series(SYSTEM)
         assert total == 1
         assert rows[0].instance_count == 24
 
@@ -177,7 +177,7 @@ class TestIngestMany:
             "duplicate",
             "stored",
         ]
-        rows, total = kahu.catalog.list_series(dataset="BATCH")
+        rows, total = kahu.catalog.list_series(SYSTEM, dataset="BATCH")
         assert total == 2  # the new series and the MR one sent again to this AE
         [ct] = [r for r in rows if r.modality == "CT"]
         assert ct.instance_count == 3
@@ -194,7 +194,7 @@ class TestIngestMany:
         monkeypatch.setattr(kahu.store, "stage", fail)
         with pytest.raises(StorageError):
             kahu.ingestor.ingest_many(synthetic.ct_series(2))
-        assert kahu.catalog.counts().instances == 0
+        assert kahu.catalog.counts(SYSTEM).instances == 0
 
     def test_catalog_failure_removes_the_new_files(
         self, kahu: Kahu, monkeypatch: pytest.MonkeyPatch
@@ -225,7 +225,7 @@ class TestIngestMany:
         with pytest.raises(RuntimeError):
             kahu.ingestor.ingest_many(synthetic.ct_series(2))
         assert list(kahu.store.keys()) == []
-        assert kahu.catalog.counts().instances == 0
+        assert kahu.catalog.counts(SYSTEM).instances == 0
         assert _staging_leftovers(kahu) == []
 
     def test_rejected_and_duplicate_instances_leave_no_staged_files(self, kahu: Kahu) -> None:
@@ -261,7 +261,7 @@ class TestIngestMany:
             for thread in threads:
                 thread.join()
             assert sorted(statuses) == ["duplicate", "stored"]
-            [row] = kahu.catalog.instances(sop_uid=ds.SOPInstanceUID)
+            [row] = kahu.catalog.instances(SYSTEM, sop_uid=ds.SOPInstanceUID)
             assert hashlib.sha256(kahu.store.get(row.blob_key)).hexdigest() == row.sha256
 
     def test_an_instance_uid_sent_again_in_another_series_is_refused(self, kahu: Kahu) -> None:
@@ -279,7 +279,7 @@ class TestIngestMany:
             result = kahu.ingestor.ingest(buffer.getvalue())
             assert result.status == "rejected"
             assert "already stored in series" in (result.reason or "")
-        counts = kahu.catalog.counts()
+        counts = kahu.catalog.counts(SYSTEM)
         assert (counts.series, counts.instances) == (2, 2)  # no empty series was made
         assert _staging_leftovers(kahu) == []
 
@@ -302,14 +302,14 @@ class TestDelete:
         uid = ""
         for data in files:
             uid = kahu.ingestor.ingest(data, dataset="D").series_instance_uid or ""
-        keys = [r.blob_key for r in kahu.catalog.instances(series_uid=uid)]
+        keys = [r.blob_key for r in kahu.catalog.instances(SYSTEM, series_uid=uid)]
         assert kahu.ingestor.delete_series(uid) == 3
         assert not any(kahu.store.exists(k) for k in keys)
         with pytest.raises(NotFound):
-            kahu.catalog.get_series(uid)
-        counts = kahu.catalog.counts()
+            kahu.catalog.get_series(SYSTEM, uid)
+        counts = kahu.catalog.counts(SYSTEM)
         assert (counts.patients, counts.studies, counts.series, counts.instances) == (1, 1, 1, 1)
-        assert kahu.catalog.get_series(keep)
+        assert kahu.catalog.get_series(SYSTEM, keep)
         assert dataset_counts(kahu) == [("D", "ae", 0)]
 
     def test_delete_unknown_series_is_not_found(self, kahu: Kahu) -> None:
@@ -331,55 +331,57 @@ class TestDicomQuery:
             "SERIES": "Modality",
             "IMAGE": "SOPInstanceUID",
         }[level.value]
-        return {r[key] for r in kahu.query.search(level, filters)}
+        return {r[key] for r in kahu.query.search(SYSTEM, level, filters)}
 
     def test_single_value_and_universal(self, filled: Kahu) -> None:
         assert self._uids(filled, Level.SERIES, Modality="CT") == {"CT"}
         assert self._uids(filled, Level.SERIES, Modality="") == {"CT", "MR", "RTDOSE", "SR"}
 
     def test_wildcards_on_names_are_case_insensitive(self, filled: Kahu) -> None:
-        rows = filled.query.search(Level.PATIENT, {"PatientName": "compressed*"})
+        rows = filled.query.search(SYSTEM, Level.PATIENT, {"PatientName": "compressed*"})
         assert {r["PatientID"] for r in rows} == {"1CT1", "4MR1"}
-        rows = filled.query.search(Level.PATIENT, {"PatientName": "CompressedSamples^?T1"})
+        rows = filled.query.search(SYSTEM, Level.PATIENT, {"PatientName": "CompressedSamples^?T1"})
         assert {r["PatientID"] for r in rows} == {"1CT1"}
 
     def test_date_ranges(self, filled: Kahu) -> None:
-        rows = filled.query.search(Level.STUDY, {"StudyDate": "20040101-20041231"})
+        rows = filled.query.search(SYSTEM, Level.STUDY, {"StudyDate": "20040101-20041231"})
         assert {r["StudyDate"] for r in rows} == {"20040119", "20040826"}
-        rows = filled.query.search(Level.STUDY, {"StudyDate": "20040501-"})
+        rows = filled.query.search(SYSTEM, Level.STUDY, {"StudyDate": "20040501-"})
         assert {r["StudyDate"] for r in rows} == {"20040826"}
-        rows = filled.query.search(Level.STUDY, {"StudyDate": "-20040201"})
+        rows = filled.query.search(SYSTEM, Level.STUDY, {"StudyDate": "-20040201"})
         assert {r["StudyDate"] for r in rows} == {"20030805", "20040119"}
 
     def test_uid_list_matching(self, filled: Kahu) -> None:
-        studies = [r["StudyInstanceUID"] for r in filled.query.search(Level.STUDY, {})]
-        rows = filled.query.search(Level.STUDY, {"StudyInstanceUID": "\\".join(studies[:2])})
+        studies = [r["StudyInstanceUID"] for r in filled.query.search(SYSTEM, Level.STUDY, {})]
+        rows = filled.query.search(
+            SYSTEM, Level.STUDY, {"StudyInstanceUID": "\\".join(studies[:2])}
+        )
         assert {r["StudyInstanceUID"] for r in rows} == set(studies[:2])
 
     def test_list_matching_on_text(self, filled: Kahu) -> None:
-        rows = filled.query.search(Level.PATIENT, {"PatientID": "1CT1\\4MR1"})
+        rows = filled.query.search(SYSTEM, Level.PATIENT, {"PatientID": "1CT1\\4MR1"})
         assert {r["PatientID"] for r in rows} == {"1CT1", "4MR1"}
-        rows = filled.query.search(Level.SERIES, {"Modality": "CT\\SR"})
+        rows = filled.query.search(SYSTEM, Level.SERIES, {"Modality": "CT\\SR"})
         assert {r["Modality"] for r in rows} == {"CT", "SR"}
 
     def test_wildcard_characters_in_data_do_not_leak(self, filled: Kahu) -> None:
-        assert filled.query.search(Level.PATIENT, {"PatientID": "1CT%"}) == []
-        assert filled.query.search(Level.PATIENT, {"PatientID": "1CT_"}) == []
+        assert filled.query.search(SYSTEM, Level.PATIENT, {"PatientID": "1CT%"}) == []
+        assert filled.query.search(SYSTEM, Level.PATIENT, {"PatientID": "1CT_"}) == []
 
     def test_derived_study_attributes(self, filled: Kahu) -> None:
-        [row] = filled.query.search(Level.STUDY, {"PatientID": "1CT1"})
+        [row] = filled.query.search(SYSTEM, Level.STUDY, {"PatientID": "1CT1"})
         assert row["ModalitiesInStudy"] == ["CT"]
         assert row["NumberOfStudyRelatedInstances"] == 1
-        rows = filled.query.search(Level.STUDY, {"ModalitiesInStudy": "MR"})
+        rows = filled.query.search(SYSTEM, Level.STUDY, {"ModalitiesInStudy": "MR"})
         assert [r["PatientID"] for r in rows] == ["4MR1"]
 
     def test_invalid_query_values_are_refused(self, filled: Kahu) -> None:
         from kahu.errors import InvalidInput
 
         with pytest.raises(InvalidInput):
-            filled.query.search(Level.STUDY, {"StudyDate": "2004xx01"})
+            filled.query.search(SYSTEM, Level.STUDY, {"StudyDate": "2004xx01"})
         with pytest.raises(InvalidInput):
-            filled.query.search(Level.STUDY, {"StudyInstanceUID": "1.2.x"})
+            filled.query.search(SYSTEM, Level.STUDY, {"StudyInstanceUID": "1.2.x"})
 
 
 class TestCharacterSets:
@@ -408,9 +410,9 @@ class TestCharacterSets:
         expected = str(pydicom.dcmread(path).PatientName)
         result = kahu.ingestor.ingest(path.read_bytes())
         assert result.status == "stored", result.reason
-        [row] = kahu.query.search(Level.PATIENT, {"PatientID": ""})
+        [row] = kahu.query.search(SYSTEM, Level.PATIENT, {"PatientID": ""})
         assert row["PatientName"] == expected
-        doc = kahu.catalog.get_series(result.series_instance_uid or "").document
+        doc = kahu.catalog.get_series(SYSTEM, result.series_instance_uid or "").document
         assert doc["PatientName"] == expected
 
 

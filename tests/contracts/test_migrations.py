@@ -14,6 +14,7 @@ from kahu.catalog.tables import Base, utcnow
 from kahu.core import Kahu
 from kahu.search.series import search_series
 from kahu.settings import Settings
+from tests.conftest import SYSTEM
 from tests.synthetic import ct_series
 
 
@@ -74,6 +75,6 @@ def test_series_stored_before_generations_are_found_after_the_upgrade(
         engine.dispose()
     with Kahu(Settings(home=tmp_path / "home", database_url=url)) as kahu:
         kahu.ingestor.ingest(ct_series(1, 8)[0])
-        rows, total = search_series(kahu.catalog, "Modality:CT", index=kahu.search_index)
+        rows, total = search_series(kahu.catalog, SYSTEM, "Modality:CT", index=kahu.search_index)
         assert total == 2
         assert "1.2.3" in {r.series_instance_uid for r in rows}

@@ -12,7 +12,7 @@ from requests.exceptions import HTTPError
 
 from kahu.dicomweb.multipart import parse_media_type, split_related
 from tests import synthetic
-from tests.conftest import sample_path
+from tests.conftest import SYSTEM, sample_path
 from tests.dicomweb.conftest import Web
 from tests.dimse.test_store import CORPUS, corpus_file
 
@@ -41,7 +41,7 @@ class TestStow:
         result = web.client.store_instances(datasets)
         assert len(result.ReferencedSOPSequence) == 3
         assert "FailedSOPSequence" not in result
-        assert web.kahu.catalog.counts().instances == 3
+        assert web.kahu.catalog.counts(SYSTEM).instances == 3
         url = result.ReferencedSOPSequence[0].RetrieveURL
         assert url.startswith(web.url + "/studies/")
 
@@ -76,7 +76,7 @@ class TestStow:
         failures = result.FailedSOPSequence
         assert [int(f.FailureReason) for f in failures] == [0xC000, 0xC000]
         assert "truncated" in failures[0][0x00000902].value
-        assert web.kahu.catalog.counts().instances == 1
+        assert web.kahu.catalog.counts(SYSTEM).instances == 1
 
     def test_instance_of_another_study_is_refused(self, web: Web) -> None:
         with pytest.raises(HTTPError) as info:
@@ -84,7 +84,7 @@ class TestStow:
         assert info.value.response.status_code == 409
         failed = pydicom.Dataset.from_json(info.value.response.json()).FailedSOPSequence[0]
         assert failed.FailureReason == 0xC122
-        assert web.kahu.catalog.counts().instances == 0
+        assert web.kahu.catalog.counts(SYSTEM).instances == 0
 
     @pytest.mark.parametrize(
         "content_type",

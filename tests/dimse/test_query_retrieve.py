@@ -14,7 +14,7 @@ from kahu.core import Kahu
 from kahu.dicom.structure import body_offset
 from kahu.dimse.nodes import Node
 from tests import synthetic
-from tests.conftest import sample_path
+from tests.conftest import SYSTEM, sample_path
 from tests.dimse import scu
 
 NAMES = ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm", "test-SR.dcm"]
@@ -93,7 +93,7 @@ class TestFind:
         assert sorted(int(d.NumberOfSeriesRelatedInstances) for d in found) == [1, 4]
 
     def test_image_level_lists_instances(self, filled: Kahu) -> None:
-        [series] = [r for r in filled.catalog.list_series()[0] if r.patient_id == "SYN-Q"]
+        [series] = [r for r in filled.catalog.list_series(SYSTEM)[0] if r.patient_id == "SYN-Q"]
         found, _ = scu.find(
             filled.dicom.port,
             _query(
@@ -170,7 +170,7 @@ def destination(make_settings) -> Iterator[Kahu]:  # type: ignore[no-untyped-def
 
 def _bodies(kahu: Kahu) -> dict[str, bytes]:
     out = {}
-    for row in kahu.catalog.instances():
+    for row in kahu.catalog.instances(SYSTEM):
         data = kahu.store.get(row.blob_key)
         out[row.sop_instance_uid] = data[body_offset(data) :]
     return out
@@ -179,7 +179,7 @@ def _bodies(kahu: Kahu) -> dict[str, bytes]:
 class TestMove:
     def test_move_study_to_a_registered_node(self, filled: Kahu, destination: Kahu) -> None:
         filled.nodes.add(Node("dest", "DEST", "127.0.0.1", destination.dicom.port))
-        [series] = [r for r in filled.catalog.list_series()[0] if r.patient_id == "SYN-Q"]
+        [series] = [r for r in filled.catalog.list_series(SYSTEM)[0] if r.patient_id == "SYN-Q"]
         status = scu.move(
             filled.dicom.port, _query("STUDY", StudyInstanceUID=series.study_instance_uid), "DEST"
         )
@@ -199,7 +199,7 @@ class TestMove:
         assert scu.store(running_kahu.dicom.port, files) == [0] * len(files)
         register_callers(running_kahu)
         running_kahu.nodes.add(Node("dest", "DEST", "127.0.0.1", destination.dicom.port))
-        studies = {r.study_instance_uid for r in running_kahu.catalog.instances()}
+        studies = {r.study_instance_uid for r in running_kahu.catalog.instances(SYSTEM)}
         for study in studies:
             status = scu.move(
                 running_kahu.dicom.port, _query("STUDY", StudyInstanceUID=study), "DEST"
@@ -231,7 +231,7 @@ class TestMove:
             setattr(identifier, key, value)
         status = scu.move(filled.dicom.port, identifier, "DEST")
         assert status.Status == 0xC513  # a failure, never "Success with nothing moved"
-        assert destination.catalog.instances() == []
+        assert destination.catalog.instances(SYSTEM) == []
         [record] = filled.audit.query(action="retrieve")
         assert record.status == 0xC513
 
@@ -260,7 +260,7 @@ class TestMove:
             timeout=60,
             capture_output=True,
         )
-        [row] = destination.catalog.instances()
+        [row] = destination.catalog.instances(SYSTEM)
         assert row.sop_instance_uid == str(
             pydicom.dcmread(sample_path("MR_small.dcm"), stop_before_pixels=True).SOPInstanceUID
         )
@@ -287,7 +287,7 @@ class TestGet:
     ) -> None:
         tmp_path = tmp_path / "received"
         tmp_path.mkdir()
-        [series] = [r for r in filled.catalog.list_series()[0] if r.patient_id == "SYN-Q"]
+        [series] = [r for r in filled.catalog.list_series(SYSTEM)[0] if r.patient_id == "SYN-Q"]
         subprocess.run(
             [
                 "getscu",
@@ -324,8 +324,8 @@ class TestGet:
         from pynetdicom import AE, build_role, evt
         from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
 
-        [series] = [r for r in filled.catalog.list_series()[0] if r.patient_id == "SYN-Q"]
-        stored = filled.catalog.instances(series_uid=series.series_instance_uid)
+        [series] = [r for r in filled.catalog.list_series(SYSTEM)[0] if r.patient_id == "SYN-Q"]
+        stored = filled.catalog.instances(SYSTEM, series_uid=series.series_instance_uid)
         assert {r.transfer_syntax_uid for r in stored} != {ImplicitVRLittleEndian}
         received: list[tuple[str, str]] = []
 

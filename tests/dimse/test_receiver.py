@@ -43,6 +43,7 @@ from kahu.dicom.structure import body_offset
 from kahu.dimse import commands
 from kahu.dimse.receiver import is_plain_storage
 from tests import synthetic
+from tests.conftest import SYSTEM
 from tests.dimse import scu
 
 _HEADER = struct.Struct(">BBL")
@@ -190,7 +191,7 @@ def _data_set(data: bytes) -> bytes:
 
 
 def _stored(kahu: Kahu) -> list[bytes]:
-    return [kahu.store.get(row.blob_key) for row in kahu.catalog.instances()]
+    return [kahu.store.get(row.blob_key) for row in kahu.catalog.instances(SYSTEM)]
 
 
 def _staging(kahu: Kahu) -> list[Any]:
@@ -274,7 +275,7 @@ class TestPathChoice:
     def test_a_storage_association_is_served_by_kahus_loop(self, running_kahu: Kahu) -> None:
         assert scu.store(running_kahu.dicom.port, [_ct()]) == [0]
         assert _served(running_kahu) == 1
-        assert running_kahu.catalog.counts().instances == 1
+        assert running_kahu.catalog.counts(SYSTEM).instances == 1
 
     def test_storage_beside_query_is_served_by_pynetdicom_the_same_way(
         self, running_kahu: Kahu
@@ -302,7 +303,7 @@ class TestPathChoice:
         try:
             assert kahu.dicom.receiver is None
             assert scu.store(kahu.dicom.port, [_ct()]) == [0]
-            assert kahu.catalog.counts().instances == 1
+            assert kahu.catalog.counts(SYSTEM).instances == 1
         finally:
             kahu.stop()
 
@@ -366,7 +367,7 @@ class TestProtocol:
             response, _ = peer.response()
             assert (response.Status, response.MessageIDBeingRespondedTo) == (0, index + 1)
         assert peer.release() == 0x06
-        assert running_kahu.catalog.counts().instances == 3
+        assert running_kahu.catalog.counts(SYSTEM).instances == 3
 
     def test_a_bad_data_set_gets_a_failure_status_and_the_association_goes_on(
         self, running_kahu: Kahu, peer: RawPeer
@@ -381,7 +382,7 @@ class TestProtocol:
         peer.send_command(1, store_command(good, message_id=2))
         peer.send_data(1, _data_set(good))
         assert peer.response()[0].Status == 0
-        assert running_kahu.catalog.counts().instances == 1
+        assert running_kahu.catalog.counts(SYSTEM).instances == 1
 
     @pytest.mark.parametrize(
         "send",
@@ -430,7 +431,7 @@ class TestProtocol:
         peer.sock.sendall(_pdata(1, 0x00, _data_set(data)[:1000]))  # not the last fragment
         peer.sock.sendall(b"\x07\x00\x00\x00\x00\x04\x00\x00\x00\x00")
         assert peer.closed_by_server()
-        assert running_kahu.catalog.counts().instances == 0
+        assert running_kahu.catalog.counts(SYSTEM).instances == 0
         assert _staging(running_kahu) == []
         assert scu.echo(running_kahu.dicom.port) == 0
 

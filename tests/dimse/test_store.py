@@ -15,7 +15,7 @@ from pydicom.uid import generate_uid
 from kahu.core import Kahu
 from kahu.dicom.structure import body_offset
 from tests import synthetic
-from tests.conftest import dataset_counts, sample_path
+from tests.conftest import SYSTEM, dataset_counts, sample_path
 from tests.dimse import scu
 
 #: Real files covering the storage classes and transfer syntaxes the issue names.
@@ -85,7 +85,7 @@ def _body(data: bytes) -> bytes:
 
 
 def _stored(kahu: Kahu, sop_uid: str) -> bytes:
-    [row] = kahu.catalog.instances(sop_uid=sop_uid)
+    [row] = kahu.catalog.instances(SYSTEM, sop_uid=sop_uid)
     return kahu.store.get(row.blob_key)
 
 
@@ -106,14 +106,16 @@ class TestStore:
         files = [corpus_file(n) for n in CORPUS]
         statuses = scu.store(running_kahu.dicom.port, files)
         assert statuses == [0] * len(files)
-        assert running_kahu.catalog.counts().instances == len(CORPUS)
+        assert running_kahu.catalog.counts(SYSTEM).instances == len(CORPUS)
         for name, data in zip(CORPUS, files, strict=True):
             ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
             stored = _stored(running_kahu, str(ds.SOPInstanceUID))
             assert _body(stored) == _body(data), name
             meta = pydicom.dcmread(
                 running_kahu.store.local_path(  # type: ignore[arg-type]
-                    running_kahu.catalog.instances(sop_uid=str(ds.SOPInstanceUID))[0].blob_key
+                    running_kahu.catalog.instances(SYSTEM, sop_uid=str(ds.SOPInstanceUID))[
+                        0
+                    ].blob_key
                 )
             )
             assert meta.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID, name
@@ -145,7 +147,7 @@ class TestStore:
             capture_output=True,
         )
         assert dataset_counts(running_kahu) == [("STUDY1", "ae", 5)]
-        rows, total = running_kahu.catalog.list_series(dataset="STUDY1")
+        rows, total = running_kahu.catalog.list_series(SYSTEM, dataset="STUDY1")
         assert total == 5
         assert {r.modality for r in rows} == {"CT", "MR", "RTDOSE", "SR", "ECG"}
 
@@ -186,14 +188,14 @@ class TestStore:
     def test_store_twice_answers_success_and_keeps_one(self, running_kahu: Kahu) -> None:
         data = sample_path("CT_small.dcm").read_bytes()
         assert scu.store(running_kahu.dicom.port, [data, data]) == [0, 0]
-        assert running_kahu.catalog.counts().instances == 1
+        assert running_kahu.catalog.counts(SYSTEM).instances == 1
 
     def test_invalid_uid_gets_a_failure_status_and_stores_nothing(self, running_kahu: Kahu) -> None:
         ds = pydicom.dcmread(sample_path("CT_small.dcm"))
         ds.SeriesInstanceUID = "1.2.840.abc"
         status = scu.store(running_kahu.dicom.port, [synthetic.to_bytes(ds)])
         assert status == [0xC000]
-        assert running_kahu.catalog.counts().instances == 0
+        assert running_kahu.catalog.counts(SYSTEM).instances == 0
         assert list(running_kahu.store.keys()) == []
 
     def test_eight_concurrent_associations(self, running_kahu: Kahu) -> None:
@@ -211,7 +213,7 @@ class TestStore:
         for t in threads:
             t.join(timeout=120)
         assert all(results[i] == [0] * 10 for i in range(8))
-        counts = running_kahu.catalog.counts()
+        counts = running_kahu.catalog.counts(SYSTEM)
         assert (counts.patients, counts.series, counts.instances) == (8, 8, 80)
         assert len(dataset_counts(running_kahu)) == 8
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kahu.core import Kahu
 from kahu.flow.cohort import RunInput
+from kahu.flow.job import Job, TaskContext
 from kahu.flow.launch import launch
+from kahu.flow.services import OperatorServices
 from kahu.settings import FlowSettings
 from tests.flow.ops import WORKFLOWS
 from tests.synthetic import ct_series
@@ -75,3 +79,28 @@ def run_workflow(
         audit=kahu.audit,
         path="test",
     )[0]
+
+
+def internal_task(
+    kahu: Kahu,
+    run_dir: Path,
+    *,
+    project: str = "default",
+    series_uid: str = "",
+    launched_by: str = "",
+    params: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+) -> tuple[TaskContext, OperatorServices]:
+    """The context and services an internal operator of one task gets, as the engine builds
+    them, for a run in ``project`` launched by ``launched_by`` (to call the operator's
+    function directly, with cohorts a launch would refuse)."""
+    job = Job(
+        task_id=0, attempt=1, run_id=run_dir.name, workflow="test", version="1",
+        operator="op", kind="internal", per="series", series_uid=series_uid, inputs={},
+        params=params or {}, run_dir=str(run_dir), series=(), timeout_s=60, cpu=0.5,
+        memory_mb=64, gpu_memory_mb=0, options=options or {}, project=project,
+        launched_by=launched_by,
+    )  # fmt: skip
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    assert kahu.flow.services is not None
+    return TaskContext(job, logging.getLogger("kahu.test")), kahu.flow.services(job)

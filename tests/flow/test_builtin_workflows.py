@@ -23,14 +23,14 @@ from kahu.operators import cleanup, get_input, zip_outputs
 from kahu.operators.seg import seg_to_volumes
 from kahu.operators.send import SendFailed, send_instances
 from kahu.operators.sr import sr_to_measurements
-from tests.conftest import free_port
-from tests.flow.conftest import add_series, run_workflow
+from tests.conftest import SYSTEM, free_port
+from tests.flow.conftest import add_series, internal_task, run_workflow
 from tests.synthetic import ct_volume
 
 
 def _files_of(kahu: Kahu, series_uid: str) -> list[Path]:
     paths = []
-    for instance in kahu.catalog.instances(series_uid=series_uid):
+    for instance in kahu.catalog.instances(SYSTEM, series_uid=series_uid):
         local = kahu.store.local_path(instance.blob_key)
         assert local is not None
         paths.append(Path(local))
@@ -52,7 +52,9 @@ def test_threshold_segmentation_stores_seg_and_sr_with_lineage(local_kahu: Kahu)
 
     results = {r["series_uid"] for r in local_kahu.lineage.of(ct)["results"]}
     assert len(results) == 2
-    by_modality = {local_kahu.catalog.get_series(uid).document["Modality"]: uid for uid in results}
+    by_modality = {
+        local_kahu.catalog.get_series(SYSTEM, uid).document["Modality"]: uid for uid in results
+    }
     assert set(by_modality) == {"SEG", "SR"}
     derived = local_kahu.lineage.of(by_modality["SEG"])["derived_from"]
     assert derived == [
@@ -129,7 +131,7 @@ def test_export_dicom_zip_is_downloaded_from_the_run_files(local_kahu: Kahu) -> 
         for name in names:
             uid, filename = name.split("/")
             sop = filename.removesuffix(".dcm")
-            [row] = local_kahu.catalog.instances(series_uid=uid, sop_uid=sop)
+            [row] = local_kahu.catalog.instances(SYSTEM, series_uid=uid, sop_uid=sop)
             assert archive.read(name) == local_kahu.store.get(row.blob_key)
 
 
@@ -172,11 +174,12 @@ def test_send_to_node_delivers_the_stored_bytes(local_kahu: Kahu, destination: K
     run_id = run_workflow(local_kahu, "send-to-node", series, {"node": "dest"})
     assert local_kahu.flow.wait_idle(run_id, 60) == "succeeded"
     sent = {
-        r.sop_instance_uid: local_kahu.store.get(r.blob_key) for r in local_kahu.catalog.instances()
+        r.sop_instance_uid: local_kahu.store.get(r.blob_key)
+        for r in local_kahu.catalog.instances(SYSTEM)
     }
     received = {
         r.sop_instance_uid: destination.store.get(r.blob_key)
-        for r in destination.catalog.instances()
+        for r in destination.catalog.instances(SYSTEM)
     }
     assert received.keys() == sent.keys()
     assert all(body_of(received[uid]) == body_of(sent[uid]) for uid in sent)
@@ -191,14 +194,15 @@ def test_send_to_a_node_of_another_project_is_refused(local_kahu: Kahu, destinat
     errors = [t.error for t in local_kahu.runs.tasks(run_id) if t.state == "failed"]
     assert errors
     assert "may not receive series of project default" in errors[0]
-    assert destination.catalog.instances() == []
+    assert destination.catalog.instances(SYSTEM) == []
 
 
-def test_sending_to_a_node_that_does_not_listen_names_it(local_kahu: Kahu) -> None:
+def test_sending_to_a_node_that_does_not_listen_names_it(local_kahu: Kahu, tmp_path: Path) -> None:
     [uid] = add_series(local_kahu, 1)
     node = Node("gone", "GONE", "127.0.0.1", free_port())
+    _, services = internal_task(local_kahu, tmp_path / "run")
     with pytest.raises(SendFailed, match=r"gone \(GONE at 127.0.0.1:\d+\) did not accept"):
-        send_instances(local_kahu, node, local_kahu.catalog.instances(series_uid=uid))
+        send_instances(services, node, services.instances(uid))
 
 
 def test_delete_series_needs_confirmation(local_kahu: Kahu) -> None:
@@ -207,7 +211,7 @@ def test_delete_series_needs_confirmation(local_kahu: Kahu) -> None:
         run_workflow(local_kahu, "delete-series", [gone])
     run_id = run_workflow(local_kahu, "delete-series", [gone], {"confirm": True})
     assert local_kahu.flow.wait_idle(run_id, 60) == "succeeded"
-    assert {r.series_instance_uid for r in local_kahu.catalog.instances()} == {keep}
+    assert {r.series_instance_uid for r in local_kahu.catalog.instances(SYSTEM)} == {keep}
 
 
 def test_cleanup_removes_intermediate_files_and_keeps_logs(local_kahu: Kahu) -> None:
@@ -287,7 +291,7 @@ def test_seg_to_volume_on_the_referenced_series_grid(local_kahu: Kahu) -> None:
     errors = [t.error for t in local_kahu.runs.tasks(failed_run) if t.state == "failed"]
     assert errors == [
         f"ValueError: series {stored.series_instance_uid} refers to 1 series "
-        f"not in the catalog: {ct}"
+        f"not in project default: {ct}"
     ]
 
 
@@ -304,13 +308,15 @@ def test_reindex_restores_metadata_from_the_files(local_kahu: Kahu) -> None:
     assert index is not None
 
     def found(query: str) -> set[str]:
-        by_sql = {r.series_instance_uid for r in search_series(local_kahu.catalog, query)[0]}
-        by_index = search_series(local_kahu.catalog, query, index=index)[0]
+        by_sql = {
+            r.series_instance_uid for r in search_series(local_kahu.catalog, SYSTEM, query)[0]
+        }
+        by_index = search_series(local_kahu.catalog, SYSTEM, query, index=index)[0]
         assert {r.series_instance_uid for r in by_index} == by_sql
         return by_sql
 
     assert found("Modality:CT") == {keep, broken}
-    [first, *_] = local_kahu.catalog.instances(series_uid=broken)
+    [first, *_] = local_kahu.catalog.instances(SYSTEM, series_uid=broken)
     facts, _ = read_instance(local_kahu.store.get(first.blob_key))
     local_kahu.catalog.reindex_series(broken, replace(facts, modality="OT"), {"Modality": "OT"})
     assert found("Modality:CT") == {keep}
@@ -319,4 +325,4 @@ def test_reindex_restores_metadata_from_the_files(local_kahu: Kahu) -> None:
     assert local_kahu.flow.wait_idle(run_id, 60) == "succeeded"
     assert found("Modality:CT") == {keep, broken}
     assert found("Modality:OT") == set()
-    assert local_kahu.catalog.get_series(broken).document["BodyPartExamined"] == "CHEST"
+    assert local_kahu.catalog.get_series(SYSTEM, broken).document["BodyPartExamined"] == "CHEST"

@@ -14,6 +14,7 @@ from kahu.errors import InvalidInput, NotFound
 from kahu.flow import Workflow
 from kahu.operators import get_input, get_objects, put_objects
 from kahu.storage.objects import ObjectStore
+from tests.conftest import SYSTEM
 from tests.flow.conftest import add_series, run_workflow
 
 
@@ -64,7 +65,7 @@ def test_workflows_put_and_get_objects_and_users_download_them(local_kahu: Kahu)
         assert {k.split("/")[2] for k in keys} == set(series)
         first = keys[0]
         sop = first.rsplit("/", 1)[1].removesuffix(".dcm")
-        [row] = local_kahu.catalog.instances(sop_uid=sop)
+        [row] = local_kahu.catalog.instances(SYSTEM, sop_uid=sop)
         body = client.get(f"/api/v1/objects/results/{first}", headers=auth)
         assert body.content == local_kahu.store.get(row.blob_key)
 

@@ -13,9 +13,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from kahu.app import create_app
+from kahu.catalog.thumbnails import thumbnail_key
 from kahu.core import Kahu
 from kahu.errors import NotFound
-from kahu.operators.thumbnail import thumbnail_key
+from tests.conftest import SYSTEM
 from tests.flow.conftest import flow_settings, start_kahu
 from tests.synthetic import ct_volume, encapsulated_pdf
 
@@ -57,7 +58,7 @@ def test_arriving_series_get_thumbnails_served_by_wado(thumbnail_kahu: Kahu) -> 
     settings = thumbnail_kahu.settings
     thumbnail_kahu.accounts.ensure_admin(settings.admin_password_file)
     token, _ = thumbnail_kahu.accounts.create_token("admin")
-    study = thumbnail_kahu.catalog.get_series(ct).document["StudyInstanceUID"]
+    study = thumbnail_kahu.catalog.get_series(SYSTEM, ct).document["StudyInstanceUID"]
     with TestClient(create_app(settings, thumbnail_kahu)) as client:
         served = client.get(
             f"/dicomweb/studies/{study}/series/{ct}/thumbnail",

@@ -171,7 +171,7 @@ def test_tasks_starting_together_share_one_site_key(tmp_path: Path) -> None:
     import stat
     import threading
 
-    from kahu.operators.deidentification import site_key
+    from kahu.dicom.deidentify import site_key
 
     for attempt in range(20):
         home = tmp_path / f"home{attempt}"

@@ -9,6 +9,7 @@ import pytest
 from kahu.core import Kahu
 from kahu.errors import InvalidInput
 from kahu.search.aggregations import DateHistogram, Distinct, Histogram, Terms, aggregate
+from tests.conftest import SYSTEM
 
 Catalog = tuple[Kahu, dict[str, str]]
 
@@ -21,6 +22,7 @@ def test_terms_with_missing(catalog: Catalog) -> None:
     kahu, _ = catalog
     total, facets = aggregate(
         kahu.catalog,
+        SYSTEM,
         "Modality:CT",
         {
             "body": Terms("BodyPartExamined"),
@@ -39,7 +41,10 @@ def test_terms_with_missing(catalog: Catalog) -> None:
 def test_everything_without_a_query(catalog: Catalog) -> None:
     kahu, labels = catalog
     total, facets = aggregate(
-        kahu.catalog, "", {"modality": Terms("Modality", size=2), "dataset": Terms("dataset")}
+        kahu.catalog,
+        SYSTEM,
+        "",
+        {"modality": Terms("Modality", size=2), "dataset": Terms("dataset")},
     )
     assert total == len(labels)
     assert buckets(facets["modality"]) == [("CT", 6), ("MR", 2)]
@@ -49,10 +54,10 @@ def test_everything_without_a_query(catalog: Catalog) -> None:
 
 def test_numeric_histogram(catalog: Catalog) -> None:
     kahu, labels = catalog
-    _, facets = aggregate(kahu.catalog, "*", {"age": Histogram("PatientAge", 10)})
+    _, facets = aggregate(kahu.catalog, SYSTEM, "*", {"age": Histogram("PatientAge", 10)})
     assert buckets(facets["age"]) == [(0, 2), (30, 1), (40, 2), (50, 1), (60, 1)]
     assert facets["age"].missing == len(labels) - 7
-    _, facets = aggregate(kahu.catalog, "*", {"n": Histogram("instance_count", 5)})
+    _, facets = aggregate(kahu.catalog, SYSTEM, "*", {"n": Histogram("instance_count", 5)})
     assert buckets(facets["n"]) == [(0, len(labels))]
 
 
@@ -60,6 +65,7 @@ def test_date_histograms(catalog: Catalog) -> None:
     kahu, labels = catalog
     _, facets = aggregate(
         kahu.catalog,
+        SYSTEM,
         "",
         {
             "years": DateHistogram("StudyDate", "year"),
@@ -79,6 +85,7 @@ def test_date_histograms(catalog: Catalog) -> None:
     assert buckets(facets["arrived"]) == [(str(datetime.now(UTC).year), len(labels))]
     _, facets = aggregate(
         kahu.catalog,
+        SYSTEM,
         "Modality:CT AND StudyDate:[2020 TO *]",
         {"months": DateHistogram("StudyDate", "month"), "days": DateHistogram("StudyDate", "day")},
     )
@@ -90,6 +97,7 @@ def test_distinct_counts(catalog: Catalog) -> None:
     kahu, _ = catalog
     total, facets = aggregate(
         kahu.catalog,
+        SYSTEM,
         "Modality:CT",
         {"p": Distinct("patients"), "st": Distinct("studies"), "se": Distinct("series")},
     )
@@ -110,4 +118,4 @@ def test_distinct_counts(catalog: Catalog) -> None:
 def test_bad_facets_say_why(catalog: Catalog, facet: object, message: str) -> None:
     kahu, _ = catalog
     with pytest.raises(InvalidInput, match=message):
-        aggregate(kahu.catalog, "", {"f": facet})  # type: ignore[dict-item]
+        aggregate(kahu.catalog, SYSTEM, "", {"f": facet})  # type: ignore[dict-item]

@@ -26,6 +26,7 @@ from kahu.search.facts import field_values
 from kahu.search.query import And, Compare, Exists, Like, Node, Not, Or, Range, parse
 from kahu.search.series import search_series
 from kahu.settings import Settings
+from tests.conftest import SYSTEM
 from tests.search.test_query_table import TABLE
 from tests.synthetic import ct_series
 
@@ -73,7 +74,7 @@ def test_the_index_answers_the_query_table(
     node = parse(query)
     mask = index.mask(index.current(), node)
     assert (mask is None) == _on_columns(node)  # everything else is the index's own answer
-    rows, total = search_series(kahu.catalog, query, limit=1000, index=index)
+    rows, total = search_series(kahu.catalog, SYSTEM, query, limit=1000, index=index)
     assert {labels[r.series_instance_uid] for r in rows} == expected
     assert total == len(expected)
 
@@ -84,8 +85,10 @@ def test_pages_come_in_the_order_sql_gives(
 ) -> None:
     kahu, _ = catalog
     for offset, limit in [(0, 3), (2, 4), (5, 100), (50, 10)]:
-        by_sql = search_series(kahu.catalog, query, limit=limit, offset=offset)
-        by_index = search_series(kahu.catalog, query, limit=limit, offset=offset, index=index)
+        by_sql = search_series(kahu.catalog, SYSTEM, query, limit=limit, offset=offset)
+        by_index = search_series(
+            kahu.catalog, SYSTEM, query, limit=limit, offset=offset, index=index
+        )
         assert [r.series_instance_uid for r in by_index[0]] == [
             r.series_instance_uid for r in by_sql[0]
         ]
@@ -116,21 +119,21 @@ FACETS: dict[str, Facet] = {
 @pytest.mark.parametrize("query", ["", "Modality:CT", "NOT BodyPartExamined:CHEST", "Rows:64"])
 def test_facets_count_what_sql_counts(catalog: Fixture, index: ColumnIndex, query: str) -> None:
     kahu, _ = catalog
-    assert aggregate(kahu.catalog, query, FACETS, index=index) == aggregate(
-        kahu.catalog, query, FACETS
+    assert aggregate(kahu.catalog, SYSTEM, query, FACETS, index=index) == aggregate(
+        kahu.catalog, SYSTEM, query, FACETS
     )
 
 
 def test_tag_and_dataset_facets_count_what_sql_counts(catalog: Fixture, index: ColumnIndex) -> None:
     kahu, _ = catalog
-    rows, _ = kahu.catalog.list_series(limit=4)
+    rows, _ = kahu.catalog.list_series(SYSTEM, limit=4)
     uids = [r.series_instance_uid for r in rows]
     kahu.curation.tag(uids[:3], add=["review"])
     kahu.curation.tag(uids[1:2], add=["urgent"])
     try:
         for query in ("", "Modality:CT", "tags:review", "NOT tags:urgent"):
-            assert aggregate(kahu.catalog, query, FACETS, index=index) == aggregate(
-                kahu.catalog, query, FACETS
+            assert aggregate(kahu.catalog, SYSTEM, query, FACETS, index=index) == aggregate(
+                kahu.catalog, SYSTEM, query, FACETS
             ), query
     finally:
         kahu.curation.tag(uids, remove=["review", "urgent"])
@@ -145,8 +148,8 @@ def test_autocomplete_offers_what_sql_offers(
     catalog: Fixture, index: ColumnIndex, field: str, prefix: str
 ) -> None:
     kahu, _ = catalog
-    assert field_values(kahu.catalog, field, prefix=prefix, index=index) == field_values(
-        kahu.catalog, field, prefix=prefix
+    assert field_values(kahu.catalog, SYSTEM, field, prefix=prefix, index=index) == field_values(
+        kahu.catalog, SYSTEM, field, prefix=prefix
     )
 
 
@@ -163,7 +166,7 @@ def kahu(
 
 
 def _uids(kahu: Kahu, query: str) -> set[str]:
-    rows, total = search_series(kahu.catalog, query, limit=1000, index=kahu.search_index)
+    rows, total = search_series(kahu.catalog, SYSTEM, query, limit=1000, index=kahu.search_index)
     assert total == len(rows)
     return {r.series_instance_uid for r in rows}
 
@@ -187,7 +190,7 @@ def test_new_and_deleted_series_are_seen_at_once(kahu: Kahu) -> None:
     third = _series(kahu, "first")  # SQLite may give it the deleted series' key
     assert _uids(kahu, "SeriesDescription:first") == {third}
     total, facets = aggregate(
-        kahu.catalog, "", {"d": Terms("SeriesDescription")}, index=kahu.search_index
+        kahu.catalog, SYSTEM, "", {"d": Terms("SeriesDescription")}, index=kahu.search_index
     )
     assert (total, [(b.key, b.count) for b in facets["d"].buckets]) == (
         2,
@@ -213,7 +216,7 @@ def test_another_writer_is_seen(kahu: Kahu) -> None:
 
 
 def _template(kahu: Kahu, series_uid: str) -> InstanceFacts:
-    instance = kahu.catalog.instances(series_uid=series_uid)[0]
+    instance = kahu.catalog.instances(SYSTEM, series_uid=series_uid)[0]
     facts, _ = read_instance(kahu.store.get(instance.blob_key))
     return facts
 
@@ -269,9 +272,9 @@ def test_series_registered_by_metadata_alone(kahu: Kahu) -> None:
     assert _uids(kahu, "Modality:MR AND PatientAge:>=35 AND dataset:bulk") == {
         f"1.2.9.{n}" for n in range(5, 8)
     }
-    row = kahu.catalog.get_series("1.2.9.4")
+    row = kahu.catalog.get_series(SYSTEM, "1.2.9.4")
     assert (row.instance_count, row.size_bytes, row.datasets) == (4, 4000, ["BULK"])
-    counts = kahu.catalog.counts()
+    counts = kahu.catalog.counts(SYSTEM)
     assert (counts.series, counts.patients) == (8, 4)
 
 
@@ -282,9 +285,9 @@ def test_searches_use_sql_while_the_index_first_loads(kahu: Kahu) -> None:
     fresh = ColumnIndex(kahu.catalog)
     with fresh._lock:  # another thread is loading it
         assert fresh.current(wait=False) is None
-        rows, total = search_series(kahu.catalog, "SeriesDescription:early", index=fresh)
+        rows, total = search_series(kahu.catalog, SYSTEM, "SeriesDescription:early", index=fresh)
         assert ([r.series_instance_uid for r in rows], total) == ([uid], 1)
-        total, facets = aggregate(kahu.catalog, "", {"m": Terms("Modality")}, index=fresh)
+        total, facets = aggregate(kahu.catalog, SYSTEM, "", {"m": Terms("Modality")}, index=fresh)
         assert (total, facets["m"].buckets[0].key) == (1, "CT")
     assert fresh.current(wait=False) is not None
 
@@ -299,11 +302,11 @@ def test_nul_characters_inside_values_are_dropped(kahu: Kahu) -> None:
     ds.save_as(out)
     assert kahu.ingestor.ingest(out.getvalue()).status == "stored"
     [uid] = _uids(kahu, "SeriesDescription:SliceInc-_ReconFilter-C")
-    assert kahu.catalog.get_series(uid).document["PatientName"] == "Nul^Name"
+    assert kahu.catalog.get_series(SYSTEM, uid).document["PatientName"] == "Nul^Name"
     template = _template(kahu, uid)
     bulk = NewSeries(replace(template, series_instance_uid="1.2.9.9"), {"ProtocolName": "a\0b"})
     assert kahu.catalog.add_series([bulk]) == 1
-    assert kahu.catalog.get_series("1.2.9.9").document == {"ProtocolName": "ab"}
+    assert kahu.catalog.get_series(SYSTEM, "1.2.9.9").document == {"ProtocolName": "ab"}
 
 
 def test_codes_widen_as_a_field_gains_values(kahu: Kahu) -> None:
@@ -330,5 +333,5 @@ def test_codes_widen_as_a_field_gains_values(kahu: Kahu) -> None:
     snapshot = index.current()
     assert snapshot is not None
     assert snapshot.codes["ProtocolName"].dtype == np.uint16
-    _, facets = aggregate(kahu.catalog, "", {"p": Terms("ProtocolName", 1000)}, index=index)
+    _, facets = aggregate(kahu.catalog, SYSTEM, "", {"p": Terms("ProtocolName", 1000)}, index=index)
     assert len(facets["p"].buckets) == 400

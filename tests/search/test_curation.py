@@ -13,7 +13,7 @@ from kahu.errors import Conflict, InvalidInput, NotFound
 from kahu.search.aggregations import Terms, aggregate
 from kahu.search.facts import field_counts, field_values
 from kahu.search.series import search_series
-from tests.conftest import sample_path
+from tests.conftest import SYSTEM, sample_path
 
 
 def _store(kahu: Kahu, name: str, **attributes: str) -> str:
@@ -29,7 +29,7 @@ def _store(kahu: Kahu, name: str, **attributes: str) -> str:
 
 
 def _found(kahu: Kahu, query: str) -> set[str]:
-    rows, total = search_series(kahu.catalog, query, limit=1000)
+    rows, total = search_series(kahu.catalog, SYSTEM, query, limit=1000)
     assert total == len(rows)
     return {r.series_instance_uid for r in rows}
 
@@ -52,13 +52,13 @@ class TestExplicitDatasets:
         assert kahu.curation.add_series("picked", [series["seg"], series["ct1"]]).series_count == 3
         assert kahu.curation.remove_series("PICKED", [series["ct1"]]).series_count == 2
         assert _found(kahu, "dataset:Picked AND Modality:MR") == {series["mr"]}
-        [row] = [r for r in search_series(kahu.catalog, "Modality:MR")[0]]
-        assert kahu.catalog.get_series(row.series_instance_uid).full_document()["dataset"] == [
-            "Picked"
-        ]
+        [row] = [r for r in search_series(kahu.catalog, SYSTEM, "Modality:MR")[0]]
+        assert kahu.catalog.get_series(SYSTEM, row.series_instance_uid).full_document()[
+            "dataset"
+        ] == ["Picked"]
         kahu.curation.delete_dataset("Picked")
         assert _found(kahu, "dataset:Picked") == set()
-        assert kahu.catalog.counts().series == 4  # the series stay
+        assert kahu.catalog.counts(SYSTEM).series == 4  # the series stay
 
     def test_a_removed_series_rejoins_when_sent_to_its_ae_title_again(
         self, kahu: Kahu, series: dict[str, str]
@@ -161,13 +161,13 @@ class TestTags:
         kahu.curation.tag([series["mr"]], remove=["REVIEW"])
         assert _found(kahu, "tags:review") == {series["ct1"]}
         assert _found(kahu, "NOT _exists_:tags") == {series["ct2"], series["seg"]}
-        doc = kahu.catalog.get_series(series["ct1"]).full_document()
+        doc = kahu.catalog.get_series(SYSTEM, series["ct1"]).full_document()
         assert doc["tags"] == ["Review", "good quality"]
         assert _found(kahu, "review") == {series["ct1"]}  # bare terms look at tags too
-        values = field_values(kahu.catalog, "tags", prefix="GOOD")
+        values = field_values(kahu.catalog, SYSTEM, "tags", prefix="GOOD")
         assert [(v.value, v.series) for v in values] == [("good quality", 2)]
         assert {f.name: f.series for f in field_counts(kahu.catalog)}["tags"] == 2
-        total, facets = aggregate(kahu.catalog, "*", {"tags": Terms("tags")})
+        total, facets = aggregate(kahu.catalog, SYSTEM, "*", {"tags": Terms("tags")})
         assert [(b.key, b.count) for b in facets["tags"].buckets] == [
             ("good quality", 2),
             ("Review", 1),

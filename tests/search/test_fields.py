@@ -7,6 +7,7 @@ import pytest
 from kahu.core import Kahu
 from kahu.search.facts import field_counts, field_values
 from kahu.search.fields import FieldType, UnknownField, resolve
+from tests.conftest import SYSTEM
 from tests.search.conftest import FIXTURE
 
 Catalog = tuple[Kahu, dict[str, str]]
@@ -62,7 +63,7 @@ class TestFieldFacts:
 
     def test_commonest_values_first(self, catalog: Catalog) -> None:
         kahu, _ = catalog
-        values = field_values(kahu.catalog, "modality")
+        values = field_values(kahu.catalog, SYSTEM, "modality")
         assert values[0].value == "CT"
         assert values[0].series == 6
         assert {v.value for v in values} == {"CT", "MR", "SEG", "RTDOSE", "SR"}
@@ -70,18 +71,19 @@ class TestFieldFacts:
     def test_values_by_prefix_ignore_case(self, catalog: Catalog) -> None:
         kahu, _ = catalog
         assert [
-            (v.value, v.series) for v in field_values(kahu.catalog, "Manufacturer", prefix="sie")
+            (v.value, v.series)
+            for v in field_values(kahu.catalog, SYSTEM, "Manufacturer", prefix="sie")
         ] == [
             ("SIEMENS", 2),
             ("Siemens Healthineers", 1),
         ]
-        assert field_values(kahu.catalog, "Manufacturer", prefix="%") == []
-        assert [v.value for v in field_values(kahu.catalog, "ImageType", prefix="LOC")] == [
+        assert field_values(kahu.catalog, SYSTEM, "Manufacturer", prefix="%") == []
+        assert [v.value for v in field_values(kahu.catalog, SYSTEM, "ImageType", prefix="LOC")] == [
             "LOCALIZER"
         ]
-        assert [v.value for v in field_values(kahu.catalog, "dataset")] == ["LUNGS"]
+        assert [v.value for v in field_values(kahu.catalog, SYSTEM, "dataset")] == ["LUNGS"]
 
     def test_numbers_come_back_as_numbers(self, catalog: Catalog) -> None:
         kahu, _ = catalog
-        rows = {v.value: v.series for v in field_values(kahu.catalog, "Rows", limit=100)}
+        rows = {v.value: v.series for v in field_values(kahu.catalog, SYSTEM, "Rows", limit=100)}
         assert rows[64] == 2

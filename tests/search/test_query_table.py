@@ -12,6 +12,7 @@ from kahu.core import Kahu
 from kahu.errors import InvalidInput
 from kahu.search.query import QueryError
 from kahu.search.series import search_series
+from tests.conftest import SYSTEM
 from tests.search.conftest import FIXTURE
 
 ALL = set(FIXTURE)
@@ -106,7 +107,7 @@ def test_query_finds_exactly(
     catalog: tuple[Kahu, dict[str, str]], query: str, expected: set[str]
 ) -> None:
     kahu, labels = catalog
-    rows, total = search_series(kahu.catalog, query, limit=1000)
+    rows, total = search_series(kahu.catalog, SYSTEM, query, limit=1000)
     assert {labels[r.series_instance_uid] for r in rows} == expected
     assert total == len(expected)
 
@@ -117,16 +118,16 @@ def test_table_covers_forty_queries() -> None:
 
 def test_pages_and_total(catalog: tuple[Kahu, dict[str, str]]) -> None:
     kahu, _ = catalog
-    first, total = search_series(kahu.catalog, "Modality:CT", limit=4)
-    rest, again = search_series(kahu.catalog, "Modality:CT", limit=4, offset=4)
+    first, total = search_series(kahu.catalog, SYSTEM, "Modality:CT", limit=4)
+    rest, again = search_series(kahu.catalog, SYSTEM, "Modality:CT", limit=4, offset=4)
     assert (len(first), len(rest), total, again) == (4, 2, 6, 6)
     assert not {r.series_instance_uid for r in first} & {r.series_instance_uid for r in rest}
 
 
 def test_hostile_sql_leaves_the_catalog_whole(catalog: tuple[Kahu, dict[str, str]]) -> None:
     kahu, _ = catalog
-    search_series(kahu.catalog, 'SeriesDescription:"\'); DELETE FROM series; --"')
-    assert kahu.catalog.counts().series == len(FIXTURE)
+    search_series(kahu.catalog, SYSTEM, 'SeriesDescription:"\'); DELETE FROM series; --"')
+    assert kahu.catalog.counts(SYSTEM).series == len(FIXTURE)
 
 
 BAD = [
@@ -162,7 +163,7 @@ BAD = [
 @pytest.mark.parametrize(("query", "message"), BAD, ids=[q[:40] for q, _ in BAD])
 def test_bad_queries_are_refused_with_a_reason(sqlite_kahu: Kahu, query: str, message: str) -> None:
     with pytest.raises(QueryError, match=message.replace("(", r"\(").replace("[", r"\[")):
-        search_series(sqlite_kahu.catalog, query)
+        search_series(sqlite_kahu.catalog, SYSTEM, query)
 
 
 @pytest.mark.parametrize(
@@ -199,7 +200,7 @@ def test_sorted_results(
     catalog: tuple[Kahu, dict[str, str]], query: str, sort: str, expected: list[str]
 ) -> None:
     kahu, labels = catalog
-    rows, _ = search_series(kahu.catalog, query, sort=sort)
+    rows, _ = search_series(kahu.catalog, SYSTEM, query, sort=sort)
     assert [labels[r.series_instance_uid] for r in rows] == expected
 
 
@@ -213,4 +214,4 @@ def test_sorted_results(
 )
 def test_bad_sorts_say_why(sqlite_kahu: Kahu, sort: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
-        search_series(sqlite_kahu.catalog, "", sort=sort)
+        search_series(sqlite_kahu.catalog, SYSTEM, "", sort=sort)

@@ -6,6 +6,7 @@ import re
 
 from playwright.sync_api import Page, expect
 
+from tests.conftest import SYSTEM
 from tests.synthetic import ct_series
 from tests.ui.conftest import PASSWORD, Site
 
@@ -294,7 +295,7 @@ def test_suggestions_years_gallery_and_tag_keys(page: Page, site: Site) -> None:
     page.keyboard.press("2")
     expect(page.locator(".gallery .tags", has_text="bad")).to_have_count(2)
     tagged = {u for u, tags in site.kahu.curation.tags_of(
-        [r.series_instance_uid for r in site.kahu.catalog.list_series()[0]]
+        [r.series_instance_uid for r in site.kahu.catalog.list_series(SYSTEM)[0]]
     ).items() if tags == ["bad"]}  # fmt: skip
     assert len(tagged) == 2
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.api.conftest import Api
+from tests.conftest import SYSTEM
 from tests.synthetic import ct_series
 
 
@@ -219,7 +220,7 @@ def test_series_page_download_send_and_delete(api: Api) -> None:
     assert (run.workflow, run.params, run.created_by) == ("send-to-node", {"node": "pacs"}, "alice")
     refused = client.post(f"/series/{uid}/delete", data={"csrf": csrf}, follow_redirects=False)
     assert refused.status_code == 403
-    assert kahu.catalog.get_series(uid).instance_count == 2
+    assert kahu.catalog.get_series(SYSTEM, uid).instance_count == 2
     assert client.get("/series/1.2.3").status_code == 404
 
 

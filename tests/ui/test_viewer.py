@@ -11,6 +11,7 @@ from playwright.sync_api import Page, expect
 
 from kahu.flow.cohort import RunInput
 from kahu.flow.launch import launch
+from tests.conftest import SYSTEM
 from tests.synthetic import ct_volume
 from tests.ui.conftest import PASSWORD, Site
 
@@ -86,13 +87,13 @@ def test_a_drawing_is_saved_as_a_seg_of_the_series(page: Page, site: Site) -> No
     expect(status).to_contain_text("Saved as segmentation series", timeout=30_000)
     site.shot(page, "viewer-drawn")
     seg_uid = page.evaluate("window.kahuViewer.saved")
-    row = site.kahu.catalog.get_series(seg_uid)
+    row = site.kahu.catalog.get_series(SYSTEM, seg_uid)
     assert row.modality == "SEG"
     results = [r["series_uid"] for r in site.kahu.lineage.of(ct)["results"]]
     assert seg_uid in results
     import pydicom
 
-    [instance] = site.kahu.catalog.instances(series_uid=seg_uid)
+    [instance] = site.kahu.catalog.instances(SYSTEM, series_uid=seg_uid)
     seg = pydicom.dcmread(io.BytesIO(site.kahu.store.get(instance.blob_key)))
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == ct
     assert seg.SegmentSequence[0].SegmentLabel == "spot"
@@ -137,7 +138,7 @@ def test_the_viewer_works_from_the_keyboard(page: Page, site: Site) -> None:
     seg_uid = page.evaluate("window.kahuViewer.saved")
     import pydicom
 
-    [instance] = site.kahu.catalog.instances(series_uid=seg_uid)
+    [instance] = site.kahu.catalog.instances(SYSTEM, series_uid=seg_uid)
     seg = pydicom.dcmread(io.BytesIO(site.kahu.store.get(instance.blob_key)))
     # three voxels painted on one slice: one frame of the SEG, three pixels set
     assert int(seg.pixel_array.sum()) == 3

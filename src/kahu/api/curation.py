@@ -12,9 +12,9 @@ from kahu.api.schemas import DatasetPublic
 from kahu.auth.policy import readable_projects, require_in_project, require_role, write_scope
 from kahu.auth.projects import Role
 from kahu.auth.users import UserPublic
-from kahu.catalog.curation import DatasetInfo
 from kahu.catalog.repository import DEFAULT_PROJECT
 from kahu.core import Kahu
+from kahu.search.datasets import DatasetInfo
 from kahu.search.query import MAX_LENGTH
 
 router = APIRouter(prefix="/api/v1")

@@ -10,9 +10,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from kahu.audit import ROUTES, UID_PARAMETERS, audited_route
-from kahu.auth.policy import SeriesScope, read_scope
+from kahu.auth.policy import read_scope
 from kahu.auth.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, csrf_ok
 from kahu.auth.users import UserPublic
+from kahu.catalog.scope import SeriesScope
 from kahu.core import Kahu
 from kahu.errors import AuthenticationFailed, PermissionDenied
 

@@ -18,7 +18,7 @@ from kahu.auth.projects import Role
 from kahu.auth.users import UserPublic
 from kahu.catalog.repository import DEFAULT_PROJECT
 from kahu.core import Kahu
-from kahu.dicomweb.stow import PayloadTooLarge
+from kahu.errors import PayloadTooLarge
 from kahu.storage.objects import ObjectStore
 
 router = APIRouter(prefix="/api/v1/objects")

@@ -68,7 +68,7 @@ def _series_public(row: SeriesRow) -> SeriesPublic:
 
 @router.get("/stats", response_model=StatsPublic, summary="Counts of the catalog")
 def stats(kahu: KahuDep, scope: Scope) -> StatsPublic:
-    c = kahu.catalog.counts(scope.condition())
+    c = kahu.catalog.counts(scope)
     return StatsPublic(
         patients=c.patients,
         studies=c.studies,
@@ -113,7 +113,8 @@ def list_series(
         node = And((node, Compare(resolve("dataset"), dataset)))
     rows, total = search_series(
         kahu.catalog,
-        scope.query(node),
+        scope,
+        node,
         limit=limit,
         offset=offset,
         sort=sort,
@@ -134,14 +135,14 @@ def list_series(
 )
 def get_series(series_uid: str, kahu: KahuDep, scope: Scope, user: CurrentUser) -> Document:
     uid = validate_uid(series_uid, "SeriesInstanceUID")
-    row = _visible(kahu, user, kahu.catalog.get_series(uid, where=scope.condition()))
+    row = _visible(kahu, user, kahu.catalog.get_series(scope, uid))
     return Document(series_instance_uid=row.series_instance_uid, document=row.full_document())
 
 
 @router.get("/series/{series_uid}/instances", response_model=list[InstancePublic])
 def series_instances(series_uid: str, kahu: KahuDep, scope: Scope) -> list[InstancePublic]:
     uid = validate_uid(series_uid, "SeriesInstanceUID")
-    kahu.catalog.get_series(uid, where=scope.condition())
+    kahu.catalog.get_series(scope, uid)
     return [
         InstancePublic(
             sop_instance_uid=i.sop_instance_uid,
@@ -153,7 +154,7 @@ def series_instances(series_uid: str, kahu: KahuDep, scope: Scope) -> list[Insta
             rows=i.rows,
             columns=i.columns,
         )
-        for i in kahu.catalog.instances(series_uid=uid)
+        for i in kahu.catalog.instances(scope, series_uid=uid)
     ]
 
 

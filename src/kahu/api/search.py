@@ -14,7 +14,7 @@ from kahu.core import Kahu
 from kahu.search import aggregations as agg
 from kahu.search.facts import field_counts, field_values
 from kahu.search.fields import resolve
-from kahu.search.query import MAX_LENGTH, MatchAll, parse
+from kahu.search.query import MAX_LENGTH, parse
 
 router = APIRouter(prefix="/api/v1")
 
@@ -55,12 +55,7 @@ def list_field_values(
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> list[ValuePublic]:
     values = field_values(
-        kahu.catalog,
-        name,
-        prefix=prefix,
-        limit=limit,
-        index=kahu.search_index,
-        where=scope.query(MatchAll()),
+        kahu.catalog, scope, name, prefix=prefix, limit=limit, index=kahu.search_index
     )
     hidden = hidden_datasets(kahu, user) if resolve(name).column == "dataset" else set()
     return [ValuePublic(value=v.value, series=v.series) for v in values if v.value not in hidden]
@@ -144,7 +139,8 @@ def aggregations(
 ) -> AggregationResponse:
     total, results = agg.aggregate(
         kahu.catalog,
-        scope.query(parse(body.q)),
+        scope,
+        parse(body.q),
         {name: _facet(f) for name, f in body.facets.items()},
         index=kahu.search_index,
     )

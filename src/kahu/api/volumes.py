@@ -15,12 +15,12 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from kahu.api.deps import CurrentUser, KahuDep, Scope
-from kahu.auth.policy import SeriesScope, read_scope, role_in, write_scope
+from kahu.auth.policy import read_scope, role_in, write_scope
 from kahu.auth.users import UserPublic
+from kahu.catalog.scope import SeriesScope
 from kahu.core import Kahu
 from kahu.dicom.uids import validate_uid
-from kahu.dicomweb.stow import PayloadTooLarge
-from kahu.errors import InvalidInput, NotFound, PermissionDenied
+from kahu.errors import InvalidInput, NotFound, PayloadTooLarge, PermissionDenied
 from kahu.storage.cache import digest
 
 router = APIRouter(prefix="/api/v1")
@@ -36,7 +36,7 @@ PALETTE = [
 def series_files(kahu: Kahu, scope: SeriesScope, uid: str) -> Iterator[list[Path]]:
     """The series' files as local paths (copies where the store has none), if the caller
     may read it."""
-    rows = kahu.catalog.instances(series_uid=uid, where=scope.condition())
+    rows = kahu.catalog.instances(scope, series_uid=uid)
     if not rows:
         raise NotFound(f"no series {uid}")
     with tempfile.TemporaryDirectory(prefix="kahu-volume-") as tmp:
@@ -106,7 +106,7 @@ def _key(kahu: Kahu, scope: SeriesScope, kind: str, *uids: str) -> str:
     not read one of them."""
     parts = [kind]
     for uid in uids:
-        rows = kahu.catalog.instances(series_uid=uid, where=scope.condition())
+        rows = kahu.catalog.instances(scope, series_uid=uid)
         if not rows:
             raise NotFound(f"no series {uid}")
         parts += [uid, *sorted(row.blob_key for row in rows)]
@@ -136,7 +136,7 @@ def _volume(kahu: Kahu, scope: SeriesScope, uid: str) -> bytes:
 def _labels(kahu: Kahu, scope: SeriesScope, seg_uid: str, on: str) -> bytes:
     import pydicom
 
-    from kahu.operators.seg import SEG_SOP_CLASS, _image_on, seg_to_arrays
+    from kahu.operators.seg import SEG_SOP_CLASS, image_on, seg_to_arrays
     from kahu.operators.volumes import read_volume
 
     with series_files(kahu, scope, seg_uid) as seg_files:
@@ -149,7 +149,7 @@ def _labels(kahu: Kahu, scope: SeriesScope, seg_uid: str, on: str) -> bytes:
         arrays, _ = seg_to_arrays(seg, [s.sop_instance_uid for s in slices])
     except (ValueError, KeyError, AttributeError) as exc:
         raise InvalidInput(f"segmentation {seg_uid} was not drawn on {on}: {exc}") from exc
-    return _nifti(_image_on(arrays["labels"], reference))
+    return _nifti(image_on(arrays["labels"], reference))
 
 
 @router.get(
@@ -246,7 +246,7 @@ def _save_segmentation(
         if not present:
             raise InvalidInput("the drawing is empty: draw something first")
         segments = {v: (label if v == 1 else f"{label} {v}") for v in present}
-        with series_files(kahu, SeriesScope(None), uid) as files:
+        with series_files(kahu, writable, uid) as files:
             try:
                 seg = labels_to_seg(
                     path, files, segments, algorithm=("kahu viewer", "1"),

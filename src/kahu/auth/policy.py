@@ -6,15 +6,10 @@ not a member learns nothing, not even that the project exists (404, like a missi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from sqlalchemy import ColumnElement, true
-
 from kahu.auth.projects import Projects, Role, at_least
 from kahu.auth.users import UserPublic
+from kahu.catalog.scope import SeriesScope
 from kahu.errors import NotFound, PermissionDenied
-from kahu.search.query import Node, within
-from kahu.search.sql import in_projects
 
 
 def role_in(projects: Projects, user: UserPublic, project: str) -> str | None:
@@ -50,42 +45,15 @@ def require_role(projects: Projects, user: UserPublic, project: str, needed: Rol
         raise PermissionDenied(f"{needed}s of {project} only")
 
 
-@dataclass(frozen=True, slots=True)
-class SeriesScope:
-    """The series a caller may read (:func:`read_scope`) or change (:func:`write_scope`):
-    those of ``projects`` (primary keys), every series when None (administrators). Each path
-    narrows what it looks at by it, as a query node (searches, facets, autocomplete) or a
-    SQL condition on ``series`` (everything else)."""
-
-    projects: frozenset[int] | None
-
-    @property
-    def everything(self) -> bool:
-        return self.projects is None
-
-    def query(self, node: Node) -> Node:
-        return within(node, self.projects)
-
-    def condition(self) -> ColumnElement[bool] | None:
-        """The SQL condition on ``series`` (None: no condition)."""
-        return None if self.projects is None else in_projects(self.projects)
-
-    def clause(self) -> ColumnElement[bool]:
-        """The SQL condition on ``series``, TRUE for every series."""
-        return true() if self.projects is None else in_projects(self.projects)
-
-    def allows_project(self, project_pk: int) -> bool:
-        return self.projects is None or project_pk in self.projects
-
-
-EVERYTHING = SeriesScope(None)
+#: what administrators may read and change
+EVERYTHING = SeriesScope(None, "administrator")
 
 
 def read_scope(projects: Projects, user: UserPublic) -> SeriesScope:
     """What ``user`` may read: the series of every project they hold a role in."""
     if user.is_admin:
         return EVERYTHING
-    return SeriesScope(projects.pks_of(user.name))
+    return SeriesScope(projects.pks_of(user.name), f"user {user.name}")
 
 
 def write_scope(projects: Projects, user: UserPublic, needed: Role = "scientist") -> SeriesScope:
@@ -93,4 +61,4 @@ def write_scope(projects: Projects, user: UserPublic, needed: Role = "scientist"
     more (scientists tag series and add them to datasets; managers copy them elsewhere)."""
     if user.is_admin:
         return EVERYTHING
-    return SeriesScope(projects.pks_of(user.name, needed))
+    return SeriesScope(projects.pks_of(user.name, needed), f"user {user.name} as {needed}")

@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, delete, func, select
 
 from kahu.catalog.database import Database
 from kahu.catalog.repository import DEFAULT_PROJECT, touch_series
+from kahu.catalog.scope import in_projects
 from kahu.catalog.tables import (
     AeProject,
     Project,
@@ -31,7 +32,6 @@ from kahu.catalog.tables import (
 )
 from kahu.dicom.uids import validate_ae_title
 from kahu.errors import Conflict, InvalidInput, NotFound
-from kahu.search.sql import in_projects
 
 Role = Literal["viewer", "scientist", "manager"]
 ROLES: tuple[Role, ...] = ("viewer", "scientist", "manager")

@@ -90,6 +90,12 @@ class Accounts:
             s.flush()
             return _user_public(user)
 
+    def find(self, name: str) -> UserPublic | None:
+        """The user called ``name``, None when there is none."""
+        with self.db.read() as s:
+            row = s.scalar(select(User).where(User.name == name))
+            return None if row is None else _user_public(row)
+
     def list_users(self) -> list[UserPublic]:
         with self.db.read() as s:
             return [_user_public(u) for u in s.scalars(select(User).order_by(User.name))]

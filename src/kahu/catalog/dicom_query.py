@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, Select, and_, distinct, exists, func, or_,
 from sqlalchemy.orm import InstrumentedAttribute
 
 from kahu.catalog.database import Database
+from kahu.catalog.scope import SeriesScope
 from kahu.catalog.tables import Instance, Patient, Series, Study
 from kahu.dicom import values
 from kahu.dicom.uids import is_valid_uid
@@ -205,6 +206,7 @@ class DicomQuery:
 
     def search(
         self,
+        scope: SeriesScope,
         level: Level,
         filters: Mapping[str, str],
         *,
@@ -212,13 +214,12 @@ class DicomQuery:
         offset: int = 0,
         fuzzy: bool = False,
         extra_conditions: list[ColumnElement[bool]] | None = None,
-        series_scope: ColumnElement[bool] | None = None,
     ) -> list[dict[str, Any]]:
         """Rows of every attribute at or above ``level`` plus the derived ones of ``level``.
 
-        ``series_scope`` (a read scope: a condition on ``series``) limits everything to the
-        series it allows: a patient or study shows only with such a series, and the derived
-        counts count only those."""
+        ``scope`` (a read scope) limits everything to the series it allows: a patient or
+        study shows only with such a series, and the derived counts count only those."""
+        series_scope = scope.condition()
         depth = _ORDER.index(level)
         stmt = _base(level)
         for keyword, raw in filters.items():

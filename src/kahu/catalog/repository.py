@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from kahu.catalog.database import Database
 from kahu.catalog.records import InstanceFacts, InstanceRow, SeriesRow
+from kahu.catalog.scope import SeriesScope
 from kahu.catalog.tables import (
     CatalogState,
     Dataset,
@@ -575,8 +576,9 @@ class Catalog:
 
     # -- reads --------------------------------------------------------------------------------
 
-    def counts(self, where: ColumnElement[bool] | None = None) -> Counts:
-        """Counts of the catalog, or of the series ``where`` (a read scope) allows."""
+    def counts(self, scope: SeriesScope) -> Counts:
+        """Counts of the series ``scope`` allows (the whole catalog for every series)."""
+        where = scope.condition()
         with self.db.read() as s:
             if where is None:
                 return Counts(
@@ -668,9 +670,10 @@ class Catalog:
             ) in s.execute(stmt)
         ]
 
-    def get_series(self, series_uid: str, *, where: ColumnElement[bool] | None = None) -> SeriesRow:
-        """The series (NotFound also when ``where``, a read scope, leaves it out)."""
+    def get_series(self, scope: SeriesScope, series_uid: str) -> SeriesRow:
+        """The series (NotFound also when ``scope`` leaves it out)."""
         stmt = self._series_select().where(Series.series_instance_uid == series_uid)
+        where = scope.condition()
         if where is not None:
             stmt = stmt.where(where)
         with self.db.read() as s:
@@ -694,6 +697,7 @@ class Catalog:
 
     def list_series(
         self,
+        scope: SeriesScope,
         *,
         limit: int = 100,
         offset: int = 0,
@@ -701,13 +705,14 @@ class Catalog:
         where: ColumnElement[bool] | None = None,
         order: Sequence[Any] = (),
     ) -> tuple[list[SeriesRow], int]:
-        """A page of series and how many there are; ``where`` is a condition on the series
-        table (a search query, :mod:`kahu.search.sql`), ``order`` sort keys before the default
-        newest first."""
+        """A page of the series ``scope`` allows and how many there are; ``where`` is a
+        condition on the series table (a search query, :mod:`kahu.search.sql`), ``order``
+        sort keys before the default newest first."""
         stmt = self._series_select()
         count_stmt = select(func.count(Series.id))
-        if where is not None:
-            stmt, count_stmt = stmt.where(where), count_stmt.where(where)
+        for condition in (scope.condition(), where):
+            if condition is not None:
+                stmt, count_stmt = stmt.where(condition), count_stmt.where(condition)
         if dataset is not None:
             members = (
                 select(DatasetSeries.series_pk)
@@ -722,19 +727,20 @@ class Catalog:
 
     def instances(
         self,
+        scope: SeriesScope,
         *,
         study_uid: str | None = None,
         series_uid: str | None = None,
         sop_uid: str | None = None,
-        where: ColumnElement[bool] | None = None,
     ) -> list[InstanceRow]:
-        """Instances of a study, series or one instance, in series and instance order;
-        ``where`` (a read scope) is a condition on their series."""
+        """Instances of a study, series or one instance that ``scope`` allows, in series and
+        instance order."""
         stmt = (
             select(Instance, Series.series_instance_uid, Study.study_instance_uid)
             .join(Series, Instance.series_pk == Series.id)
             .join(Study, Series.study_pk == Study.id)
         )
+        where = scope.condition()
         if where is not None:
             stmt = stmt.where(where)
         if study_uid is not None:

@@ -27,12 +27,17 @@ Burned-in text in pixel data is not looked at (the Clean Pixel Data option is no
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
+import os
 import re
+import secrets
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 from dicomanonymizer.dicom_anonymization_databases import dicomfields_2026c as table
@@ -323,3 +328,27 @@ def _scrub(text: str, names: list[str]) -> str:
         text = re.sub(re.escape(name), "", text, flags=re.IGNORECASE)
     text = re.sub(r"\s*[\^=]+\s*", " ", text)  # what is left of a person name's parts
     return re.sub(r"\s{2,}", " ", text).strip()
+
+
+def site_key(home: Path) -> bytes:
+    """The site's de-identification key (``<home>/deid.key``, made on first use, mode 0600):
+    keep it secret and backed up: with it, pseudonyms can be recomputed; without it, the same
+    patient gets other pseudonyms. Tasks starting together make it once: the key is written
+    whole to a private file first, then linked into place (which fails if one is there)."""
+    path = home / "deid.key"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=home, prefix=".deid-key-")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):  # another task was first: use its key
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    key = bytes.fromhex(path.read_text().strip())
+    if len(key) != 32:
+        raise ValueError(f"{path} does not hold a 32-byte key in hex")
+    return key

@@ -12,8 +12,8 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from sqlalchemy import ColumnElement, func, select
 
 from kahu.api.deps import KahuDep, Scope
-from kahu.auth.policy import SeriesScope
 from kahu.catalog.dicom_query import ATTRIBUTES, DERIVED, UNIQUE_KEYS, Level
+from kahu.catalog.scope import SeriesScope
 from kahu.catalog.tables import Instance, InstanceMetadata, Series, Study
 from kahu.core import Kahu
 from kahu.dicom.json_model import BASE_MARKER, attribute
@@ -180,13 +180,13 @@ def search(
         else:  # the series, or the instances of the series, that match
             extra.append(matched)
     rows = kahu.query.search(
+        scope,
         level,
         filters,
         limit=limit,
         offset=offset,
         fuzzy=fuzzy,
         extra_conditions=extra,
-        series_scope=scope.condition(),
     )
     wanted = list(DEFAULTS[level])
     if level is not Level.STUDY and "StudyInstanceUID" not in fixed:

@@ -17,7 +17,7 @@ from kahu.core import Kahu
 from kahu.dicom.json_model import BASE_MARKER
 from kahu.dicomweb.common import dicom_json, uids
 from kahu.dicomweb.multipart import parse_media_type, split_related
-from kahu.errors import InvalidInput, StorageError
+from kahu.errors import InvalidInput, PayloadTooLarge, StorageError
 
 router = APIRouter()
 
@@ -32,12 +32,6 @@ class UnsupportedMediaType(InvalidInput):
     """The request body is not multipart/related application/dicom (HTTP 415)."""
 
     http_status = 415
-
-
-class PayloadTooLarge(InvalidInput):
-    """The request body exceeds the configured limit (HTTP 413)."""
-
-    http_status = 413
 
 
 def _uid(tag: str, vr: str, value: str | None) -> tuple[str, dict[str, Any]]:

@@ -15,15 +15,15 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 
 from kahu.api.deps import KahuDep, Scope
-from kahu.auth.policy import SeriesScope
 from kahu.catalog.records import InstanceRow
+from kahu.catalog.scope import SeriesScope
+from kahu.catalog.thumbnails import thumbnail_key
 from kahu.core import Kahu
 from kahu.dicom.json_model import BASE_MARKER
 from kahu.dicom.render import CannotRender, render
 from kahu.dicomweb.common import DICOM_JSON, base_url, uids
 from kahu.dicomweb.multipart import MediaType, new_boundary, parse_accept, related_stream
 from kahu.errors import InvalidInput, NotFound
-from kahu.operators.thumbnail import thumbnail_key
 
 router = APIRouter()
 
@@ -60,9 +60,7 @@ def _instances(
 ) -> list[InstanceRow]:
     """The instances asked for that the caller may read (none: NotFound, as if absent)."""
     uids(study, series, instance)
-    rows = kahu.catalog.instances(
-        study_uid=study, series_uid=series, sop_uid=instance, where=scope.condition()
-    )
+    rows = kahu.catalog.instances(scope, study_uid=study, series_uid=series, sop_uid=instance)
     if not rows:
         what = instance or series or study
         raise NotFound(f"no {'instance' if instance else 'series' if series else 'study'} {what}")

@@ -15,12 +15,12 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import build_context
 
 from kahu.audit import AuditLog, AuditUnavailable
-from kahu.auth.policy import SeriesScope
 from kahu.auth.projects import Projects
 from kahu.catalog.dicom_query import DERIVED, UNIQUE_KEYS, DicomQuery, Level
 from kahu.catalog.ingest import Ingestor
 from kahu.catalog.records import InstanceRow
 from kahu.catalog.repository import Catalog
+from kahu.catalog.scope import SeriesScope
 from kahu.dicom import sop
 from kahu.dicom.part10 import file_meta_header
 from kahu.dicom.uids import validate_uid
@@ -206,7 +206,7 @@ class DimseHandlers:
         project = self.projects.project_of_ae(called.strip())
         if project is not None:
             projects &= {self.catalog.project_pk(project)}
-        return SeriesScope(frozenset(projects))
+        return SeriesScope(frozenset(projects), f"node {calling}")
 
     def _audit(
         self,
@@ -241,7 +241,7 @@ class DimseHandlers:
             return
         try:
             level = self._level(event, identifier)
-            rows = self.query.search(level, filters, series_scope=scope.condition())
+            rows = self.query.search(scope, level, filters)
         except InvalidInput as exc:
             self.audit.finish(record, IDENTIFIER_DOES_NOT_MATCH)
             yield _status(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
@@ -263,25 +263,20 @@ class DimseHandlers:
     def _instances(self, identifier: Dataset, scope: SeriesScope) -> list[InstanceRow]:
         level = Level(str(identifier.get("QueryRetrieveLevel", "")).strip().upper())
         filters = self._filters(identifier)
-        where = scope.condition()
-        rows = self.query.search(level, filters, series_scope=where)
+        rows = self.query.search(scope, level, filters)
         key = UNIQUE_KEYS[level]
         matched = [row[key] for row in rows]
         out: list[InstanceRow] = []
         for value in matched:
             if level is Level.PATIENT:
-                for study in self.query.search(
-                    Level.STUDY, {"PatientID": value}, series_scope=where
-                ):
-                    out.extend(
-                        self.catalog.instances(study_uid=study["StudyInstanceUID"], where=where)
-                    )
+                for study in self.query.search(scope, Level.STUDY, {"PatientID": value}):
+                    out.extend(self.catalog.instances(scope, study_uid=study["StudyInstanceUID"]))
             elif level is Level.STUDY:
-                out.extend(self.catalog.instances(study_uid=value, where=where))
+                out.extend(self.catalog.instances(scope, study_uid=value))
             elif level is Level.SERIES:
-                out.extend(self.catalog.instances(series_uid=value, where=where))
+                out.extend(self.catalog.instances(scope, series_uid=value))
             else:
-                out.extend(self.catalog.instances(sop_uid=value, where=where))
+                out.extend(self.catalog.instances(scope, sop_uid=value))
         return out
 
     def _read(self, row: InstanceRow) -> Dataset:

@@ -10,11 +10,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from kahu.catalog.curation import Curation
 from kahu.catalog.repository import DEFAULT_PROJECT, Catalog
+from kahu.catalog.scope import SeriesScope
 from kahu.catalog.tables import ProjectSeries, Series
 from kahu.dicom.uids import validate_uid
 from kahu.errors import InvalidInput
+from kahu.search.datasets import Curation
 from kahu.search.query import parse
 from kahu.search.series import series_condition
 
@@ -98,9 +99,10 @@ def resolve(
         raise InvalidInput("a run needs a dataset, a query or series UIDs")
     missing: list[str] = []
     if given.fetch_references and chosen:
+        scope = SeriesScope(frozenset({catalog.project_pk(project)}), f"cohort in {project}")
         referenced: list[str] = []
         for uid in chosen:
-            doc = catalog.get_series(uid).document
+            doc = catalog.get_series(scope, uid).document
             referenced += [r for r in doc.get("referenced_series", []) if r not in chosen]
         referenced = list(dict.fromkeys(referenced))
         if referenced:

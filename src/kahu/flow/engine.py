@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kahu.catalog.repository import DEFAULT_PROJECT
 from kahu.catalog.tables import utcnow
@@ -33,10 +33,15 @@ from kahu.flow.resources import Admission
 from kahu.flow.runs import RunStore, TaskInfo
 from kahu.flow.states import RUN_DONE, TASK_DONE
 
+if TYPE_CHECKING:
+    from kahu.flow.services import OperatorServices
+
 log = logging.getLogger(__name__)
 
-#: internal operators get the services of the running server beside their context
-InternalFunction = Callable[[TaskContext, Any], None]
+#: internal operators get their task's services (:mod:`kahu.flow.services`) beside their context
+InternalFunction = Callable[[TaskContext, "OperatorServices"], None]
+#: builds a task's services from its job
+ServicesFor = Callable[[Job], "OperatorServices"]
 
 
 def engine_identity() -> str:
@@ -81,10 +86,12 @@ class _Run:
     tasks: dict[int, _Task] = field(default_factory=dict)
     created: float = 0.0
     project: str = DEFAULT_PROJECT
+    created_by: str = ""
 
 
 class Engine:
-    """Runs workflows. ``services`` is handed to internal operators (the Kahu instance)."""
+    """Runs workflows. ``services`` builds what internal operators get for their task (an
+    :class:`~kahu.flow.services.OperatorServices` bound to the run)."""
 
     def __init__(
         self,
@@ -94,7 +101,7 @@ class Engine:
         executor: Executor,
         admission: Admission,
         runs_root: Path,
-        services: Any = None,
+        services: ServicesFor | None = None,
         poll_seconds: float = 1.0,
         internal_workers: int = 4,
     ) -> None:
@@ -325,6 +332,7 @@ class Engine:
             RunPaths(self.runs_root, run_id),
             created=info.created_at.timestamp(),
             project=info.project,
+            created_by=info.created_by,
         )
         tasks = self.runs.tasks(run_id)
         keys: dict[tuple[str, str], int] = {}
@@ -612,6 +620,7 @@ class Engine:
             extra_env=dict(op.env),
             options=dict(op.options),
             project=run.project,
+            launched_by=run.created_by,
             gpu=task.gpu,
         )
 
@@ -627,8 +636,10 @@ class Engine:
         logger.setLevel(logging.INFO)
         try:
             assert job.function is not None
+            if self.services is None:
+                raise RuntimeError("this engine runs no internal operators (no services)")
             function: InternalFunction = load_callable(job.function)
-            function(TaskContext(job, logger), self.services)
+            function(TaskContext(job, logger), self.services(job))
             outcome = Outcome(job.task_id, job.attempt, True)
         except Exception as exc:
             logger.exception("failed")

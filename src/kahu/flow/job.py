@@ -75,6 +75,9 @@ class Job:
     options: Mapping[str, Any] = field(default_factory=dict)
     #: the run's project: its results enter it
     project: str = "default"
+    #: who launched the run (a user name; "cli", or empty for the system): internal
+    #: operators read with their rights (:func:`kahu.flow.services.run_scope`)
+    launched_by: str = ""
     #: GPU chosen by the scheduler (``CUDA_VISIBLE_DEVICES``), if any
     gpu: str | None = None
 

@@ -3,7 +3,6 @@ results back through the one ingest path with their lineage."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,55 +11,52 @@ from kahu.flow.job import TaskContext
 from kahu.flow.model import Operator, Resources, internal_operator
 
 if TYPE_CHECKING:
-    from kahu.core import Kahu
+    from kahu.flow.services import OperatorServices
 
 #: files stored in one ingest transaction
 _BATCH = 64
 
 
-def _write_series(kahu: Kahu, series_uid: str, folder: Path) -> int:
-    """The series' files as ``<SOPInstanceUID>.dcm`` in ``folder``; how many."""
+def _write_series(services: OperatorServices, series_uid: str, folder: Path) -> int:
+    """The series' files as ``<SOPInstanceUID>.dcm`` in ``folder``; how many (none for a
+    series outside the run's project)."""
     folder.mkdir(parents=True, exist_ok=True)
     count = 0
-    for instance in kahu.catalog.instances(series_uid=series_uid):
-        target = folder / f"{instance.sop_instance_uid}.dcm"
-        local = kahu.store.local_path(instance.blob_key)
-        if local is not None:
-            shutil.copyfile(local, target)
-        else:
-            target.write_bytes(kahu.store.get(instance.blob_key))
+    for instance in services.instances(series_uid):
+        services.copy_to(instance, folder / f"{instance.sop_instance_uid}.dcm")
         count += 1
     return count
 
 
-def fetch_series(ctx: TaskContext, kahu: Kahu) -> None:
+def fetch_series(ctx: TaskContext, services: OperatorServices) -> None:
     """Write the task's series as ``<SOPInstanceUID>.dcm`` files into the output folder."""
     uid = ctx.series_uid
     if uid is None:
         raise ValueError("get-input runs per series")
-    count = _write_series(kahu, uid, ctx.out_dir)
+    count = _write_series(services, uid, ctx.out_dir)
     if count == 0:
-        raise ValueError(f"series {uid} has no instances")
+        raise ValueError(f"series {uid} has no instances in project {services.project}")
     ctx.log.info("fetched %d instances of %s", count, uid)
 
 
-def fetch_referenced(ctx: TaskContext, kahu: Kahu) -> None:
+def fetch_referenced(ctx: TaskContext, services: OperatorServices) -> None:
     """The series the task's series refers to (a SEG's CT, an SR's images), each in
-    ``<out>/<SeriesInstanceUID>/``. A reference missing from the catalog fails the task
-    naming it, unless the operator was made with ``missing="skip"``."""
+    ``<out>/<SeriesInstanceUID>/``. A reference missing from the run's project (absent, or
+    only in another project) fails the task naming it, unless the operator was made with
+    ``missing="skip"``."""
     uid = ctx.series_uid
     if uid is None:
         raise ValueError("get-referenced runs per series")
-    referenced = kahu.catalog.get_series(uid).document.get("referenced_series", [])
+    referenced = services.series(uid).document.get("referenced_series", [])
     missing = []
     for ref in referenced:
-        if _write_series(kahu, ref, ctx.out_dir / ref) == 0:
+        if _write_series(services, ref, ctx.out_dir / ref) == 0:
             (ctx.out_dir / ref).rmdir()
             missing.append(ref)
     if missing and ctx.options.get("missing") != "skip":
         raise ValueError(
-            f"series {uid} refers to {len(missing)} series not in the catalog: "
-            + ", ".join(missing)
+            f"series {uid} refers to {len(missing)} series not in project "
+            f"{services.project}: " + ", ".join(missing)
         )
     ctx.log.info(
         "fetched %d referenced series of %s%s",
@@ -78,7 +74,7 @@ def _files(folders: Sequence[Path]) -> list[Path]:
     return found
 
 
-def ingest_results(ctx: TaskContext, kahu: Kahu) -> None:
+def ingest_results(ctx: TaskContext, services: OperatorServices) -> None:
     """Ingest every file under the inputs' folders; record which run made each series and
     from which source series. A file that is not valid DICOM fails the task by name."""
     job = ctx.job
@@ -94,9 +90,7 @@ def ingest_results(ctx: TaskContext, kahu: Kahu) -> None:
     rejected: list[str] = []
     for start in range(0, len(files), _BATCH):
         chunk = files[start : start + _BATCH]
-        results = kahu.ingestor.ingest_many(
-            [p.read_bytes() for p in chunk], source=source, project=job.project
-        )
+        results = services.ingest([p.read_bytes() for p in chunk], source=source)
         for path, result in zip(chunk, results, strict=True):
             if result.status == "rejected":
                 rejected.append(f"{path.name}: {result.reason}")
@@ -106,9 +100,9 @@ def ingest_results(ctx: TaskContext, kahu: Kahu) -> None:
         if job.series_uid:
             sources = [job.series_uid]
         else:
-            doc = kahu.catalog.get_series(series_uid).document
+            doc = services.series(series_uid).document
             sources = [r for r in doc.get("referenced_series", []) if r in job.series]
-        kahu.lineage.record(series_uid, job.run_id, job.workflow, job.version, sources)
+        services.record_lineage(series_uid, sources)
     ctx.log.info("stored %d files in %d series", len(files) - len(rejected), len(stored))
     if rejected:
         raise ValueError(f"{len(rejected)} files were not stored: " + "; ".join(rejected[:5]))

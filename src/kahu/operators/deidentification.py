@@ -3,19 +3,14 @@ federation: the site's key makes pseudonyms, UIDs and date shifts the same in ev
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kahu.flow.job import TaskContext
 from kahu.flow.model import Operator, Resources, internal_operator
 
 if TYPE_CHECKING:
-    from kahu.core import Kahu
+    from kahu.flow.services import OperatorServices
 
 #: the run parameters that choose the PS3.15 options (booleans) and the date shift
 PARAMETERS = {
@@ -46,31 +41,7 @@ PARAMETERS = {
 }
 
 
-def site_key(home: Path) -> bytes:
-    """The site's de-identification key (``<home>/deid.key``, made on first use, mode 0600):
-    keep it secret and backed up: with it, pseudonyms can be recomputed; without it, the same
-    patient gets other pseudonyms. Tasks starting together make it once: the key is written
-    whole to a private file first, then linked into place (which fails if one is there)."""
-    path = home / "deid.key"
-    if not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=home, prefix=".deid-key-")  # mode 0600
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_hex(32) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            with contextlib.suppress(FileExistsError):  # another task was first: use its key
-                os.link(tmp, path)
-        finally:
-            os.unlink(tmp)
-    key = bytes.fromhex(path.read_text().strip())
-    if len(key) != 32:
-        raise ValueError(f"{path} does not hold a 32-byte key in hex")
-    return key
-
-
-def deidentify_task(ctx: TaskContext, kahu: Kahu) -> None:
+def deidentify_task(ctx: TaskContext, services: OperatorServices) -> None:
     """Per series: each input file de-identified into ``<new series UID>/<new SOP UID>.dcm``
     (no original identifier in a path either)."""
     import pydicom
@@ -84,7 +55,7 @@ def deidentify_task(ctx: TaskContext, kahu: Kahu) -> None:
         clean_descriptors=bool(params.get("clean_descriptors", False)),
         max_shift_days=int(params.get("max_shift_days", 365)),
     )
-    deidentifier = Deidentifier(site_key(kahu.settings.home), options)
+    deidentifier = Deidentifier(services.deidentification_key(), options)
     files = sorted(p for p in ctx.in_dir.rglob("*") if p.is_file())
     if not files:
         raise ValueError(f"no files to de-identify in {ctx.in_dir.name}")

@@ -11,41 +11,31 @@ from kahu.flow.job import BATCH_NAME, TaskContext
 from kahu.flow.model import Operator, Resources, internal_operator
 
 if TYPE_CHECKING:
-    from kahu.core import Kahu
+    from kahu.flow.services import OperatorServices
 
 
-def delete_series_task(ctx: TaskContext, kahu: Kahu) -> None:
+def delete_series_task(ctx: TaskContext, services: OperatorServices) -> None:
     """Per series: delete it from the catalog and the store (its files, thumbnail)."""
     uid = ctx.series_uid
     if uid is None:
         raise ValueError("delete-series runs per series")
     if ctx.params.get("confirm") is not True:
         raise ValueError("deleting series needs the run parameter confirm=true")
-    job = ctx.job
-    with kahu.audit.action(
-        job.run_id, "series.delete", kind="run", path="workflow", project=job.project, series=[uid]
-    ):
-        removed = kahu.ingestor.delete_series(uid)
+    removed = services.delete_series(uid)
     ctx.log.info("deleted series %s (%d files)", uid, removed)
 
 
-def reindex_task(ctx: TaskContext, kahu: Kahu) -> None:
+def reindex_task(ctx: TaskContext, services: OperatorServices) -> None:
     """Per series: extract its metadata again from its first stored instance (after an
     upgrade of the extraction, or a repair) and replace the series' document."""
-    from kahu.catalog.ingest import document_of, read_instance
-
     uid = ctx.series_uid
     if uid is None:
         raise ValueError("reindex runs per series")
-    rows = kahu.catalog.instances(series_uid=uid)
-    if not rows:
-        raise ValueError(f"series {uid} has no instances")
-    facts, header = read_instance(kahu.store.get(rows[0].blob_key))
-    kahu.catalog.reindex_series(uid, facts, document_of(facts, header))
-    ctx.log.info("re-indexed %s from %s", uid, rows[0].sop_instance_uid)
+    source = services.reindex_series(uid)
+    ctx.log.info("re-indexed %s from %s", uid, source)
 
 
-def cleanup_task(ctx: TaskContext, kahu: Kahu) -> None:
+def cleanup_task(ctx: TaskContext, services: OperatorServices) -> None:
     """Once per run, last: remove the per-series and run-level outputs of the operators
     named in ``ctx.options["operators"]`` (all but this one when empty); logs, the
     configuration and this operator's folder stay."""

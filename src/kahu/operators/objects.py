@@ -10,7 +10,7 @@ from kahu.flow.job import TaskContext
 from kahu.flow.model import Operator, Resources, internal_operator
 
 if TYPE_CHECKING:
-    from kahu.core import Kahu
+    from kahu.flow.services import OperatorServices
 
 
 def _bucket_and_prefix(ctx: TaskContext) -> tuple[str, str]:
@@ -21,11 +21,11 @@ def _bucket_and_prefix(ctx: TaskContext) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def put_task(ctx: TaskContext, kahu: Kahu) -> None:
+def put_task(ctx: TaskContext, services: OperatorServices) -> None:
     """The files the inputs wrote, as ``[<prefix>/]<run_id>/[<series>/]<input>/<path>``."""
     bucket, prefix = _bucket_and_prefix(ctx)
     job = ctx.job
-    store = kahu.objects.of_project(job.project)  # the run's project's buckets
+    store = services.objects()  # the run's project's buckets
     count = 0
     for name in job.inputs:
         if job.inputs[name] == "series" and not job.series_uid:
@@ -41,10 +41,10 @@ def put_task(ctx: TaskContext, kahu: Kahu) -> None:
     ctx.log.info("put %d files into bucket %s", count, bucket)
 
 
-def get_task(ctx: TaskContext, kahu: Kahu) -> None:
+def get_task(ctx: TaskContext, services: OperatorServices) -> None:
     """The objects under the prefix into the output folder, keeping their relative paths."""
     bucket, prefix = _bucket_and_prefix(ctx)
-    store = kahu.objects.of_project(ctx.job.project)  # the run's project's buckets
+    store = services.objects()  # the run's project's buckets
     found = list(store.objects(bucket, prefix))
     if not found:
         raise ValueError(f"no object under {prefix or '(everything)'} in bucket {bucket}")

@@ -202,7 +202,7 @@ def _safe(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "segment"
 
 
-def _image_on(array: np.ndarray, reference: SimpleITK.Image) -> SimpleITK.Image:
+def image_on(array: np.ndarray, reference: SimpleITK.Image) -> SimpleITK.Image:
     import SimpleITK as sitk
 
     image = sitk.GetImageFromArray(array)
@@ -245,7 +245,7 @@ def seg_to_volumes(
         arrays, _ = seg_to_arrays(
             seg, [s.sop_instance_uid for s in slices], labels=labels, split=split
         )
-        images = {name: _image_on(a, reference) for name, a in arrays.items()}
+        images = {name: image_on(a, reference) for name, a in arrays.items()}
     else:
         arrays, volume = seg_to_arrays(seg, None, labels=labels, split=split)
         images = {name: _image_from_affine(a, volume.affine) for name, a in arrays.items()}

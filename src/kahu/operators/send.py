@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
     from kahu.catalog.records import InstanceRow
-    from kahu.core import Kahu
     from kahu.dimse.nodes import Node
+    from kahu.flow.services import OperatorServices
 
 #: C-STORE statuses that mean stored (success and the PS3.4 B.2.3 warnings)
 _STORED = {0x0000, 0xB000, 0xB006, 0xB007}
@@ -25,7 +25,7 @@ class SendFailed(RuntimeError):
     """The node refused the association or some instances; the message says which."""
 
 
-def send_instances(kahu: Kahu, node: Node, rows: Sequence[InstanceRow]) -> int:
+def send_instances(services: OperatorServices, node: Node, rows: Sequence[InstanceRow]) -> int:
     """C-STORE ``rows`` to ``node`` in one association proposing exactly the stored (SOP
     class, transfer syntax) pairs; return how many were stored. Raises :class:`SendFailed`
     naming the instances the node did not store."""
@@ -47,7 +47,7 @@ def send_instances(kahu: Kahu, node: Node, rows: Sequence[InstanceRow]) -> int:
             f"{node.name} ({node.ae_title} at {node.host}:{node.port}) did not accept "
             f"the association: {exc}"
         ) from None
-    ae = AE(ae_title=kahu.settings.dicom.ae_title)
+    ae = AE(ae_title=services.ae_title)
     ae.requested_contexts = [build_context(sop, [ts]) for sop, ts in pairs]
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
     assoc = ae.associate(node.host, node.port, ae_title=node.ae_title)
@@ -59,14 +59,14 @@ def send_instances(kahu: Kahu, node: Node, rows: Sequence[InstanceRow]) -> int:
     failed: list[str] = []
     try:
         for row in rows:
-            local = kahu.store.local_path(row.blob_key)
+            local = services.local_path(row)
             dataset: Dataset | None = (
                 stored_file(local, row.sop_class_uid, row.sop_instance_uid)
                 if local is not None
                 else None
             )
             if dataset is None:
-                dataset = pydicom.dcmread(io.BytesIO(kahu.store.get(row.blob_key)))
+                dataset = pydicom.dcmread(io.BytesIO(services.read(row)))
             status = assoc.send_c_store(dataset)
             code = int(status.Status) if "Status" in status else -1
             if code not in _STORED:
@@ -85,29 +85,22 @@ def send_instances(kahu: Kahu, node: Node, rows: Sequence[InstanceRow]) -> int:
     return len(rows)
 
 
-def send_series(ctx: TaskContext, kahu: Kahu) -> None:
+def send_series(ctx: TaskContext, services: OperatorServices) -> None:
     """Per series: send it to the node named by the run parameter ``node``."""
     uid = ctx.series_uid
     if uid is None:
         raise ValueError("send-to-node runs per series")
-    node = kahu.nodes.get(str(ctx.params.get("node") or ctx.options.get("node", "")))
-    if ctx.job.project not in node.projects:
-        raise PermissionError(
-            f"node {node.name} may not receive series of project {ctx.job.project} "
-            f"(its projects: {', '.join(node.projects) or 'none'})"
-        )
-    job = ctx.job
-    with kahu.audit.action(
-        job.run_id,
+    node = services.node(str(ctx.params.get("node") or ctx.options.get("node", "")))
+    rows = services.instances(uid)
+    if not rows:
+        raise ValueError(f"series {uid} has no instances in project {services.project}")
+    with services.audited(
         "send",
-        kind="run",
-        path="workflow",
         client=f"{node.ae_title}@{node.host}:{node.port}",
-        project=job.project,
         series=[uid],
         detail={"node": node.name},
     ):
-        sent = send_instances(kahu, node, kahu.catalog.instances(series_uid=uid))
+        sent = send_instances(services, node, rows)
     ctx.log.info("sent %d instances of %s to %s", sent, uid, node.name)
 
 

@@ -10,38 +10,30 @@ from kahu.flow.job import TaskContext
 from kahu.flow.model import Operator, Resources, internal_operator
 
 if TYPE_CHECKING:
-    from kahu.core import Kahu
-
-#: the edge of a stored thumbnail (WADO-RS's default thumbnail viewport)
-SIZE = 128
+    from kahu.flow.services import OperatorServices
 
 
-def thumbnail_key(series_uid: str) -> str:
-    from kahu.dicom.uids import validate_uid
-
-    return f"thumbnails/{validate_uid(series_uid, 'SeriesInstanceUID')}.png"
-
-
-def make_thumbnail(ctx: TaskContext, kahu: Kahu) -> None:
+def make_thumbnail(ctx: TaskContext, services: OperatorServices) -> None:
     """Per series: render the middle instance; a series without pixels (SR, PDF) is skipped."""
     import pydicom
 
+    from kahu.catalog.thumbnails import SIZE
     from kahu.dicom.render import CannotRender, render
 
     uid = ctx.series_uid
     if uid is None:
         raise ValueError("thumbnails run per series")
-    rows = kahu.catalog.instances(series_uid=uid)
+    rows = services.instances(uid)
     if not rows:
         raise ValueError(f"series {uid} has no instances")
     row = rows[len(rows) // 2]
     try:
-        data = io.BytesIO(kahu.store.get(row.blob_key))
+        data = io.BytesIO(services.read(row))
         png = render(pydicom.dcmread(data), viewport=(SIZE, SIZE))
     except CannotRender as exc:
         ctx.log.info("no thumbnail for %s: %s", uid, exc)
         return
-    kahu.store.put(thumbnail_key(uid), png)
+    services.put_thumbnail(uid, png)
     (ctx.out_dir / "thumbnail.png").write_bytes(png)
 
 

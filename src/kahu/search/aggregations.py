@@ -17,13 +17,14 @@ from typing import Any, Literal
 import numpy as np
 from sqlalchemy import Integer, Numeric, case, cast, func, select, true
 
-from kahu.catalog.curation import Curation
 from kahu.catalog.repository import Catalog
+from kahu.catalog.scope import SeriesScope
 from kahu.catalog.tables import Dataset, DatasetSeries, Series, SeriesTag, Study
 from kahu.errors import InvalidInput
 from kahu.search.columns import ColumnIndex, is_number, membership_pairs, value_order
+from kahu.search.datasets import Curation
 from kahu.search.fields import Field, FieldType, resolve
-from kahu.search.query import Node, parse
+from kahu.search.query import Node, parse, within
 from kahu.search.sql import condition, expand
 
 MAX_FACETS = 20
@@ -80,17 +81,19 @@ class FacetResult:
 
 def aggregate(
     catalog: Catalog,
+    scope: SeriesScope,
     query: str | Node,
     facets: dict[str, Facet],
     *,
     index: ColumnIndex | None = None,
 ) -> tuple[int, dict[str, FacetResult]]:
-    """How many series ``query`` matches and each facet over them. The column ``index``,
-    where given, counts the facets on the fields it holds; SQL counts the rest alike."""
+    """How many series of ``scope`` ``query`` matches and each facet over them. The column
+    ``index``, where given, counts the facets on the fields it holds; SQL counts the rest
+    alike."""
     if len(facets) > MAX_FACETS:
         raise InvalidInput(f"at most {MAX_FACETS} facets in one request")
     dialect = catalog.db.engine.dialect.name
-    node = parse(query) if isinstance(query, str) else query
+    node = within(parse(query) if isinstance(query, str) else query, scope.projects)
     dynamic = Curation(catalog).dynamic_queries()
     plans = {name: _Plan(facet, dialect) for name, facet in facets.items()}
     results: dict[str, FacetResult] = {}

@@ -18,10 +18,11 @@ from sqlalchemy import (
 )
 
 from kahu.catalog.repository import Catalog
+from kahu.catalog.scope import SeriesScope
 from kahu.catalog.tables import Dataset, DatasetSeries, Series, SeriesTag
 from kahu.search.columns import ColumnIndex, Mask, Snapshot, value_order
 from kahu.search.fields import UnknownField, resolve
-from kahu.search.query import MatchAll, Node, like_pattern
+from kahu.search.query import MatchAll, like_pattern, within
 from kahu.search.sql import condition, expand
 
 
@@ -90,25 +91,25 @@ def field_counts(catalog: Catalog, where: ColumnElement[bool] | None = None) -> 
 
 def field_values(
     catalog: Catalog,
+    scope: SeriesScope,
     name: str,
     *,
     prefix: str = "",
     limit: int = 20,
     index: ColumnIndex | None = None,
-    where: Node | None = None,
 ) -> list[ValueCount]:
     """The most common values of a field (those starting with ``prefix``, case-insensitive),
-    with how many series have each, among the series ``where`` matches (a read scope; all
-    when None); from the column ``index`` where it holds the field."""
+    with how many series have each, among the series of ``scope``; from the column ``index``
+    where it holds the field."""
     field = resolve(name)
-    node = where if where is not None else MatchAll()
+    node = within(MatchAll(), scope.projects)
     snapshot = index.current(wait=False) if index is not None else None
     if index is not None and snapshot is not None and field.name in index.columns:
         mask = index.mask(snapshot, node)
         if mask is not None:
             return _indexed_values(index, snapshot, field.name, prefix, limit, mask)
     dialect = catalog.db.engine.dialect.name
-    scope = condition(node, dialect)
+    allowed = condition(node, dialect)
     pattern = like_pattern(prefix.replace("*", "\\*").replace("?", "\\?")) + "%"
     postgres = catalog.db.engine.dialect.name == "postgresql"
     if field.column == "dataset":
@@ -139,7 +140,7 @@ def field_values(
         )
         match = and_(each.kind != "null", _like(each.text, pattern, postgres))
     stmt = (
-        stmt.where(match, scope).group_by(value).order_by(func.count().desc(), value).limit(limit)
+        stmt.where(match, allowed).group_by(value).order_by(func.count().desc(), value).limit(limit)
     )
     with catalog.db.read() as s:
         return [ValueCount(v, int(n)) for v, n in s.execute(stmt).all()]

@@ -7,17 +7,19 @@ from typing import Any
 import numpy as np
 from sqlalchemy import ColumnElement
 
-from kahu.catalog.curation import Curation
 from kahu.catalog.records import SeriesRow
 from kahu.catalog.repository import Catalog
+from kahu.catalog.scope import SeriesScope
 from kahu.errors import InvalidInput
 from kahu.search.columns import ColumnIndex
-from kahu.search.query import Node, parse
+from kahu.search.datasets import Curation
+from kahu.search.query import Node, parse, within
 from kahu.search.sql import condition, sort_key
 
 
 def search_series(
     catalog: Catalog,
+    scope: SeriesScope,
     query: str | Node,
     *,
     limit: int = 100,
@@ -33,7 +35,7 @@ def search_series(
     :class:`~kahu.errors.InvalidInput` (HTTP 400) for a query or sort that cannot be run.
     """
     dialect = catalog.db.engine.dialect.name
-    node = parse(query) if isinstance(query, str) else query
+    node = within(parse(query) if isinstance(query, str) else query, scope.projects)
     dynamic = Curation(catalog).dynamic_queries()
     order = sort_keys(sort, dialect)
     if index is not None and not order:
@@ -43,7 +45,7 @@ def search_series(
             total = int(np.count_nonzero(mask))
             return catalog.series_by_pks(index.page(snapshot, mask, limit, offset)), total
     where = condition(node, dialect, dynamic)
-    return catalog.list_series(limit=limit, offset=offset, where=where, order=order)
+    return catalog.list_series(scope, limit=limit, offset=offset, where=where, order=order)
 
 
 def series_condition(catalog: Catalog, query: str | Node) -> ColumnElement[bool]:

@@ -9,7 +9,7 @@ field registry, never from the query text, and are bound as parameters anyway.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +32,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONPATH
 
-from kahu.catalog.tables import Dataset, DatasetSeries, ProjectSeries, Series, SeriesTag
+from kahu.catalog.scope import in_projects
+from kahu.catalog.tables import Dataset, DatasetSeries, Series, SeriesTag
 from kahu.errors import InvalidInput
 from kahu.search.fields import Field, FieldType, resolve
 from kahu.search.query import (
@@ -103,15 +104,6 @@ def expand(field: Field, dialect: str) -> Expansion:
     each = func.json_each(Series.document, f'$."{field.name}"').table_valued("value", "type")
     kind = case((each.c.type.in_(("integer", "real")), literal("number")), else_=each.c.type)
     return Expansion(each, each.c.value, each.c.value, kind)
-
-
-def in_projects(projects: Collection[int]) -> ColumnElement[bool]:
-    """Series that belong to one of ``projects`` (primary keys)."""
-    if not projects:
-        return false()
-    return exists().where(
-        ProjectSeries.series_pk == Series.id, ProjectSeries.project_pk.in_(sorted(projects))
-    )
 
 
 def condition(

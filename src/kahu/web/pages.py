@@ -23,7 +23,7 @@ from kahu.api.deps import KahuDep
 from kahu.api.flow import pending_steps
 from kahu.api.search import hidden_datasets
 from kahu.auth.policy import (
-    SeriesScope,
+    EVERYTHING,
     read_scope,
     readable_projects,
     require_in_project,
@@ -32,6 +32,7 @@ from kahu.auth.policy import (
 from kahu.auth.sessions import CSRF_COOKIE, SESSION_COOKIE, csrf_ok
 from kahu.auth.users import UserPublic
 from kahu.catalog.repository import DEFAULT_PROJECT
+from kahu.catalog.scope import SeriesScope
 from kahu.core import Kahu
 from kahu.dimse.nodes import Node
 from kahu.errors import (
@@ -150,7 +151,7 @@ def session(request: Request, kahu: Kahu, *, change: str | None = None) -> Sessi
     chosen = request.cookies.get(PROJECT_COOKIE)
     if chosen not in roles:  # none chosen, or no longer a member: every project
         return Session(user, request.cookies.get(CSRF_COOKIE, ""), scope, roles, None, scope)
-    view = SeriesScope(frozenset({kahu.projects.pk(chosen)}))
+    view = scope.narrowed({kahu.projects.pk(chosen)})
     return Session(user, request.cookies.get(CSRF_COOKIE, ""), scope, roles, chosen, view)
 
 
@@ -245,7 +246,7 @@ def logout(
 def home(request: Request, kahu: KahuDep) -> Response:
     s = session(request, kahu)
     view = s.view or s.scope
-    everything = view.query(parse(""))
+    everything = parse("")
     # distinct patients, studies, series: the column index counts them in milliseconds (SQL
     # joins every series of the scope: a third of a second at 100,000 series)
     wanted: dict[str, agg.Facet] = {
@@ -253,9 +254,9 @@ def home(request: Request, kahu: KahuDep) -> Response:
         "studies": agg.Distinct("studies"),
         "series": agg.Distinct("series"),
     }
-    _, distinct = agg.aggregate(kahu.catalog, everything, wanted, index=kahu.search_index)
+    _, distinct = agg.aggregate(kahu.catalog, view, everything, wanted, index=kahu.search_index)
     counts = {of: result.count for of, result in distinct.items()}
-    recent, _ = search_series(kahu.catalog, everything, limit=10, index=kahu.search_index)
+    recent, _ = search_series(kahu.catalog, view, everything, limit=10, index=kahu.search_index)
     running = kahu.runs.runs(states=RUN_ACTIVE, limit=10, projects=s.listed)
     failed = kahu.runs.runs(states=["failed"], limit=5, projects=s.listed)
     return _page(
@@ -366,7 +367,8 @@ def explore(
     bars: list[Bars] = []
     try:
         filters = _filters(f or [])
-        node = (s.view or s.scope).query(parse(_query(q, filters)))
+        readable = s.view or s.scope
+        node = parse(_query(q, filters))
         kahu.audit.record(
             s.user.name, "search", path="GET /explore",
             client=request.client.host if request.client else "",
@@ -374,14 +376,14 @@ def explore(
             status=200,
         )  # fmt: skip
         rows, total = search_series(
-            kahu.catalog, node, limit=PAGE_SIZE, offset=offset, index=kahu.search_index
+            kahu.catalog, readable, node, limit=PAGE_SIZE, offset=offset, index=kahu.search_index
         )
         wanted: dict[str, agg.Facet] = {
             name: agg.Terms(name, FACET_MORE if name == more else FACET_SIZE) for name, _ in FACETS
         }
         wanted["years"] = agg.DateHistogram("StudyDate", "year")
         wanted["ages"] = agg.Histogram("PatientAge", AGE_BIN)
-        _, results = agg.aggregate(kahu.catalog, node, wanted, index=kahu.search_index)
+        _, results = agg.aggregate(kahu.catalog, readable, node, wanted, index=kahu.search_index)
         hidden = hidden_datasets(kahu, s.user)
         years = results["years"].buckets[-15:]  # the latest fifteen years with series
         bars = [
@@ -781,10 +783,10 @@ def viewer(request: Request, kahu: KahuDep, series_uid: str) -> Response:
     from kahu.operators.sr import sr_to_measurements
 
     s = session(request, kahu)
-    row = kahu.catalog.get_series(series_uid, where=s.scope.condition())
+    row = kahu.catalog.get_series(s.scope, series_uid)
     overlays, reports = [], []
     for result in kahu.lineage.of(series_uid, s.scope.condition())["results"]:
-        derived = kahu.catalog.get_series(result["series_uid"], where=s.scope.condition())
+        derived = kahu.catalog.get_series(s.scope, result["series_uid"])
         if derived.modality not in ("SEG", "SR"):
             continue
         with series_files(kahu, s.scope, derived.series_instance_uid) as files:
@@ -829,7 +831,7 @@ def series_page(
 ) -> Response:
     """All of a series' metadata, its thumbnail, lineage and what can be done with it."""
     s = session(request, kahu)
-    row = kahu.catalog.get_series(series_uid, where=s.scope.condition())
+    row = kahu.catalog.get_series(s.scope, series_uid)
     visible = (
         None if s.user.is_admin else kahu.curation.names(readable_projects(kahu.projects, s.user))
     )
@@ -855,7 +857,7 @@ def download_series(request: Request, kahu: KahuDep, series_uid: str) -> Respons
     import zipfile
 
     s = session(request, kahu)
-    rows = kahu.catalog.instances(series_uid=series_uid, where=s.scope.condition())
+    rows = kahu.catalog.instances(s.scope, series_uid=series_uid)
     if not rows:
         raise NotFound(f"no series {series_uid}")
     kahu.audit.record(
@@ -950,7 +952,7 @@ def _system(kahu: Kahu) -> dict[str, Any]:
         },
         "ingest": {"minute": kahu.ingest_rate.last(1), "hour": kahu.ingest_rate.last(60)},
         "series_arriving": kahu.completion.pending(),
-        "counts": kahu.catalog.counts(),
+        "counts": kahu.catalog.counts(EVERYTHING),  # shown to administrators only
     }
 
 

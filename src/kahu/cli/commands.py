@@ -1,4 +1,6 @@
-"""The ``kahu`` command."""
+"""The ``kahu`` command's own commands: serve, import, search, find, users, tokens, nodes,
+series and audit (workflows and projects are in :mod:`kahu.cli.flow` and
+:mod:`kahu.cli.projects`)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kahu.settings import Settings
+from kahu.cli.common import DbOpt, HomeOpt, _audited, _fail, _guard, _open, _settings
 
 app = typer.Typer(
     help="Kahu: receive, store, search and process medical images on your own site.",
@@ -31,66 +33,6 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(nodes_app, name="nodes")
 app.add_typer(series_app, name="series")
 app.add_typer(audit_app, name="audit")
-
-HomeOpt = Annotated[
-    Path | None,
-    typer.Option("--home", help="Kahu home folder [env: KAHU_HOME]", show_default=False),
-]
-DbOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url", help="SQLAlchemy URL [env: KAHU_DATABASE_URL]", show_default=False
-    ),
-]
-
-
-def _settings(home: Path | None, database_url: str | None, **nested: dict[str, Any]) -> Settings:
-    overrides: dict[str, Any] = {}
-    if home is not None:
-        overrides["home"] = home
-    if database_url is not None:
-        overrides["database_url"] = database_url
-    env = Settings()
-    data = env.model_dump()
-    data.update(overrides)
-    for section, values in nested.items():
-        data[section].update({k: v for k, v in values.items() if v is not None})
-    return Settings.model_validate(data)
-
-
-def _open(settings: Settings) -> Any:
-    from kahu.core import Kahu
-
-    return Kahu(settings)
-
-
-def _audited(kahu: Any, action: str, **fields: Any) -> Any:
-    """The audit record of a change made on the command line (by the operating system's
-    user), written before the change: no record, no change."""
-    return kahu.audit.action(f"cli:{getpass.getuser()}", action, kind="cli", path="cli", **fields)
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(2)
-
-
-def _guard(func: Any) -> Any:
-    """Turn Kahu's own errors into a one-line message and exit status 2."""
-    import functools
-
-    from kahu.errors import KahuError
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except KahuError as exc:
-            _fail(str(exc))
-        except ValueError as exc:  # pydantic validation of settings
-            _fail(str(exc))
-
-    return wrapper
 
 
 @app.command()
@@ -204,12 +146,20 @@ def search(
     database_url: DbOpt = None,
 ) -> None:
     """Find series with a query (syntax: docs/search.md); a table, or --json documents."""
+    from kahu.catalog.scope import SeriesScope
     from kahu.errors import InvalidInput
     from kahu.search.series import search_series
 
     with _open(_settings(home, database_url)) as kahu:
         try:
-            rows, total = search_series(kahu.catalog, query, limit=limit, offset=offset, sort=sort)
+            rows, total = search_series(
+                kahu.catalog,
+                SeriesScope.system("cli"),
+                query,
+                limit=limit,
+                offset=offset,
+                sort=sort,
+            )
         except InvalidInput as exc:
             _fail(str(exc))
     for row in rows:
@@ -245,6 +195,7 @@ def find(
 ) -> None:
     """Find patients, studies, series or instances by DICOM matching keys, as C-FIND does."""
     from kahu.catalog.dicom_query import Level
+    from kahu.catalog.scope import SeriesScope
 
     filters: dict[str, str] = {}
     for term in terms or []:
@@ -262,7 +213,7 @@ def find(
         unknown = [k for k in filters if k not in ATTRIBUTES and k not in DERIVED]
         if unknown:
             _fail(f"unknown matching key(s): {', '.join(unknown)}")
-        rows = kahu.query.search(query_level, filters, limit=limit)
+        rows = kahu.query.search(SeriesScope.system("cli"), query_level, filters, limit=limit)
     for row in rows:
         if as_json:
             typer.echo(json.dumps(row, default=str))
@@ -552,8 +503,10 @@ def nodes_echo(name: str, home: HomeOpt = None, database_url: DbOpt = None) -> N
 @_guard
 def series_show(uid: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Print a series' metadata document as JSON."""
+    from kahu.catalog.scope import SeriesScope
+
     with _open(_settings(home, database_url)) as kahu:
-        row = kahu.catalog.get_series(uid)
+        row = kahu.catalog.get_series(SeriesScope.system("cli"), uid)
     typer.echo(json.dumps(row.full_document(), indent=2, default=str))
 
 
@@ -567,17 +520,3 @@ def series_delete(uid: str, home: HomeOpt = None, database_url: DbOpt = None) ->
     ):
         removed = kahu.ingestor.delete_series(uid)
     typer.echo(f"deleted series {uid} ({removed} files)")
-
-
-def main() -> None:
-    app()
-
-
-def _register() -> None:
-    from kahu import cli_flow, cli_projects
-
-    cli_flow.register(app)
-    cli_projects.register(app)
-
-
-_register()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kahu.cli import DbOpt, HomeOpt, _audited, _guard, _open, _settings
+from kahu.cli.common import DbOpt, HomeOpt, _audited, _guard, _open, _settings
 
 projects_app = typer.Typer(
     help="Projects: who may see which series, and where arriving data goes.",

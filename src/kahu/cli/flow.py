@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kahu.cli import DbOpt, HomeOpt, _fail, _guard, _open, _settings
+from kahu.cli.common import DbOpt, HomeOpt, _fail, _guard, _open, _settings
 
 workflows_app = typer.Typer(help="List and inspect workflows.", no_args_is_help=True)
 runs_app = typer.Typer(help="Watch, cancel and retry workflow runs.", no_args_is_help=True)

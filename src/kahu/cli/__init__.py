@@ -1,0 +1,16 @@
+"""The ``kahu`` command: one Typer application assembled from the modules by area."""
+
+from __future__ import annotations
+
+from kahu.cli import flow, projects
+from kahu.cli.commands import app
+
+flow.register(app)
+projects.register(app)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]
