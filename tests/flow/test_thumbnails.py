@@ -1,5 +1,5 @@
 """Thumbnails on arrival: every completed series gets a run of series-thumbnails (the
-built-in rule), whose PNG WADO-RS then serves; series without pixels are skipped."""
+built-in rule), whose PNG WADO-RS then serves; series without pixels get the typed placeholder."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from PIL import Image
 from kahu.app import create_app
 from kahu.catalog.thumbnails import thumbnail_key
 from kahu.core import Kahu
+from kahu.dicom.placeholder import BACKGROUND
 from kahu.errors import NotFound
 from tests.conftest import SYSTEM
 from tests.flow.conftest import flow_settings, start_kahu
@@ -52,8 +53,12 @@ def test_arriving_series_get_thumbnails_served_by_wado(thumbnail_kahu: Kahu) -> 
     image = Image.open(io.BytesIO(png))
     assert image.format == "PNG"
     assert max(image.size) == 128
-    with pytest.raises(NotFound):  # a PDF has no pixels: skipped, not failed
-        thumbnail_kahu.store.get(thumbnail_key(pdf.series_instance_uid))
+    # a PDF has no pixels: its thumbnail is the typed placeholder, stored alike
+    placeholder = Image.open(
+        io.BytesIO(thumbnail_kahu.store.get(thumbnail_key(pdf.series_instance_uid)))
+    )
+    assert placeholder.size == (128, 128)
+    assert placeholder.convert("RGB").getpixel((1, 1)) == BACKGROUND
 
     settings = thumbnail_kahu.settings
     thumbnail_kahu.accounts.ensure_admin(settings.admin_password_file)

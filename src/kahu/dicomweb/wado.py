@@ -17,7 +17,7 @@ from pydicom.encaps import generate_frames
 from kahu.api.deps import KahuDep, Scope
 from kahu.catalog.records import InstanceRow
 from kahu.catalog.scope import SeriesScope
-from kahu.catalog.thumbnails import thumbnail_key
+from kahu.catalog.thumbnails import SIZE, make_thumbnail, thumbnail_key
 from kahu.core import Kahu
 from kahu.dicom.json_model import BASE_MARKER
 from kahu.dicom.render import CannotRender, render
@@ -373,8 +373,24 @@ def rendered_frame(
     return _rendered(kahu, request, row, frame, window, viewport, quality)
 
 
-def _middle(rows: list[InstanceRow]) -> InstanceRow:
-    return rows[len(rows) // 2]
+def _thumbnail(
+    kahu: Kahu,
+    request: Request,
+    scope: SeriesScope,
+    series: str,
+    rows: list[InstanceRow],
+    viewport: str | None,
+) -> Response:
+    """A rendered image where there is one, else a typed placeholder: never a 406 for a
+    series or instance that exists (the gallery shows every series)."""
+    media = _image_type(request)
+    _, view = _render_params(None, viewport or f"{SIZE},{SIZE}")
+    assert view is not None
+    modality = kahu.catalog.get_series(scope, series).modality or ""
+    picture, _ = make_thumbnail(
+        rows, lambda row: _read(kahu, row), modality, size=view, media_type=media
+    )
+    return Response(picture, media_type=media)
 
 
 @router.get("/studies/{study}/series/{series}/thumbnail", summary="WADO-RS: series thumbnail")
@@ -386,12 +402,12 @@ def series_thumbnail(
     scope: Scope,
     viewport: Viewport = None,
 ) -> Response:
-    row = _middle(_instances(kahu, scope, study, series))
+    rows = _instances(kahu, scope, study, series)
     if viewport is None and _image_type(request) == "image/png":
         # made by the series-thumbnails workflow (on arrival by default)
         with contextlib.suppress(NotFound):
             return Response(kahu.store.get(thumbnail_key(series)), media_type="image/png")
-    return _rendered(kahu, request, row, 1, None, viewport or "128,128", 80)
+    return _thumbnail(kahu, request, scope, series, rows, viewport)
 
 
 @router.get(
@@ -407,5 +423,5 @@ def instance_thumbnail(
     scope: Scope,
     viewport: Viewport = None,
 ) -> Response:
-    [row] = _instances(kahu, scope, study, series, instance)
-    return _rendered(kahu, request, row, 1, None, viewport or "128,128", 80)
+    rows = _instances(kahu, scope, study, series, instance)
+    return _thumbnail(kahu, request, scope, series, rows, viewport)

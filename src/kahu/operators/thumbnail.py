@@ -1,9 +1,9 @@
-"""Series thumbnails: the middle instance rendered as a small PNG, kept in the blob store
-beside the series so the gallery and WADO-RS serve it without decoding the images again."""
+"""Series thumbnails: the middle image rendered as a small PNG (a typed placeholder for a series
+without one), kept in the blob store beside the series so the gallery and WADO-RS serve it
+without decoding the images again."""
 
 from __future__ import annotations
 
-import io
 from typing import TYPE_CHECKING
 
 from kahu.flow.job import TaskContext
@@ -14,11 +14,8 @@ if TYPE_CHECKING:
 
 
 def make_thumbnail(ctx: TaskContext, services: OperatorServices) -> None:
-    """Per series: render the middle instance; a series without pixels (SR, PDF) is skipped."""
-    import pydicom
-
-    from kahu.catalog.thumbnails import SIZE
-    from kahu.dicom.render import CannotRender, render
+    """Per series: render the middle image, or the placeholder of an SR, a PDF, a plan."""
+    from kahu.catalog.thumbnails import make_thumbnail as picture
 
     uid = ctx.series_uid
     if uid is None:
@@ -26,19 +23,16 @@ def make_thumbnail(ctx: TaskContext, services: OperatorServices) -> None:
     rows = services.instances(uid)
     if not rows:
         raise ValueError(f"series {uid} has no instances")
-    row = rows[len(rows) // 2]
-    try:
-        data = io.BytesIO(services.read(row))
-        png = render(pydicom.dcmread(data), viewport=(SIZE, SIZE))
-    except CannotRender as exc:
-        ctx.log.info("no thumbnail for %s: %s", uid, exc)
-        return
+    modality = services.series(uid).modality or ""
+    png, shows = picture(rows, services.read, modality)
+    if shows == "placeholder":
+        ctx.log.info("series %s (%s) has no image to render: a placeholder", uid, modality)
     services.put_thumbnail(uid, png)
     (ctx.out_dir / "thumbnail.png").write_bytes(png)
 
 
 def thumbnails(name: str = "thumbnails") -> Operator:
-    """Per series: a PNG thumbnail of the middle instance, stored for the gallery."""
+    """Per series: a PNG thumbnail of the middle image, stored for the gallery."""
     return internal_operator(
         name,
         "kahu.operators.thumbnail:make_thumbnail",
