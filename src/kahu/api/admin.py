@@ -22,9 +22,7 @@ from kahu.api.schemas import (
     TokenCreated,
     TokenPublic,
     UserCreate,
-    UserPublicModel,
 )
-from kahu.auth import users
 from kahu.auth.policy import readable_projects
 from kahu.auth.sessions import CSRF_COOKIE, SESSION_COOKIE, csrf_token
 from kahu.auth.throttle import TooManyAttempts
@@ -34,25 +32,6 @@ from kahu.dimse.nodes import Node
 from kahu.errors import AuthenticationFailed, PermissionDenied
 
 router = APIRouter(prefix="/api/v1")
-
-
-def _token(t: users.TokenPublic) -> TokenPublic:
-    return TokenPublic(
-        id=t.id,
-        user=t.user,
-        name=t.name,
-        prefix=t.prefix,
-        created_at=t.created_at,
-        expires_at=t.expires_at,
-        revoked_at=t.revoked_at,
-        last_used_at=t.last_used_at,
-    )
-
-
-def _user(u: users.UserPublic) -> UserPublicModel:
-    return UserPublicModel(
-        name=u.name, is_admin=u.is_admin, disabled=u.disabled, created_at=u.created_at
-    )
 
 
 def _password_login(kahu: Kahu, request: Request, username: str, password: str) -> UserPublic:
@@ -95,7 +74,7 @@ def login(body: LoginRequest, request: Request, kahu: KahuDep) -> TokenCreated:
     secret, token = kahu.accounts.create_token(
         user.name, name="login", expires_in=timedelta(days=body.expires_in_days)
     )
-    return TokenCreated(token=secret, **_token(token).model_dump())
+    return TokenCreated.of(secret, token)
 
 
 class SessionLogin(BaseModel):
@@ -211,9 +190,9 @@ def session_logout(request: Request, kahu: KahuDep, user: CurrentUser) -> Respon
     return response
 
 
-@router.get("/me", response_model=UserPublicModel)
-def me(user: CurrentUser) -> UserPublicModel:
-    return _user(user)
+@router.get("/me", response_model=UserPublic)
+def me(user: CurrentUser) -> UserPublic:
+    return user
 
 
 @router.post("/me/password", status_code=204, summary="Change your password")
@@ -233,14 +212,14 @@ def change_password(
     return Response(status_code=204)
 
 
-@router.get("/users", response_model=list[UserPublicModel])
-def list_users(kahu: KahuDep, _admin: AdminUser) -> list[UserPublicModel]:
-    return [_user(u) for u in kahu.accounts.list_users()]
+@router.get("/users", response_model=list[UserPublic])
+def list_users(kahu: KahuDep, _admin: AdminUser) -> list[UserPublic]:
+    return kahu.accounts.list_users()
 
 
-@router.post("/users", response_model=UserPublicModel, status_code=201)
-def create_user(body: UserCreate, kahu: KahuDep, _admin: AdminUser) -> UserPublicModel:
-    return _user(kahu.accounts.create_user(body.name, body.password, is_admin=body.is_admin))
+@router.post("/users", response_model=UserPublic, status_code=201)
+def create_user(body: UserCreate, kahu: KahuDep, _admin: AdminUser) -> UserPublic:
+    return kahu.accounts.create_user(body.name, body.password, is_admin=body.is_admin)
 
 
 @router.get("/tokens", response_model=list[TokenPublic], summary="API tokens")
@@ -256,14 +235,14 @@ def list_tokens(
     if of is not None and of != user.name and not user.is_admin:
         raise PermissionDenied("administrators only")
     name = user.name if of is None else None if of == "*" else of
-    return [_token(t) for t in kahu.accounts.list_tokens(name)]
+    return kahu.accounts.list_tokens(name)
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201)
 def create_token(body: TokenCreate, kahu: KahuDep, user: CurrentUser) -> TokenCreated:
     expires = timedelta(days=body.expires_in_days) if body.expires_in_days else None
     secret, token = kahu.accounts.create_token(user.name, name=body.name, expires_in=expires)
-    return TokenCreated(token=secret, **_token(token).model_dump())
+    return TokenCreated.of(secret, token)
 
 
 @router.delete("/tokens/{token_id}", status_code=204)

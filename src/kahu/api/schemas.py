@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
+
+from kahu.auth.users import TokenPublic, UserPublic
+
+__all__ = ["TokenPublic", "UserPublic"]  # the records the routes answer with, one of each
 
 
 class SeriesPublic(BaseModel):
@@ -74,13 +80,6 @@ class StatsPublic(BaseModel):
     size_bytes: int
 
 
-class UserPublicModel(BaseModel):
-    name: str
-    is_admin: bool
-    disabled: bool
-    created_at: datetime
-
-
 class UserCreate(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=12, max_length=1024)
@@ -92,19 +91,15 @@ class TokenCreate(BaseModel):
     expires_in_days: float | None = Field(default=None, gt=0, le=3650)
 
 
-class TokenPublic(BaseModel):
-    id: int
-    user: str
-    name: str
-    prefix: str
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    last_used_at: datetime | None
-
-
+@dataclass(frozen=True, slots=True)
 class TokenCreated(TokenPublic):
-    token: str = Field(description="the secret; shown only once")
+    """A new token: its public record and the secret, shown only this once."""
+
+    token: str
+
+    @classmethod
+    def of(cls, secret: str, token: TokenPublic) -> TokenCreated:
+        return cls(**dataclasses.asdict(token), token=secret)
 
 
 class LoginRequest(BaseModel):
