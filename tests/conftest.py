@@ -122,6 +122,15 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("KAHU_TEST", "1")
 
 
+def dcmtk_tool(name: str) -> str:
+    """dcmtk's own program: pynetdicom installs apps of the same names (getscu, findscu, ...)
+    into the virtual environment, which come first on PATH once it is activated."""
+    for folder in ("/usr/bin", "/usr/local/bin"):
+        if (Path(folder) / name).is_file():
+            return str(Path(folder) / name)
+    return name
+
+
 @pytest.fixture(scope="session")
 def dcmtk() -> None:
     if shutil.which("storescu") is None:

@@ -19,7 +19,7 @@ import pydicom
 from kahu.core import Kahu
 from kahu.settings import DicomSettings, Settings
 from tests import synthetic
-from tests.conftest import SYSTEM, free_port, wait_for_port
+from tests.conftest import SYSTEM, dcmtk_tool, free_port, wait_for_port
 
 
 def _start(home: Path, dicom_port: int) -> subprocess.Popen[bytes]:
@@ -49,7 +49,7 @@ def _start(home: Path, dicom_port: int) -> subprocess.Popen[bytes]:
 def _storescu(port: int, folder: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
-            "storescu",
+            dcmtk_tool("storescu"),
             "-v",
             "-aet",
             "MODALITY",

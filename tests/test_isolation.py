@@ -89,6 +89,7 @@ def _path_values(w: World, path: str) -> dict[str, str]:
         "/api/v1/triggers": f"{SECRET}-trigger",
         "/api/v1/workflows": "export-dicom-zip",
         "/api/v1/nodes": f"{SECRET}-node",
+        "/api/v1/users": "admin",  # bob may not disable the administrator
         "/api/v1/fields": "PatientID",
     }
     return {
@@ -117,6 +118,7 @@ def _body(w: World) -> dict[str, Any]:
     (names are bob's own: a route may answer with the name it was given)."""
     return {
         "name": "bobs",
+        "disabled": True,
         "series": [w.series],
         "series_uids": [w.series],
         "project": SECRET,

@@ -47,6 +47,7 @@ LAYERS: list[set[str]] = [
     {"flow"},
     {"operators", "workflows"},
     {"core"},
+    {"actions"},
     {"api", "dicomweb", "web"},
     {"app", "cli", "__main__"},
 ]

@@ -6,9 +6,10 @@ failure status; a failed task) without taking place. The outcome is filled in on
 action ends (:meth:`AuditLog.finish`); the table accepts nothing else after the insert (its
 triggers refuse deletes and other changes), so each audited action leaves exactly one record.
 
-HTTP routes are audited by the table :data:`ROUTES` (the authentication dependency records,
-a middleware fills in the status); DICOM query/retrieve, workflow launches, sends to nodes
-and deletions by workflows record where they happen.
+Changes to accounts, projects and nodes are recorded by their action (:mod:`kahu.actions`),
+whichever door they come by. Other HTTP routes are audited by the table :data:`ROUTES` (the
+authentication dependency records, a middleware fills in the status); DICOM query/retrieve,
+workflow launches, sends to nodes and deletions by workflows record where they happen.
 """
 
 from __future__ import annotations
@@ -90,20 +91,10 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/triggers"): "trigger.add",
     ("PATCH", "/api/v1/triggers/{name}"): "trigger.change",
     ("DELETE", "/api/v1/triggers/{name}"): "trigger.remove",
-    ("POST", "/api/v1/projects"): "project.create",
-    ("DELETE", "/api/v1/projects/{name}"): "project.delete",
-    ("PUT", "/api/v1/projects/{name}/members/{user_name}"): "member.set",
-    ("DELETE", "/api/v1/projects/{name}/members/{user_name}"): "member.remove",
-    ("PUT", "/api/v1/projects/{name}/ae-titles/{ae_title}"): "project.map-ae",
-    ("DELETE", "/api/v1/projects/{name}/ae-titles/{ae_title}"): "project.unmap-ae",
     ("POST", "/api/v1/projects/{name}/series"): "project.add-series",
-    ("POST", "/api/v1/users"): "user.create",
     ("POST", "/api/v1/me/password"): "password.change",
     ("POST", "/api/v1/auth/logout"): "logout",
     ("POST", "/api/v1/tokens"): "token.create",
-    ("DELETE", "/api/v1/tokens/{token_id}"): "token.revoke",
-    ("POST", "/api/v1/nodes"): "node.add",
-    ("DELETE", "/api/v1/nodes/{name}"): "node.remove",
 }
 
 #: path parameters that name series, studies or instances (recorded as touched)

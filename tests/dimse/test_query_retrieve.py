@@ -14,7 +14,7 @@ from kahu.core import Kahu
 from kahu.dicom.structure import body_offset
 from kahu.dimse.nodes import Node
 from tests import synthetic
-from tests.conftest import SYSTEM, sample_path
+from tests.conftest import SYSTEM, dcmtk_tool, sample_path
 from tests.dimse import scu
 
 NAMES = ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm", "test-SR.dcm"]
@@ -51,7 +51,7 @@ def _query(level: str, **keys: object) -> Dataset:
 
 def _findscu(port: int, *args: str) -> str:
     out = subprocess.run(
-        ["findscu", "-aec", "KAHU", "127.0.0.1", str(port), *args],
+        [dcmtk_tool("findscu"), "-aec", "KAHU", "127.0.0.1", str(port), *args],
         capture_output=True,
         timeout=60,
         check=True,
@@ -239,7 +239,7 @@ class TestMove:
         filled.nodes.add(Node("dest", "DEST", "127.0.0.1", destination.dicom.port))
         subprocess.run(
             [
-                "movescu",
+                dcmtk_tool("movescu"),
                 "-S",
                 "-aec",
                 "KAHU",
@@ -290,7 +290,7 @@ class TestGet:
         [series] = [r for r in filled.catalog.list_series(SYSTEM)[0] if r.patient_id == "SYN-Q"]
         subprocess.run(
             [
-                "getscu",
+                dcmtk_tool("getscu"),
                 "-S",
                 "-aec",
                 "KAHU",

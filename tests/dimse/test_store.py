@@ -15,7 +15,7 @@ from pydicom.uid import generate_uid
 from kahu.core import Kahu
 from kahu.dicom.structure import body_offset
 from tests import synthetic
-from tests.conftest import SYSTEM, dataset_counts, sample_path
+from tests.conftest import SYSTEM, dataset_counts, dcmtk_tool, sample_path
 from tests.dimse import scu
 
 #: Real files covering the storage classes and transfer syntaxes the issue names.
@@ -95,7 +95,7 @@ class TestEcho:
 
     def test_echoscu(self, running_kahu: Kahu, dcmtk: None) -> None:
         subprocess.run(
-            ["echoscu", "-aec", "KAHU", "127.0.0.1", str(running_kahu.dicom.port)],
+            [dcmtk_tool("echoscu"), "-aec", "KAHU", "127.0.0.1", str(running_kahu.dicom.port)],
             check=True,
             timeout=30,
         )
@@ -133,7 +133,7 @@ class TestStore:
         names = ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm", "test-SR.dcm", "waveform_ecg.dcm"]
         subprocess.run(
             [
-                "storescu",
+                dcmtk_tool("storescu"),
                 "-aet",
                 "MODALITY",
                 "-aec",
@@ -156,7 +156,7 @@ class TestStore:
     ) -> None:
         path = sample_path("MR_small_jp2klossless.dcm")
         subprocess.run(
-            ["storescu", "-xv", "127.0.0.1", str(running_kahu.dicom.port), str(path)],
+            [dcmtk_tool("storescu"), "-xv", "127.0.0.1", str(running_kahu.dicom.port), str(path)],
             check=True,
             timeout=60,
             capture_output=True,
@@ -173,7 +173,14 @@ class TestStore:
         path = running_kahu.settings.home / "small-pdus.dcm"
         path.write_bytes(data)
         subprocess.run(
-            ["storescu", "--max-send-pdu", "4096", "127.0.0.1", str(running_kahu.dicom.port), path],
+            [
+                dcmtk_tool("storescu"),
+                "--max-send-pdu",
+                "4096",
+                "127.0.0.1",
+                str(running_kahu.dicom.port),
+                path,
+            ],
             check=True,
             timeout=60,
             capture_output=True,

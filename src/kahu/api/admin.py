@@ -12,7 +12,9 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from kahu.api.deps import AdminUser, CurrentUser, KahuDep
+from kahu.actions import accounts as accounts_actions
+from kahu.actions import nodes as nodes_actions
+from kahu.api.deps import ActorDep, AdminUser, CurrentUser, KahuDep
 from kahu.api.schemas import (
     LoginRequest,
     NodeCreate,
@@ -218,8 +220,20 @@ def list_users(kahu: KahuDep, _admin: AdminUser) -> list[UserPublic]:
 
 
 @router.post("/users", response_model=UserPublic, status_code=201)
-def create_user(body: UserCreate, kahu: KahuDep, _admin: AdminUser) -> UserPublic:
-    return kahu.accounts.create_user(body.name, body.password, is_admin=body.is_admin)
+def create_user(body: UserCreate, kahu: KahuDep, actor: ActorDep) -> UserPublic:
+    done = accounts_actions.create_user(kahu, actor, body.name, body.password, admin=body.is_admin)
+    user: UserPublic = done.result
+    return user
+
+
+class UserChange(BaseModel):
+    disabled: bool = Field(description="a disabled user's tokens and sessions stop working")
+
+
+@router.patch("/users/{name}", status_code=204, summary="Disable or enable a user")
+def change_user(name: str, body: UserChange, kahu: KahuDep, actor: ActorDep) -> Response:
+    accounts_actions.set_disabled(kahu, actor, name, body.disabled)
+    return Response(status_code=204)
 
 
 @router.get("/tokens", response_model=list[TokenPublic], summary="API tokens")
@@ -246,8 +260,8 @@ def create_token(body: TokenCreate, kahu: KahuDep, user: CurrentUser) -> TokenCr
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-def revoke_token(token_id: int, kahu: KahuDep, user: CurrentUser) -> Response:
-    kahu.accounts.revoke_token(token_id, user=None if user.is_admin else user.name)
+def revoke_token(token_id: int, kahu: KahuDep, actor: ActorDep) -> Response:
+    accounts_actions.revoke_token(kahu, actor, token_id)
     return Response(status_code=204)
 
 
@@ -281,15 +295,16 @@ def _node(n: Node) -> NodePublic:
 
 
 @router.post("/nodes", response_model=NodePublic, status_code=201)
-def add_node(body: NodeCreate, kahu: KahuDep, _admin: AdminUser) -> NodePublic:
+def add_node(body: NodeCreate, kahu: KahuDep, actor: ActorDep) -> NodePublic:
     fields = body.model_dump()
     fields["projects"] = tuple(body.projects)
-    return _node(kahu.nodes.add(Node(**fields)))
+    node: Node = nodes_actions.add_node(kahu, actor, Node(**fields)).result
+    return _node(node)
 
 
 @router.delete("/nodes/{name}", status_code=204)
-def remove_node(name: str, kahu: KahuDep, _admin: AdminUser) -> Response:
-    kahu.nodes.remove(name)
+def remove_node(name: str, kahu: KahuDep, actor: ActorDep) -> Response:
+    nodes_actions.remove_node(kahu, actor, name)
     return Response(status_code=204)
 
 

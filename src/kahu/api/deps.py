@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from kahu.actions import Actor
 from kahu.audit import ROUTES, UID_PARAMETERS, audited_route
 from kahu.auth.policy import read_scope
 from kahu.auth.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, csrf_ok
@@ -52,6 +53,7 @@ def current_user(
             "authentication required: send 'Authorization: Bearer <token>' or log in"
         )
     user, token_id, fresh = kahu.accounts.token_use(secret)
+    request.state.token_id = token_id
     client = request.client.host if request.client else ""
     template = _template(request)
     if fresh:
@@ -112,6 +114,23 @@ def admin_user(user: CurrentUser) -> UserPublic:
 
 
 AdminUser = Annotated[UserPublic, Depends(admin_user)]
+
+
+def actor_of(request: Request, user: CurrentUser) -> Actor:
+    """The caller as the actor of an action (:mod:`kahu.actions`): who, by which route,
+    from where, with which token."""
+    route = request.scope.get("route")
+    template = getattr(route, "path", request.url.path)
+    return Actor(
+        user,
+        path=f"{request.method} {template}",
+        client=request.client.host if request.client else "",
+        token_id=getattr(request.state, "token_id", None),
+    )
+
+
+#: The caller of an action route; the action checks the policy and writes the audit record.
+ActorDep = Annotated[Actor, Depends(actor_of)]
 
 
 def read_scope_of(kahu: KahuDep, user: CurrentUser) -> SeriesScope:

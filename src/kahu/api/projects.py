@@ -10,12 +10,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
-from kahu.api.deps import AdminUser, CurrentUser, KahuDep
+from kahu.actions import projects as projects_actions
+from kahu.api.deps import ActorDep, CurrentUser, KahuDep
 from kahu.auth.policy import require_role, role_in, write_scope
-from kahu.auth.projects import Role, at_least
+from kahu.auth.projects import ProjectInfo, Role, at_least
 from kahu.auth.users import UserPublic
 from kahu.core import Kahu
-from kahu.errors import NotFound
 
 router = APIRouter(prefix="/api/v1/projects")
 Name = Annotated[str, Path(max_length=64)]
@@ -58,8 +58,11 @@ def projects(kahu: KahuDep, user: CurrentUser) -> dict[str, Any]:
 
 
 @router.post("", status_code=201, summary="Create a project")
-def create(body: ProjectCreate, kahu: KahuDep, _admin: AdminUser) -> dict[str, Any]:
-    return kahu.projects.create(body.name, body.description).public()
+def create(body: ProjectCreate, kahu: KahuDep, actor: ActorDep) -> dict[str, Any]:
+    info: ProjectInfo = projects_actions.create_project(
+        kahu, actor, body.name, body.description
+    ).result
+    return info.public()
 
 
 @router.get("/{name}", summary="A project (with its members for managers)")
@@ -72,39 +75,34 @@ def project(name: Name, kahu: KahuDep, user: CurrentUser) -> dict[str, Any]:
 
 
 @router.delete("/{name}", status_code=204, summary="Delete a project (not its series)")
-def delete(name: Name, kahu: KahuDep, _admin: AdminUser) -> Response:
-    kahu.projects.delete(name)
-    kahu.catalog.forget_projects()
+def delete(name: Name, kahu: KahuDep, actor: ActorDep) -> Response:
+    projects_actions.delete_project(kahu, actor, name)
     return Response(status_code=204)
 
 
 @router.put("/{name}/members/{user_name}", summary="Give a user a role in the project")
 def set_member(
-    name: Name, user_name: Name, body: MemberRole, kahu: KahuDep, user: CurrentUser
+    name: Name, user_name: Name, body: MemberRole, kahu: KahuDep, actor: ActorDep
 ) -> dict[str, Any]:
-    _require(kahu, user, name, "manager")
-    kahu.projects.set_member(name, user_name, body.role)
+    projects_actions.set_member(kahu, actor, name, user_name, body.role)
     return {"project": name, "user": user_name, "role": body.role}
 
 
 @router.delete("/{name}/members/{user_name}", status_code=204, summary="Remove a member")
-def remove_member(name: Name, user_name: Name, kahu: KahuDep, user: CurrentUser) -> Response:
-    _require(kahu, user, name, "manager")
-    kahu.projects.remove_member(name, user_name)
+def remove_member(name: Name, user_name: Name, kahu: KahuDep, actor: ActorDep) -> Response:
+    projects_actions.remove_member(kahu, actor, name, user_name)
     return Response(status_code=204)
 
 
 @router.put("/{name}/ae-titles/{ae_title}", summary="Data sent to this AE title enters it")
-def map_ae(name: Name, ae_title: Name, kahu: KahuDep, _admin: AdminUser) -> dict[str, Any]:
-    kahu.projects.map_ae(ae_title, name)
+def map_ae(name: Name, ae_title: Name, kahu: KahuDep, actor: ActorDep) -> dict[str, Any]:
+    projects_actions.map_ae(kahu, actor, ae_title, name)
     return {"project": name, "ae_title": ae_title}
 
 
 @router.delete("/{name}/ae-titles/{ae_title}", status_code=204, summary="Unmap an AE title")
-def unmap_ae(name: Name, ae_title: Name, kahu: KahuDep, _admin: AdminUser) -> Response:
-    if kahu.projects.ae_map().get(ae_title) != name:
-        raise NotFound(f"AE title {ae_title!r} is not mapped to {name!r}")
-    kahu.projects.unmap_ae(ae_title)
+def unmap_ae(name: Name, ae_title: Name, kahu: KahuDep, actor: ActorDep) -> Response:
+    projects_actions.unmap_ae(kahu, actor, ae_title, name)
     return Response(status_code=204)
 
 

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
-    JSON,
     ColumnElement,
     Connection,
     Integer,
     Select,
+    Text,
     any_,
     bindparam,
     delete,
     func,
     insert,
-    literal,
     select,
+    type_coerce,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -125,6 +126,22 @@ class Counts:
     size_bytes: int
 
 
+def _loaded_json(value: Any) -> Any:
+    """JSON of a page row: SQLite's text parsed (the empty list without parsing), the
+    PostgreSQL driver's value as it comes. Read as plain text and decoded here: the JSON
+    type's layers of processors cost more than the parse itself on a page of documents."""
+    if isinstance(value, str):
+        return [] if value == "[]" else json.loads(value)
+    return value
+
+
+def _loaded_utc(value: Any) -> datetime:
+    """A UTC timestamp of a page row: SQLite's 'YYYY-MM-DD HH:MM:SS.ffffff' parsed in C,
+    PostgreSQL's aware datetime as it comes."""
+    when: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
 class Catalog:
     """Repository over a :class:`Database`; the same code runs on SQLite and PostgreSQL."""
 
@@ -137,6 +154,8 @@ class Catalog:
         # project name -> primary key, and (project, series) pairs known to exist
         self._project_pks: dict[str, int] = {}
         self._in_project: set[tuple[int, int]] = set()
+        self._series_stmt: Select[Any] | None = None
+        self._by_pks_stmt: Select[Any] | None = None
         self._prepare()
 
     # -- writes -------------------------------------------------------------------------------
@@ -603,17 +622,23 @@ class Catalog:
             return Counts(*(int(v or 0) for v in row))
 
     def _series_select(self) -> Select[Any]:
-        """Series with their study, patient, dataset names and tags: one round trip."""
+        """Series with their study, patient, dataset names and tags: one round trip (the
+        statement is built once; ``.where()`` makes a new one)."""
+        if self._series_stmt is None:
+            self._series_stmt = self._build_series_select()
+        return self._series_stmt
+
+    def _build_series_select(self) -> Select[Any]:
         postgres = self.db.engine.dialect.name == "postgresql"
         agg = func.json_agg if postgres else func.json_group_array
         datasets = (
-            select(agg(Dataset.name, type_=JSON))
+            select(agg(Dataset.name, type_=Text))
             .select_from(DatasetSeries)
             .join(Dataset, Dataset.id == DatasetSeries.dataset_pk)
             .where(DatasetSeries.series_pk == Series.id)
             .scalar_subquery()
         )
-        tags = select(agg(SeriesTag.tag, type_=JSON)).where(SeriesTag.series_pk == Series.id)
+        tags = select(agg(SeriesTag.tag, type_=Text)).where(SeriesTag.series_pk == Series.id)
         stmt = (
             select(  # columns, not ORM objects: a page of rows without the identity map
                 Series.id,
@@ -624,9 +649,9 @@ class Catalog:
                 Series.series_description,
                 Series.instance_count,
                 Series.size_bytes,
-                Series.received_at,
-                Series.updated_at,
-                Series.document,
+                type_coerce(Series.received_at, Text),
+                type_coerce(Series.updated_at, Text),
+                type_coerce(Series.document, Text),
                 datasets,
                 tags.scalar_subquery(),
             )
@@ -646,11 +671,11 @@ class Catalog:
                 series_description=description,
                 instance_count=count,
                 size_bytes=size,
-                received_at=received,
-                updated_at=updated,
-                datasets=sorted(names or []),
-                document=document,
-                tags=sorted(tags or []),
+                received_at=_loaded_utc(received),
+                updated_at=_loaded_utc(updated),
+                datasets=sorted(_loaded_json(names) or []),
+                document=_loaded_json(document),
+                tags=sorted(_loaded_json(tags) or []),
                 pk=pk,
             )
             for (
@@ -667,7 +692,7 @@ class Catalog:
                 document,
                 names,
                 tags,
-            ) in s.execute(stmt)
+            ) in s.connection().execute(stmt)
         ]
 
     def get_series(self, scope: SeriesScope, series_uid: str) -> SeriesRow:
@@ -686,12 +711,15 @@ class Catalog:
         """The series with these primary keys, in that order (those gone are left out)."""
         if not pks:
             return []
-        with self.db.read() as s:
+        if self._by_pks_stmt is None:
             if self.db.engine.dialect.name == "postgresql":  # one array, not a bind per key
-                where = Series.id == any_(literal(list(pks), postgresql.ARRAY(Integer)))
+                keys = bindparam("pks", type_=postgresql.ARRAY(Integer))
+                where = Series.id == any_(keys)
             else:
-                where = Series.id.in_(pks)
-            rows = self._series_rows(s, self._series_select().where(where))
+                where = Series.id.in_(bindparam("pks", expanding=True))
+            self._by_pks_stmt = self._series_select().where(where)
+        with self.db.read() as s:
+            rows = self._series_rows(s, self._by_pks_stmt.params(pks=list(pks)))
         position = {pk: i for i, pk in enumerate(pks)}
         return sorted(rows, key=lambda row: position[row.pk])
 

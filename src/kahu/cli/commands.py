@@ -256,11 +256,10 @@ def users_add(
 ) -> None:
     """Create a user (asks for the password)."""
     password = _read_password(password_stdin)
-    with (
-        _open(_settings(home, database_url)) as kahu,
-        _audited(kahu, "user.create", detail={"user": name, "admin": admin}),
-    ):
-        kahu.accounts.create_user(name, password, is_admin=admin)
+    from kahu.actions import Actor, accounts
+
+    with _open(_settings(home, database_url)) as kahu:
+        accounts.create_user(kahu, Actor.cli(), name, password, admin=admin)
     typer.echo(f"created user {name}")
 
 
@@ -286,11 +285,10 @@ def users_passwd(
 @_guard
 def users_disable(name: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Disable a user: logins and tokens stop working."""
-    with (
-        _open(_settings(home, database_url)) as kahu,
-        _audited(kahu, "user.disable", detail={"user": name}),
-    ):
-        kahu.accounts.set_disabled(name, True)
+    from kahu.actions import Actor, accounts
+
+    with _open(_settings(home, database_url)) as kahu:
+        accounts.set_disabled(kahu, Actor.cli(), name, True)
     typer.echo(f"disabled {name}")
 
 
@@ -298,11 +296,10 @@ def users_disable(name: str, home: HomeOpt = None, database_url: DbOpt = None) -
 @_guard
 def users_enable(name: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Enable a disabled user."""
-    with (
-        _open(_settings(home, database_url)) as kahu,
-        _audited(kahu, "user.enable", detail={"user": name}),
-    ):
-        kahu.accounts.set_disabled(name, False)
+    from kahu.actions import Actor, accounts
+
+    with _open(_settings(home, database_url)) as kahu:
+        accounts.set_disabled(kahu, Actor.cli(), name, False)
     typer.echo(f"enabled {name}")
 
 
@@ -349,11 +346,10 @@ def tokens_list(
 @_guard
 def tokens_revoke(token_id: int, home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Revoke a token by its id."""
-    with (
-        _open(_settings(home, database_url)) as kahu,
-        _audited(kahu, "token.revoke", detail={"token_id": token_id}),
-    ):
-        kahu.accounts.revoke_token(token_id)
+    from kahu.actions import Actor, accounts
+
+    with _open(_settings(home, database_url)) as kahu:
+        accounts.revoke_token(kahu, Actor.cli(), token_id)
     typer.echo(f"revoked token {token_id}")
 
 
@@ -395,11 +391,10 @@ def nodes_add(
     from kahu.dimse.nodes import Node
 
     projects = tuple(project or [DEFAULT_PROJECT])
-    with (
-        _open(_settings(home, database_url)) as kahu,
-        _audited(kahu, "node.add", detail={"node": name, "projects": list(projects)}),
-    ):
-        kahu.nodes.add(Node(name, ae_title, host, port, description, projects))
+    from kahu.actions import Actor, nodes
+
+    with _open(_settings(home, database_url)) as kahu:
+        nodes.add_node(kahu, Actor.cli(), Node(name, ae_title, host, port, description, projects))
     typer.echo(f"added node {name}")
 
 
@@ -407,11 +402,10 @@ def nodes_add(
 @_guard
 def nodes_remove(name: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Remove a DICOM node."""
-    with (
-        _open(_settings(home, database_url)) as kahu,
-        _audited(kahu, "node.remove", detail={"node": name}),
-    ):
-        kahu.nodes.remove(name)
+    from kahu.actions import Actor, nodes
+
+    with _open(_settings(home, database_url)) as kahu:
+        nodes.remove_node(kahu, Actor.cli(), name)
     typer.echo(f"removed node {name}")
 
 

@@ -45,11 +45,11 @@ def projects_create(
     database_url: DbOpt = None,
 ) -> None:
     """Create a project."""
-    with (
-        _open(_settings(home, database_url)) as kahu,
-        _audited(kahu, "project.create", project=name),
-    ):
-        kahu.projects.create(name, description)
+    from kahu.actions import Actor
+    from kahu.actions import projects as actions
+
+    with _open(_settings(home, database_url)) as kahu:
+        actions.create_project(kahu, Actor.cli(), name, description)
     typer.echo(f"created project {name}")
 
 
@@ -57,12 +57,11 @@ def projects_create(
 @_guard
 def projects_delete(name: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Delete a project (its series stay in the catalog and in their other projects)."""
-    with (
-        _open(_settings(home, database_url)) as kahu,
-        _audited(kahu, "project.delete", project=name),
-    ):
-        kahu.projects.delete(name)
-        kahu.catalog.forget_projects()
+    from kahu.actions import Actor
+    from kahu.actions import projects as actions
+
+    with _open(_settings(home, database_url)) as kahu:
+        actions.delete_project(kahu, Actor.cli(), name)
     typer.echo(f"deleted project {name}")
 
 
@@ -76,11 +75,11 @@ def projects_add_member(
     database_url: DbOpt = None,
 ) -> None:
     """Give a user a role in a project (or change it)."""
-    with (
-        _open(_settings(home, database_url)) as kahu,
-        _audited(kahu, "member.set", project=project, detail={"user": user, "role": role}),
-    ):
-        kahu.projects.set_member(project, user, role)
+    from kahu.actions import Actor
+    from kahu.actions import projects as actions
+
+    with _open(_settings(home, database_url)) as kahu:
+        actions.set_member(kahu, Actor.cli(), project, user, role)
     typer.echo(f"{user} is {role} in {project}")
 
 
@@ -90,11 +89,11 @@ def projects_remove_member(
     project: str, user: str, home: HomeOpt = None, database_url: DbOpt = None
 ) -> None:
     """Take a user out of a project."""
-    with (
-        _open(_settings(home, database_url)) as kahu,
-        _audited(kahu, "member.remove", project=project, detail={"user": user}),
-    ):
-        kahu.projects.remove_member(project, user)
+    from kahu.actions import Actor
+    from kahu.actions import projects as actions
+
+    with _open(_settings(home, database_url)) as kahu:
+        actions.remove_member(kahu, Actor.cli(), project, user)
     typer.echo(f"removed {user} from {project}")
 
 
@@ -104,11 +103,11 @@ def projects_map_ae(
     ae_title: str, project: str, home: HomeOpt = None, database_url: DbOpt = None
 ) -> None:
     """Data sent to this called AE title enters the project."""
-    with (
-        _open(_settings(home, database_url)) as kahu,
-        _audited(kahu, "project.map-ae", project=project, detail={"ae_title": ae_title}),
-    ):
-        kahu.projects.map_ae(ae_title, project)
+    from kahu.actions import Actor
+    from kahu.actions import projects as actions
+
+    with _open(_settings(home, database_url)) as kahu:
+        actions.map_ae(kahu, Actor.cli(), ae_title, project)
     typer.echo(f"{ae_title} -> {project}")
 
 
@@ -116,11 +115,11 @@ def projects_map_ae(
 @_guard
 def projects_unmap_ae(ae_title: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Data sent to this AE title enters the default project again."""
-    with (
-        _open(_settings(home, database_url)) as kahu,
-        _audited(kahu, "project.unmap-ae", detail={"ae_title": ae_title}),
-    ):
-        kahu.projects.unmap_ae(ae_title)
+    from kahu.actions import Actor
+    from kahu.actions import projects as actions
+
+    with _open(_settings(home, database_url)) as kahu:
+        actions.unmap_ae(kahu, Actor.cli(), ae_title)
     typer.echo(f"{ae_title} unmapped")
 
 

@@ -15,8 +15,11 @@ from kahu.flow.job import Job
 from kahu.flow.processes import kill_group
 from kahu.flow.sandbox import bwrap_path, command_line, container_command, find_runtime
 
+#: (succeeded, the error, timed out)
+Result = tuple[bool, str, bool]
 
-def execute(job: Job, home: Path, memory_slack_mb: int) -> tuple[bool, str]:
+
+def execute(job: Job, home: Path, memory_slack_mb: int) -> Result:
     job.out_dir.mkdir(parents=True, exist_ok=True)
     job.log_path.parent.mkdir(parents=True, exist_ok=True)
     job.error_path.unlink(missing_ok=True)
@@ -34,12 +37,12 @@ def execute(job: Job, home: Path, memory_slack_mb: int) -> tuple[bool, str]:
         if job.kind == "container":
             runtime = find_runtime("")
             if runtime is None:
-                return False, "no container runtime on this node"
+                return False, "no container runtime on this node", False
             argv = container_command(job, runtime)
         else:
             wanted = job.isolation
             if wanted == "required" and bwrap_path() is None:
-                return False, f"operator {job.operator} requires isolation; bwrap is missing"
+                return False, f"operator {job.operator} requires isolation; bwrap is missing", False
             argv = command_line(job, home, sandbox=wanted != "off" and bwrap_path() is not None)
         with open(job.log_path, "ab") as out:
             child = subprocess.Popen(
@@ -56,16 +59,16 @@ def execute(job: Job, home: Path, memory_slack_mb: int) -> tuple[bool, str]:
             except subprocess.TimeoutExpired:
                 return _timed_out(job, child.pid, child.wait)
     else:
-        return False, f"the Ray executor does not run {job.kind} operators"
+        return False, f"the Ray executor does not run {job.kind} operators", False
     if code == 0:
-        return True, ""
+        return True, "", False
     try:
-        return False, job.error_path.read_text().strip() or f"exit code {code}"
+        return False, job.error_path.read_text().strip() or f"exit code {code}", False
     except OSError:
-        return False, f"exit code {code}"
+        return False, f"exit code {code}", False
 
 
-def _timed_out(job: Job, pid: int, reap: Callable[[], object]) -> tuple[bool, str]:
+def _timed_out(job: Job, pid: int, reap: Callable[[], object]) -> Result:
     kill_group(pid)
     reap()
-    return False, f"timed out after {job.timeout_s:g} s"
+    return False, f"timed out after {job.timeout_s:g} s", True

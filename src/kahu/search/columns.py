@@ -182,6 +182,9 @@ class Snapshot:
     order: NDArray[np.int64]  # positions by (received_at, pk), oldest first
     codes: dict[str, Codes]
     sizes: dict[str, int]  # dictionary size of each column at this generation
+    #: ``order`` is 0, 1, 2, ...: series arrived in primary key order (the usual case), so
+    #: the newest are the last positions and a page reads the mask itself from its end
+    positional: bool = False
     dense: dict[str, tuple[NDArray[np.int64], int]] = field(default_factory=dict)
     scopes: dict[frozenset[int], Mask] = field(default_factory=dict)  # see in_projects
 
@@ -302,7 +305,7 @@ class ColumnIndex:
             order = np.lexsort((pks, received)).astype(np.int64)
             return Snapshot(
                 generation, pks, received, studies, patients, np.ones(len(pks), np.bool_), order,
-                codes, sizes,
+                codes, sizes, _positional(order),
             )  # fmt: skip
         alive = old.alive
         if gone:
@@ -338,6 +341,7 @@ class ColumnIndex:
                 for name in self.columns
             },
             sizes,
+            _positional(order),
         )
 
     # -- answering ----------------------------------------------------------------------------
@@ -391,8 +395,11 @@ class ColumnIndex:
         count, end, step = 0, len(order), 4096
         while end > 0 and count < need:
             start = max(0, end - step)
-            chunk = order[start:end]
-            hits = chunk[mask[chunk]][::-1]
+            if snapshot.positional:  # a contiguous slice, no gather
+                hits = np.flatnonzero(mask[start:end])[::-1] + start
+            else:
+                chunk = order[start:end]
+                hits = chunk[mask[chunk]][::-1]
             found.append(hits)
             count += len(hits)
             end, step = start, step * 4
@@ -451,6 +458,10 @@ def lookup(ok: Mask, codes: Codes) -> Mask:
         return out
     taken: Mask = np.take(ok, codes)
     return taken
+
+
+def _positional(order: NDArray[np.int64]) -> bool:
+    return bool(np.array_equal(order, np.arange(len(order), dtype=np.int64)))
 
 
 def value_order(value: Any) -> tuple[int, Any]:

@@ -17,6 +17,7 @@ parameters, so no text of a query ever becomes SQL. Rules (docs/search.md has th
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -108,8 +109,10 @@ def within(node: Node, projects: frozenset[int] | None) -> Node:
     return And((node, InProjects(projects)))
 
 
+@functools.lru_cache(maxsize=1024)
 def parse(text: str) -> Node:
-    """The query tree of ``text``; raises :class:`QueryError` (HTTP 400) for anything wrong."""
+    """The query tree of ``text``; raises :class:`QueryError` (HTTP 400) for anything wrong.
+    Trees are immutable, so the same text (a user paging, a facet click) is parsed once."""
     if len(text) > MAX_LENGTH:
         raise QueryError(f"query longer than {MAX_LENGTH} characters")
     if not text.strip() or text.strip() == "*":

@@ -18,7 +18,7 @@ from kahu.flow.job import Job
 log = logging.getLogger(__name__)
 
 
-def _execute(job: Job, home: str, memory_slack_mb: int) -> tuple[bool, str]:
+def _execute(job: Job, home: str, memory_slack_mb: int) -> tuple[bool, str, bool]:
     """Runs on a Ray worker: the job in its own process, as the local executor does."""
     from kahu.flow.inline import execute
 
@@ -159,8 +159,8 @@ class RayExecutor(Executor):
 
         job = item.job
         try:
-            ok, error = ray.get(ref)
-            outcome = Outcome(job.task_id, job.attempt, ok, error)
+            ok, error, timed_out = ray.get(ref)  # the node times the job out itself
+            outcome = Outcome(job.task_id, job.attempt, ok, error, timed_out)
         except Exception as exc:
             if item.cancelled:
                 outcome = Outcome(job.task_id, job.attempt, False, "cancelled", cancelled=True)

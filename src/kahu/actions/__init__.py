@@ -1,0 +1,92 @@
+"""The use-case layer: each change to accounts, projects and DICOM nodes is one function that
+checks the policy once, makes the change and writes one audit record (before the change;
+refusals are recorded with their status too). The command line, the REST API and the web
+pages are thin adapters: they say who acts (:class:`Actor`) and how to show the outcome.
+
+- :mod:`kahu.actions.accounts`: users (create, disable, enable) and token revocation
+- :mod:`kahu.actions.projects`: projects, members and AE title mappings
+- :mod:`kahu.actions.nodes`: DICOM nodes
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from kahu.auth.policy import require_role
+from kahu.auth.users import UserPublic
+from kahu.catalog.tables import utcnow
+from kahu.core import Kahu
+from kahu.errors import PermissionDenied
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts and by which door: a user over REST or the web (their path, address and
+    token), or the operating system's user on the command line (who holds the database and
+    so acts as administrator)."""
+
+    user: UserPublic
+    kind: Literal["user", "cli"] = "user"
+    path: str = ""
+    client: str = ""
+    token_id: int | None = None
+
+    @classmethod
+    def cli(cls) -> Actor:
+        name = f"cli:{getpass.getuser()}"
+        return cls(UserPublic(name, True, False, utcnow()), kind="cli", path="cli")
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """What an action did: a sentence for people, and what it made (for the REST body)."""
+
+    message: str
+    result: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: who may: administrators, a manager of the named project, or anyone signed in (the change
+#: itself then keeps to what is the actor's own)
+Needs = Literal["admin", "anyone"] | tuple[Literal["manager"], str]
+
+
+@contextmanager
+def _recorded(kahu: Kahu, actor: Actor, action: str, **fields: Any) -> Iterator[None]:
+    with kahu.audit.action(
+        actor.user.name,
+        action,
+        kind=actor.kind,
+        path=actor.path,
+        client=actor.client,
+        token_id=actor.token_id,
+        **fields,
+    ):
+        yield
+
+
+def perform(
+    kahu: Kahu,
+    actor: Actor,
+    action: str,
+    needs: Needs,
+    change: Callable[[], T],
+    *,
+    project: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> T:
+    """Record ``action``, check that ``actor`` may do it (an administrator, or a manager of
+    the project), then ``change``: the one path every adapter takes."""
+    with _recorded(kahu, actor, action, project=project, detail=detail or {}):
+        if needs == "admin":
+            if not actor.user.is_admin:
+                raise PermissionDenied("administrators only")
+        elif needs != "anyone":
+            require_role(kahu.projects, actor.user, needs[1], needs[0])
+        return change()
