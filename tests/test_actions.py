@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from kahu.cli import app
 from kahu.core import Kahu
 from kahu.dimse.nodes import Node
+from tests import synthetic
 from tests.api.conftest import Api
 
 PASSWORD = "a long enough password"
@@ -375,3 +376,94 @@ def test_a_manager_sets_members_of_their_project_by_every_web_door(api: Api) -> 
         headers=api.headers(api.user_token),
     )
     assert response.status_code == 403  # alice is a scientist in default, not a manager
+
+
+@pytest.mark.parametrize("door", ["cli", "rest"])
+@pytest.mark.parametrize("move", [False, True], ids=["copy", "move"])
+def test_copying_and_moving_series_the_same_by_both_doors(api: Api, door: str, move: bool) -> None:
+    kahu = api.kahu
+    [result] = kahu.ingestor.ingest_many(synthetic.ct_series(1))
+    uid = result.series_instance_uid
+    assert uid is not None
+    _onco(kahu)
+    if door == "cli":
+        args = (
+            ["projects", "move-series", "default", "onco", uid]
+            if move
+            else [
+                "projects",
+                "copy-series",
+                "onco",
+                uid,
+            ]
+        )
+        settings = kahu.settings
+        options = ["--home", str(settings.home)]
+        if settings.database_url:
+            options += ["--database-url", settings.database_url]
+        outcome = CliRunner().invoke(app, [*args, *options])
+        assert outcome.exit_code == 0, outcome.output
+    else:
+        body: dict[str, Any] = {"series_uids": [uid], **({"move_from": "default"} if move else {})}
+        response = api.client.post("/api/v1/projects/onco/series", json=body, headers=api.headers())
+        assert response.status_code == 200, response.text
+    expected = {"onco"} if move else {"default", "onco"}
+    assert set(kahu.projects.series_projects(uid)) == expected
+    [record] = kahu.audit.query(action="project.add-series")
+    assert (record.project, record.series, record.status) == ("onco", [uid], 200)
+    assert record.detail == ({"move_from": "default"} if move else {})
+
+
+def _cli(kahu: Kahu, *args: str, input: str | None = None) -> str:
+    settings = kahu.settings
+    options = ["--home", str(settings.home)]
+    if settings.database_url:
+        options += ["--database-url", settings.database_url]
+    outcome = CliRunner().invoke(app, [*args, *options], input=input)
+    assert outcome.exit_code == 0, outcome.output
+    return outcome.output
+
+
+@pytest.mark.parametrize("door", ["cli", "rest"])
+def test_a_password_change_the_same_by_both_doors(api: Api, door: str) -> None:
+    """The CLI sets anyone's (it is the administrator); over REST a user changes their own,
+    giving the current one."""
+    kahu = api.kahu
+    new = "another long enough password"
+    if door == "cli":
+        _cli(kahu, "users", "passwd", "alice", "--password-stdin", input=new + "\n")
+    else:
+        body = {"current_password": "correct horse battery", "new_password": new}
+        response = api.client.post(
+            "/api/v1/me/password", json=body, headers=api.headers(api.user_token)
+        )
+        assert response.status_code == 204, response.text
+    kahu.accounts.authenticate_password("alice", new)
+    [record] = kahu.audit.query(action="password.change")
+    assert (record.detail, record.status) == ({"user": "alice"}, 200)
+    assert new not in str(record.public())
+
+
+def test_a_wrong_current_password_is_recorded_as_refused(api: Api) -> None:
+    body = {"current_password": "not it at all", "new_password": "another long enough one"}
+    response = api.client.post(
+        "/api/v1/me/password", json=body, headers=api.headers(api.user_token)
+    )
+    assert response.status_code == 403
+    [record] = api.kahu.audit.query(action="password.change")
+    assert (record.actor, record.status) == ("alice", 403)
+
+
+@pytest.mark.parametrize("door", ["cli", "rest"])
+def test_a_token_made_the_same_by_both_doors(api: Api, door: str) -> None:
+    kahu = api.kahu
+    if door == "cli":
+        _cli(kahu, "tokens", "create", "--user", "alice", "--name", "laptop")
+    else:
+        response = api.client.post(
+            "/api/v1/tokens", json={"name": "laptop"}, headers=api.headers(api.user_token)
+        )
+        assert response.status_code == 201, response.text
+    assert [t.name for t in kahu.accounts.list_tokens("alice")].count("laptop") == 1
+    [record] = kahu.audit.query(action="token.create")
+    assert (record.detail, record.status) == ({"user": "alice", "name": "laptop"}, 200)

@@ -45,7 +45,7 @@ LAYERS: list[set[str]] = [
     {"audit", "auth", "search", "imports"},
     {"dimse"},
     {"flow"},
-    {"operators", "workflows"},
+    {"operators", "workflows", "schema"},
     {"core"},
     {"actions"},
     {"api", "dicomweb", "web"},

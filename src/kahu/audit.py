@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import BigInteger, Index, Integer, String, Text, insert, select, update
+from sqlalchemy.orm import Mapped, mapped_column
 
 from kahu.catalog.database import Database
-from kahu.catalog.tables import AuditEvent, utcnow
+from kahu.catalog.tables import Base, UTCDateTime, utcnow
 from kahu.errors import KahuError
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,40 @@ class AuditUnavailable(KahuError):
     """The audit record could not be written, so the action did not take place (HTTP 503)."""
 
     http_status = 503
+
+
+class AuditEvent(Base):
+    """One security-relevant action: who (a user, a DICOM node, a run), what, on which
+    series, by which path, and how it ended. Append-only: the database refuses to delete a
+    record or change one, except to fill in ``status`` and ``result`` once (migration 0009's
+    triggers)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_at", "at"),
+        Index("ix_audit_events_actor", "actor"),
+        Index("ix_audit_events_action", "action"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: user name, DICOM AE title or run id, as ``actor_kind`` says
+    actor: Mapped[str] = mapped_column(String(128))
+    actor_kind: Mapped[str] = mapped_column(String(16))  # user, node, run, system
+    action: Mapped[str] = mapped_column(String(64))
+    #: how: an HTTP route ("GET /dicomweb/studies/{study}"), "dimse", "cli", "workflow"
+    path: Mapped[str] = mapped_column(String(256), default="")
+    client: Mapped[str] = mapped_column(String(256), default="")  # address or AE title
+    token_id: Mapped[int | None] = mapped_column(Integer)
+    project: Mapped[str | None] = mapped_column(String(64))
+    #: SeriesInstanceUIDs (or study/instance UIDs) the action touched, JSON list
+    series: Mapped[str] = mapped_column(Text, default="[]")
+    #: details: the query, the destination, the role given (JSON object)
+    detail: Mapped[str] = mapped_column(Text, default="{}")
+    #: the outcome: an HTTP status or a DICOM status; NULL while the action runs
+    status: Mapped[int | None] = mapped_column(Integer)
+    #: what the action made, filled in with the status (run ids, counts), JSON object
+    result: Mapped[str | None] = mapped_column(Text)
 
 
 #: Audited HTTP routes: (method, route path) -> action. Searches and retrievals name the
@@ -91,10 +126,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/triggers"): "trigger.add",
     ("PATCH", "/api/v1/triggers/{name}"): "trigger.change",
     ("DELETE", "/api/v1/triggers/{name}"): "trigger.remove",
-    ("POST", "/api/v1/projects/{name}/series"): "project.add-series",
-    ("POST", "/api/v1/me/password"): "password.change",
     ("POST", "/api/v1/auth/logout"): "logout",
-    ("POST", "/api/v1/tokens"): "token.create",
 }
 
 #: path parameters that name series, studies or instances (recorded as touched)

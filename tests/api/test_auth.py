@@ -73,7 +73,7 @@ class TestAuthentication:
     def test_tokens_are_stored_hashed(self, api: Api) -> None:
         from sqlalchemy import select
 
-        from kahu.catalog.tables import ApiToken
+        from kahu.auth.tables import ApiToken
 
         with api.kahu.db.read() as s:
             hashes = list(s.scalars(select(ApiToken.token_hash)))

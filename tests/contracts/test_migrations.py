@@ -10,8 +10,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from kahu.catalog.database import alembic_config, make_engine, migrate
-from kahu.catalog.tables import Base, utcnow
+from kahu.catalog.tables import utcnow
 from kahu.core import Kahu
+from kahu.schema import metadata
 from kahu.search.series import search_series
 from kahu.settings import Settings
 from tests.conftest import SYSTEM
@@ -28,10 +29,10 @@ def test_migrations_match_declared_tables(database_url: str, tmp_path: object) -
         migrate(engine)
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
-            diff = compare_metadata(context, Base.metadata)
+            diff = compare_metadata(context, metadata)
             tables = set(inspect(conn).get_table_names()) - {"alembic_version"}
         assert diff == []
-        assert tables == set(Base.metadata.tables)
+        assert tables == set(metadata.tables)
     finally:
         engine.dispose()
 

@@ -194,3 +194,21 @@ def _fields(job: object) -> dict[str, object]:
     from dataclasses import fields
 
     return {f.name: getattr(job, f.name) for f in fields(job)}  # type: ignore[arg-type]
+
+
+class TestServices:
+    def test_an_instance_of_another_project_cannot_be_read(
+        self, two_projects: tuple[Kahu, str, str], tmp_path: Path
+    ) -> None:
+        """Even given an instance row (got elsewhere), the services read only what is in
+        the run's project."""
+        kahu, seg, ct = two_projects
+        [row, *_] = kahu.catalog.instances(SYSTEM, series_uid=ct)
+        _, services = internal_task(kahu, tmp_path / "run", project="a", series_uid=seg)
+        with pytest.raises(NotFound, match=f"series {ct} is not in project a"):
+            services.read(row)
+        with pytest.raises(NotFound):
+            services.copy_to(row, tmp_path / "x.dcm")
+        assert not (tmp_path / "x.dcm").exists()
+        [own] = services.instances(seg)
+        assert services.read(own)[128:132] == b"DICM"

@@ -4,16 +4,16 @@ refusals are recorded with their status too). The command line, the REST API and
 pages are thin adapters: they say who acts (:class:`Actor`) and how to show the outcome.
 
 - :mod:`kahu.actions.accounts`: users (create, disable, enable) and token revocation
-- :mod:`kahu.actions.projects`: projects, members and AE title mappings
+- :mod:`kahu.actions.projects`: projects, members, AE title mappings, copying and moving
+  series between projects
 - :mod:`kahu.actions.nodes`: DICOM nodes
 """
 
 from __future__ import annotations
 
 import getpass
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from kahu.auth.policy import require_role
@@ -49,26 +49,11 @@ class Done:
 
     message: str
     result: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 #: who may: administrators, a manager of the named project, or anyone signed in (the change
 #: itself then keeps to what is the actor's own)
 Needs = Literal["admin", "anyone"] | tuple[Literal["manager"], str]
-
-
-@contextmanager
-def _recorded(kahu: Kahu, actor: Actor, action: str, **fields: Any) -> Iterator[None]:
-    with kahu.audit.action(
-        actor.user.name,
-        action,
-        kind=actor.kind,
-        path=actor.path,
-        client=actor.client,
-        token_id=actor.token_id,
-        **fields,
-    ):
-        yield
 
 
 def perform(
@@ -79,11 +64,22 @@ def perform(
     change: Callable[[], T],
     *,
     project: str | None = None,
+    series: Sequence[str] = (),
     detail: dict[str, Any] | None = None,
 ) -> T:
-    """Record ``action``, check that ``actor`` may do it (an administrator, or a manager of
-    the project), then ``change``: the one path every adapter takes."""
-    with _recorded(kahu, actor, action, project=project, detail=detail or {}):
+    """Record ``action``, check that ``actor`` may do it (``needs``), then ``change``: the
+    one path every adapter takes. A refusal or a failed change is recorded with its status."""
+    with kahu.audit.action(
+        actor.user.name,
+        action,
+        kind=actor.kind,
+        path=actor.path,
+        client=actor.client,
+        token_id=actor.token_id,
+        project=project,
+        series=series,
+        detail=detail or {},
+    ):
         if needs == "admin":
             if not actor.user.is_admin:
                 raise PermissionDenied("administrators only")

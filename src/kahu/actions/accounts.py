@@ -1,9 +1,13 @@
-"""Account actions: create, disable and enable users; revoke API tokens."""
+"""Account actions: create, disable and enable users; set passwords; create and revoke API
+tokens."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from kahu.actions import Actor, Done, perform
 from kahu.core import Kahu
+from kahu.errors import AuthenticationFailed, PermissionDenied
 
 
 def create_user(kahu: Kahu, actor: Actor, name: str, password: str, *, admin: bool) -> Done:
@@ -30,6 +34,51 @@ def set_disabled(kahu: Kahu, actor: Actor, name: str, disabled: bool) -> Done:
         detail={"user": name},
     )
     return Done(f"User {name} {what}d.")
+
+
+def set_password(
+    kahu: Kahu, actor: Actor, name: str, password: str, *, current: str | None = None
+) -> Done:
+    """Set ``name``'s password: administrators for anyone, a user for themselves. With
+    ``current`` (a user changing their own) that password is checked first; wrong guesses
+    count like failed logins (a stolen token alone cannot change it)."""
+
+    def change() -> None:
+        if current is not None:
+            keys = (f"user:{name}", f"address:{actor.client}")
+            kahu.login_throttle.check(*keys)
+            try:
+                kahu.accounts.authenticate_password(name, current)
+            except AuthenticationFailed:
+                kahu.login_throttle.failed(*keys)
+                raise PermissionDenied("the current password is wrong") from None
+        kahu.accounts.set_password(name, password)
+
+    perform(
+        kahu,
+        actor,
+        "password.change",
+        "anyone" if name == actor.user.name else "admin",
+        change,
+        detail={"user": name},
+    )
+    return Done(f"Password of {name} changed.")
+
+
+def create_token(
+    kahu: Kahu, actor: Actor, user: str, name: str = "", expires_in: timedelta | None = None
+) -> Done:
+    """A new API token of ``user`` (administrators for anyone, a user for themselves); the
+    result is (secret, its public record): the secret is shown this once."""
+    made = perform(
+        kahu,
+        actor,
+        "token.create",
+        "anyone" if user == actor.user.name else "admin",
+        lambda: kahu.accounts.create_token(user, name=name, expires_in=expires_in),
+        detail={"user": user, "name": name},
+    )
+    return Done(f"Token {made[1].id} for {user} created.", made)
 
 
 def revoke_token(kahu: Kahu, actor: Actor, token_id: int) -> Done:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from kahu.actions import Actor, Done, perform
+from kahu.auth.policy import require_role, write_scope
 from kahu.core import Kahu
 from kahu.errors import NotFound
 
@@ -91,3 +94,37 @@ def unmap_ae(kahu: Kahu, actor: Actor, ae_title: str, project: str | None = None
         detail={"ae_title": ae_title},
     )
     return Done(f"{ae_title} unmapped.")
+
+
+def add_series(
+    kahu: Kahu,
+    actor: Actor,
+    project: str,
+    series_uids: Sequence[str],
+    *,
+    move_from: str | None = None,
+) -> Done:
+    """Copy series into ``project`` (they stay where they are; only series the actor
+    manages elsewhere), or move them out of ``move_from``: managers of both projects."""
+
+    def change() -> int:
+        if move_from is not None:
+            require_role(kahu.projects, actor.user, move_from, "manager")
+            added = kahu.projects.move_series(series_uids, move_from, project)
+            kahu.catalog.forget_projects()
+            return added
+        managed = write_scope(kahu.projects, actor.user, "manager")
+        return kahu.projects.copy_series(series_uids, project, where=managed.condition())
+
+    added = perform(
+        kahu,
+        actor,
+        "project.add-series",
+        ("manager", project),
+        change,
+        project=project,
+        series=series_uids,
+        detail={"move_from": move_from} if move_from is not None else {},
+    )
+    verb = f"moved from {move_from} to" if move_from is not None else "added to"
+    return Done(f"{added} series {verb} {project}.", added)

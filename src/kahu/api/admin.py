@@ -198,19 +198,12 @@ def me(user: CurrentUser) -> UserPublic:
 
 
 @router.post("/me/password", status_code=204, summary="Change your password")
-def change_password(
-    body: PasswordChange, request: Request, kahu: KahuDep, user: CurrentUser
-) -> Response:
+def change_password(body: PasswordChange, kahu: KahuDep, actor: ActorDep) -> Response:
     """The current password is asked again (a stolen token alone cannot change it); wrong
     guesses count like failed logins."""
-    keys = (f"user:{user.name}", f"address:{request.client.host if request.client else ''}")
-    kahu.login_throttle.check(*keys)
-    try:
-        kahu.accounts.authenticate_password(user.name, body.current_password)
-    except AuthenticationFailed:
-        kahu.login_throttle.failed(*keys)
-        raise PermissionDenied("the current password is wrong") from None
-    kahu.accounts.set_password(user.name, body.new_password)
+    accounts_actions.set_password(
+        kahu, actor, actor.user.name, body.new_password, current=body.current_password
+    )
     return Response(status_code=204)
 
 
@@ -253,9 +246,10 @@ def list_tokens(
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201)
-def create_token(body: TokenCreate, kahu: KahuDep, user: CurrentUser) -> TokenCreated:
+def create_token(body: TokenCreate, kahu: KahuDep, actor: ActorDep) -> TokenCreated:
     expires = timedelta(days=body.expires_in_days) if body.expires_in_days else None
-    secret, token = kahu.accounts.create_token(user.name, name=body.name, expires_in=expires)
+    done = accounts_actions.create_token(kahu, actor, actor.user.name, body.name, expires)
+    secret, token = done.result
     return TokenCreated.of(secret, token)
 
 

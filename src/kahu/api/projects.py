@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from kahu.actions import projects as projects_actions
 from kahu.api.deps import ActorDep, CurrentUser, KahuDep
-from kahu.auth.policy import require_role, role_in, write_scope
+from kahu.auth.policy import require_role, role_in
 from kahu.auth.projects import ProjectInfo, Role, at_least
 from kahu.auth.users import UserPublic
 from kahu.core import Kahu
@@ -112,15 +112,8 @@ def unmap_ae(name: Name, ae_title: Name, kahu: KahuDep, actor: ActorDep) -> Resp
     description="The caller manages the project and the series' own project (or the one "
     "they move from).",
 )
-def add_series(
-    name: Name, body: SeriesTransfer, kahu: KahuDep, user: CurrentUser
-) -> dict[str, Any]:
-    _require(kahu, user, name, "manager")
-    if body.move_from is not None:
-        _require(kahu, user, body.move_from, "manager")
-        added = kahu.projects.move_series(body.series_uids, body.move_from, name)
-        kahu.catalog.forget_projects()
-    else:  # a copy: of series the caller manages elsewhere
-        managed = write_scope(kahu.projects, user, "manager")
-        added = kahu.projects.copy_series(body.series_uids, name, where=managed.condition())
-    return {"project": name, "added": added}
+def add_series(name: Name, body: SeriesTransfer, kahu: KahuDep, actor: ActorDep) -> dict[str, Any]:
+    done = projects_actions.add_series(
+        kahu, actor, name, body.series_uids, move_from=body.move_from
+    )
+    return {"project": name, "added": done.result}

@@ -18,18 +18,11 @@ from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, delete, func, select
 
+from kahu.auth.tables import AeProject, ProjectMember, User
 from kahu.catalog.database import Database
 from kahu.catalog.repository import DEFAULT_PROJECT, touch_series
 from kahu.catalog.scope import in_projects
-from kahu.catalog.tables import (
-    AeProject,
-    Project,
-    ProjectMember,
-    ProjectSeries,
-    Series,
-    User,
-    utcnow,
-)
+from kahu.catalog.tables import Project, ProjectSeries, Series, utcnow
 from kahu.dicom.uids import validate_ae_title
 from kahu.errors import Conflict, InvalidInput, NotFound
 

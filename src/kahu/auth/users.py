@@ -13,8 +13,9 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 
 from kahu.auth.passwords import generate_password, hash_password, verify_password
+from kahu.auth.tables import ApiToken, User
 from kahu.catalog.database import Database
-from kahu.catalog.tables import ApiToken, User, utcnow
+from kahu.catalog.tables import utcnow
 from kahu.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
 
 TOKEN_PREFIX = "kahu_"  # noqa: S105 - a marker, not a secret

@@ -1,4 +1,7 @@
-"""The catalog's tables (SQLAlchemy 2). Alembic migrations must produce exactly these."""
+"""The catalog's tables (SQLAlchemy 2): patients, studies, series, instances, datasets, tags,
+projects and their series, lineage; and the one declarative ``Base`` whose metadata every
+owner's tables join (:mod:`kahu.schema` gathers them; Alembic migrations must produce exactly
+those)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
-    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -210,33 +212,6 @@ class SeriesTag(Base):
     added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class User(Base):
-    __tablename__ = "users"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(256))
-    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
-    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-
-
-class ApiToken(Base):
-    __tablename__ = "api_tokens"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_pk: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(128), default="")
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    prefix: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-
-    user: Mapped[User] = relationship()
-
-
 class Project(Base):
     """A group's share of the catalog: series belong to projects, users hold roles in them."""
 
@@ -246,21 +221,6 @@ class Project(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-
-
-class ProjectMember(Base):
-    __tablename__ = "project_members"
-    __table_args__ = (Index("ix_project_members_user_pk", "user_pk"),)
-
-    project_pk: Mapped[int] = mapped_column(
-        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
-    )
-    user_pk: Mapped[int] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
-    )
-    #: viewer, scientist or manager
-    role: Mapped[str] = mapped_column(String(16))
-    added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class ProjectSeries(Base):
@@ -278,126 +238,6 @@ class ProjectSeries(Base):
     added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class AeProject(Base):
-    """Data sent to a called AE title enters this project."""
-
-    __tablename__ = "ae_projects"
-
-    ae_title: Mapped[str] = mapped_column(String(16), primary_key=True)
-    project_pk: Mapped[int] = mapped_column(
-        ForeignKey("projects.id", ondelete="CASCADE"), index=True
-    )
-
-
-class DicomNode(Base):
-    __tablename__ = "dicom_nodes"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
-    ae_title: Mapped[str] = mapped_column(String(16))
-    host: Mapped[str] = mapped_column(String(253))
-    port: Mapped[int] = mapped_column(Integer)
-    description: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-
-
-class NodeProject(Base):
-    """A DICOM node may query and retrieve (and receive) the series of this project."""
-
-    __tablename__ = "node_projects"
-
-    node_pk: Mapped[int] = mapped_column(
-        ForeignKey("dicom_nodes.id", ondelete="CASCADE"), primary_key=True
-    )
-    project_pk: Mapped[int] = mapped_column(
-        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
-    )
-
-
-class FlowRun(Base):
-    """One launch of a workflow on a cohort (see :mod:`kahu.flow.states` for ``state``)."""
-
-    __tablename__ = "flow_runs"
-
-    id: Mapped[str] = mapped_column(String(96), primary_key=True)
-    workflow: Mapped[str] = mapped_column(String(64), index=True)
-    version: Mapped[str] = mapped_column(String(32))
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    #: how the cohort was chosen: dataset, query or series UIDs, limit, references
-    input: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    #: referenced series that were asked for but are not in the catalog
-    missing: Mapped[list[str]] = mapped_column(JSON, default=list)
-    trigger: Mapped[str] = mapped_column(String(128), default="manual")
-    created_by: Mapped[str] = mapped_column(String(64), default="")
-    #: the project whose series the run reads and whose catalog its results enter
-    project: Mapped[str] = mapped_column(String(64), server_default="default", index=True)
-    error: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-
-
-class FlowRunSeries(Base):
-    """The cohort of a run, in order."""
-
-    __tablename__ = "flow_run_series"
-
-    run_id: Mapped[str] = mapped_column(
-        ForeignKey("flow_runs.id", ondelete="CASCADE"), primary_key=True
-    )
-    position: Mapped[int] = mapped_column(Integer, primary_key=True)
-    series_uid: Mapped[str] = mapped_column(String(64))
-
-
-class FlowTask(Base):
-    """One operator of a run, for one series or for the whole run (``series_uid`` empty)."""
-
-    __tablename__ = "flow_tasks"
-    __table_args__ = (
-        UniqueConstraint("run_id", "operator", "series_uid", name="uq_flow_tasks_run_op_series"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("flow_runs.id", ondelete="CASCADE"), index=True)
-    operator: Mapped[str] = mapped_column(String(64))
-    series_uid: Mapped[str] = mapped_column(String(64), default="")
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    attempt: Mapped[int] = mapped_column(Integer, default=0)
-    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    error: Mapped[str] = mapped_column(Text, default="")
-    #: why a queued task does not start (resources), shown to users
-    reason: Mapped[str] = mapped_column(Text, default="")
-    #: the engine that claimed it, and its process, so a restarted server can stop leftovers
-    owner: Mapped[str] = mapped_column(String(128), default="")
-    pid: Mapped[int | None] = mapped_column(Integer)
-    pid_started: Mapped[int | None] = mapped_column(BigInteger)
-
-
-class FlowTrigger(Base):
-    """Starts a workflow when a series arrives that matches ``query``, or on a cron schedule."""
-
-    __tablename__ = "flow_triggers"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
-    kind: Mapped[str] = mapped_column(String(16))
-    workflow: Mapped[str] = mapped_column(String(64))
-    query: Mapped[str] = mapped_column(Text, default="")
-    cron: Mapped[str] = mapped_column(String(128), default="")
-    #: for schedules: the cohort (dataset, query) as for a manual run
-    input: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_by: Mapped[str] = mapped_column(String(64), default="")
-    #: the project of its runs (an arrival rule sees only that project's series)
-    project: Mapped[str] = mapped_column(String(64), server_default="default")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    last_fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-
-
 class SeriesLineage(Base):
     """Which run (workflow, version) made a series, from which source series."""
 
@@ -412,37 +252,3 @@ class SeriesLineage(Base):
     workflow: Mapped[str] = mapped_column(String(64))
     version: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-
-
-class AuditEvent(Base):
-    """One security-relevant action: who (a user, a DICOM node, a run), what, on which
-    series, by which path, and how it ended. Append-only: the database refuses to delete a
-    record or change one, except to fill in ``status`` and ``result`` once (migration 0009's
-    triggers)."""
-
-    __tablename__ = "audit_events"
-    __table_args__ = (
-        Index("ix_audit_events_at", "at"),
-        Index("ix_audit_events_actor", "actor"),
-        Index("ix_audit_events_action", "action"),
-    )
-
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    at: Mapped[datetime] = mapped_column(UTCDateTime())
-    #: user name, DICOM AE title or run id, as ``actor_kind`` says
-    actor: Mapped[str] = mapped_column(String(128))
-    actor_kind: Mapped[str] = mapped_column(String(16))  # user, node, run, system
-    action: Mapped[str] = mapped_column(String(64))
-    #: how: an HTTP route ("GET /dicomweb/studies/{study}"), "dimse", "cli", "workflow"
-    path: Mapped[str] = mapped_column(String(256), default="")
-    client: Mapped[str] = mapped_column(String(256), default="")  # address or AE title
-    token_id: Mapped[int | None] = mapped_column(Integer)
-    project: Mapped[str | None] = mapped_column(String(64))
-    #: SeriesInstanceUIDs (or study/instance UIDs) the action touched, JSON list
-    series: Mapped[str] = mapped_column(Text, default="[]")
-    #: details: the query, the destination, the role given (JSON object)
-    detail: Mapped[str] = mapped_column(Text, default="{}")
-    #: the outcome: an HTTP status or a DICOM status; NULL while the action runs
-    status: Mapped[int | None] = mapped_column(Integer)
-    #: what the action made, filled in with the status (run ids, counts), JSON object
-    result: Mapped[str | None] = mapped_column(Text)

@@ -272,12 +272,11 @@ def users_passwd(
     database_url: DbOpt = None,
 ) -> None:
     """Set a user's password."""
+    from kahu.actions import Actor, accounts
+
     password = _read_password(password_stdin)
-    with (
-        _open(_settings(home, database_url)) as kahu,
-        _audited(kahu, "password.change", detail={"user": name}),
-    ):
-        kahu.accounts.set_password(name, password)
+    with _open(_settings(home, database_url)) as kahu:
+        accounts.set_password(kahu, Actor.cli(), name, password)
     typer.echo(f"password of {name} changed")
 
 
@@ -316,13 +315,11 @@ def tokens_create(
     database_url: DbOpt = None,
 ) -> None:
     """Create an API token; prints the secret once."""
-    with (
-        _open(_settings(home, database_url)) as kahu,
-        _audited(kahu, "token.create", detail={"user": user, "name": name}),
-    ):
-        secret, token = kahu.accounts.create_token(
-            user, name=name, expires_in=timedelta(days=expires_days) if expires_days else None
-        )
+    from kahu.actions import Actor, accounts
+
+    expires = timedelta(days=expires_days) if expires_days else None
+    with _open(_settings(home, database_url)) as kahu:
+        secret, token = accounts.create_token(kahu, Actor.cli(), user, name, expires).result
     typer.echo(secret)
     typer.echo(f"token {token.id} for {user}; it is shown only now", err=True)
 

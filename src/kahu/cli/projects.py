@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kahu.cli.common import DbOpt, HomeOpt, _audited, _guard, _open, _settings
+from kahu.cli.common import DbOpt, HomeOpt, _guard, _open, _settings
 
 projects_app = typer.Typer(
     help="Projects: who may see which series, and where arriving data goes.",
@@ -132,11 +132,11 @@ def projects_copy_series(
     database_url: DbOpt = None,
 ) -> None:
     """Add series to a project (they stay in their other projects)."""
-    with (
-        _open(_settings(home, database_url)) as kahu,
-        _audited(kahu, "project.add-series", project=target, series=series),
-    ):
-        added = kahu.projects.copy_series(series, target)
+    from kahu.actions import Actor
+    from kahu.actions import projects as actions
+
+    with _open(_settings(home, database_url)) as kahu:
+        added = actions.add_series(kahu, Actor.cli(), target, series).result
     typer.echo(f"added {added} series to {target}")
 
 
@@ -150,12 +150,9 @@ def projects_move_series(
     database_url: DbOpt = None,
 ) -> None:
     """Move series from one project to another."""
-    with (
-        _open(_settings(home, database_url)) as kahu,
-        _audited(
-            kahu, "project.add-series", project=target, series=series, detail={"move_from": source}
-        ),
-    ):
-        kahu.projects.move_series(series, source, target)
-        kahu.catalog.forget_projects()
+    from kahu.actions import Actor
+    from kahu.actions import projects as actions
+
+    with _open(_settings(home, database_url)) as kahu:
+        actions.add_series(kahu, Actor.cli(), target, series, move_from=source)
     typer.echo(f"moved {len(series)} series from {source} to {target}")

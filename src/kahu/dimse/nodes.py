@@ -16,8 +16,9 @@ from sqlalchemy import delete, select
 
 from kahu.catalog.database import Database
 from kahu.catalog.repository import DEFAULT_PROJECT
-from kahu.catalog.tables import DicomNode, NodeProject, Project, utcnow
+from kahu.catalog.tables import Project, utcnow
 from kahu.dicom.uids import validate_ae_title
+from kahu.dimse.tables import DicomNode, NodeProject
 from kahu.errors import Conflict, InvalidInput, NotFound
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

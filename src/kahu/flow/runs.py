@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from kahu.catalog.database import Database
 from kahu.catalog.repository import DEFAULT_PROJECT
-from kahu.catalog.tables import FlowRun, FlowRunSeries, FlowTask, utcnow
+from kahu.catalog.tables import utcnow
 from kahu.errors import Conflict, NotFound
 from kahu.flow.model import Workflow
 from kahu.flow.states import (
@@ -31,6 +31,7 @@ from kahu.flow.states import (
     task_sources,
     task_target,
 )
+from kahu.flow.tables import FlowRun, FlowRunSeries, FlowTask
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,6 +123,7 @@ class RunServices:
         self._parts = parts
         self._job = job
         self._scope = run_scope(parts, job.project, job.launched_by)
+        self._readable: set[str] = set()  # series whose instances this task was given
 
     def _allowed(self) -> SeriesScope:
         """The run's scope; refused whole when its launcher has left the project."""
@@ -145,13 +146,23 @@ class RunServices:
             raise NotFound(f"series {series_uid} is not in project {self.project}") from None
 
     def instances(self, series_uid: str) -> list[InstanceRow]:
-        return self._parts.catalog.instances(self._allowed(), series_uid=series_uid)
+        rows = self._parts.catalog.instances(self._allowed(), series_uid=series_uid)
+        if rows:
+            self._readable.add(series_uid)
+        return rows
+
+    def _readable_blob(self, instance: InstanceRow) -> str:
+        """The instance's blob key, once its series is known to be in the run's scope."""
+        if instance.series_instance_uid not in self._readable:
+            self.series(instance.series_instance_uid)  # in scope, or NotFound naming it
+            self._readable.add(instance.series_instance_uid)
+        return instance.blob_key
 
     def read(self, instance: InstanceRow) -> bytes:
-        return self._parts.store.get(instance.blob_key)
+        return self._parts.store.get(self._readable_blob(instance))
 
     def local_path(self, instance: InstanceRow) -> Path | None:
-        local = self._parts.store.local_path(instance.blob_key)
+        local = self._parts.store.local_path(self._readable_blob(instance))
         return None if local is None else Path(local)
 
     def copy_to(self, instance: InstanceRow, target: Path) -> None:

@@ -25,13 +25,14 @@ from kahu.audit import AuditLog
 from kahu.auth.projects import Projects
 from kahu.catalog.database import Database
 from kahu.catalog.repository import DEFAULT_PROJECT, Catalog
-from kahu.catalog.tables import FlowTrigger, Series, SeriesLineage, utcnow
+from kahu.catalog.tables import Series, SeriesLineage, utcnow
 from kahu.errors import Conflict, InvalidInput, NotFound
 from kahu.events import EventBus, SeriesComplete
 from kahu.flow.cohort import RunInput
 from kahu.flow.engine import Engine
 from kahu.flow.launch import launch
 from kahu.flow.registry import WorkflowRegistry
+from kahu.flow.tables import FlowTrigger
 from kahu.search.query import parse
 from kahu.search.series import series_condition
 

@@ -11,22 +11,13 @@ from kahu.api.admin import _password_login, _start_session
 from kahu.api.deps import KahuDep
 from kahu.api.flow import pending_steps
 from kahu.auth.sessions import CSRF_COOKIE, SESSION_COOKIE, csrf_ok
-from kahu.errors import (
-    AuthenticationFailed,
-    KahuError,
-)
+from kahu.errors import AuthenticationFailed, KahuError
 from kahu.flow.states import RUN_ACTIVE
 from kahu.search import aggregations as agg
 from kahu.search.query import parse
 from kahu.search.series import search_series
 from kahu.web.admin import system_figures
-from kahu.web.session import (
-    PROJECT_COOKIE,
-    flash,
-    page,
-    safe_next,
-    session,
-)
+from kahu.web.session import PROJECT_COOKIE, flash, page, safe_next, session
 
 router = APIRouter(include_in_schema=False)
 

@@ -12,28 +12,14 @@ from starlette.concurrency import run_in_threadpool
 
 from kahu.actions import Actor, Done
 from kahu.api.deps import KahuDep
-from kahu.auth.policy import (
-    EVERYTHING,
-)
+from kahu.auth.policy import EVERYTHING
 from kahu.catalog.repository import DEFAULT_PROJECT
 from kahu.core import Kahu
 from kahu.dimse.nodes import Node
-from kahu.errors import (
-    KahuError,
-    NotFound,
-    PermissionDenied,
-)
-from kahu.web.session import (
-    Session,
-    flash,
-    page,
-    session,
-)
+from kahu.errors import KahuError, NotFound, PermissionDenied
+from kahu.web.session import Session, flash, page, session
 
 router = APIRouter(include_in_schema=False)
-
-
-# -- administration ------------------------------------------------------------------------------
 
 
 def _admin(request: Request, kahu: Kahu, csrf: str | None = None) -> Session:

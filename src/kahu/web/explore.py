@@ -13,25 +13,14 @@ from fastapi.responses import HTMLResponse, Response
 
 from kahu.api.deps import KahuDep
 from kahu.api.search import hidden_datasets
-from kahu.auth.policy import (
-    readable_projects,
-    require_in_project,
-    require_role,
-)
+from kahu.auth.policy import readable_projects, require_in_project, require_role
 from kahu.catalog.repository import DEFAULT_PROJECT
-from kahu.errors import (
-    InvalidInput,
-    KahuError,
-)
+from kahu.errors import InvalidInput, KahuError
 from kahu.search import aggregations as agg
 from kahu.search.columns import INDEXED_FIELDS
 from kahu.search.query import MAX_LENGTH, parse
 from kahu.search.series import search_series
-from kahu.web.session import (
-    flash,
-    page,
-    session,
-)
+from kahu.web.session import flash, page, session
 
 router = APIRouter(include_in_schema=False)
 

@@ -13,32 +13,17 @@ from starlette.concurrency import run_in_threadpool
 
 from kahu.api.deps import KahuDep
 from kahu.api.flow import pending_steps
-from kahu.auth.policy import (
-    require_in_project,
-    require_role,
-)
+from kahu.auth.policy import require_in_project, require_role
 from kahu.catalog.repository import DEFAULT_PROJECT
 from kahu.core import Kahu
-from kahu.errors import (
-    InvalidInput,
-    InvalidParameters,
-    KahuError,
-)
+from kahu.errors import InvalidInput, InvalidParameters, KahuError
 from kahu.flow.cohort import RunInput
 from kahu.flow.launch import launch
 from kahu.flow.states import RUN_ACTIVE, TASK_DONE
 from kahu.search.query import MAX_LENGTH
-from kahu.web.session import (
-    Session,
-    flash,
-    page,
-    session,
-)
+from kahu.web.session import Session, flash, page, session
 
 router = APIRouter(include_in_schema=False)
-
-
-# -- workflows and runs --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,23 +10,12 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from kahu.api.deps import KahuDep
-from kahu.auth.policy import (
-    readable_projects,
-    require_role,
-)
+from kahu.auth.policy import readable_projects, require_role
 from kahu.catalog.repository import DEFAULT_PROJECT
-from kahu.errors import (
-    KahuError,
-    NotFound,
-    PermissionDenied,
-)
+from kahu.errors import KahuError, NotFound, PermissionDenied
 from kahu.flow.cohort import RunInput
 from kahu.flow.launch import launch
-from kahu.web.session import (
-    flash,
-    page,
-    session,
-)
+from kahu.web.session import flash, page, session
 
 router = APIRouter(include_in_schema=False)
 

@@ -13,19 +13,13 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from kahu.auth.policy import (
-    read_scope,
-)
+from kahu.auth.policy import read_scope
 from kahu.auth.sessions import CSRF_COOKIE, SESSION_COOKIE, csrf_ok
 from kahu.auth.users import UserPublic
 from kahu.catalog.repository import DEFAULT_PROJECT
 from kahu.catalog.scope import SeriesScope
 from kahu.core import Kahu
-from kahu.errors import (
-    AuthenticationFailed,
-    KahuError,
-    PermissionDenied,
-)
+from kahu.errors import AuthenticationFailed, KahuError, PermissionDenied
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
