@@ -145,7 +145,7 @@ class TestMaking:
         out = io.BytesIO()
         ds.save_as(out)
         row = _row(sop_class=str(ds.SOPClassUID))
-        picture, shows = make_thumbnail([row], lambda _: out.getvalue(), "CT")
+        picture, shows = make_thumbnail([row], lambda _: out.getvalue(), lambda: "CT")
         assert shows == "placeholder"
         assert _is_placeholder(Image.open(io.BytesIO(picture)))
 

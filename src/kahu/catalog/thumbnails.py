@@ -21,14 +21,15 @@ def thumbnail_key(series_uid: str) -> str:
 def make_thumbnail(
     instances: Sequence[InstanceRow],
     read: Callable[[InstanceRow], bytes],
-    modality: str,
+    modality: Callable[[], str],
     *,
     size: tuple[int, int] = (SIZE, SIZE),
     media_type: str = "image/png",
 ) -> tuple[bytes, str]:
     """A picture of the series of ``instances`` (in their catalog order) fitted into
-    ``size``, and what it shows: "image" (the middle image, the middle frame of a multi-frame
-    one) or "placeholder" (no instance has pixels, or none Kahu can decode)."""
+    ``size``, and what it shows: "image" (the middle image, the middle frame of a
+    multi-frame one) or "placeholder" (no instance has pixels, or none Kahu can decode;
+    only then is ``modality`` asked for, to name it)."""
     import pydicom
 
     from kahu.dicom.placeholder import placeholder
@@ -53,6 +54,6 @@ def make_thumbnail(
             return picture, "image"
         except CannotRender:
             sop_class, note = row.sop_class_uid, "cannot decode"
-    return placeholder(modality, sop_class, note=note, size=size, media_type=media_type), (
+    return placeholder(modality(), sop_class, note=note, size=size, media_type=media_type), (
         "placeholder"
     )

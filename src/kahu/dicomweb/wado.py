@@ -386,7 +386,10 @@ def _thumbnail(
     media = _image_type(request)
     _, view = _render_params(None, viewport or f"{SIZE},{SIZE}")
     assert view is not None
-    modality = kahu.catalog.get_series(scope, series).modality or ""
+
+    def modality() -> str:
+        return kahu.catalog.get_series(scope, series).modality or ""
+
     picture, _ = make_thumbnail(
         rows, lambda row: _read(kahu, row), modality, size=view, media_type=media
     )

@@ -227,7 +227,8 @@ class RunServices:
     def put_thumbnail(self, series_uid: str, png: bytes) -> None:
         from kahu.catalog.thumbnails import thumbnail_key
 
-        self.series(series_uid)
+        if series_uid not in self._readable:  # its instances were read: in scope
+            self.series(series_uid)
         self._parts.store.put(thumbnail_key(series_uid), png)
 
     def deidentification_key(self) -> bytes:

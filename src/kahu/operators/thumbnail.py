@@ -23,10 +23,9 @@ def make_thumbnail(ctx: TaskContext, services: OperatorServices) -> None:
     rows = services.instances(uid)
     if not rows:
         raise ValueError(f"series {uid} has no instances")
-    modality = services.series(uid).modality or ""
-    png, shows = picture(rows, services.read, modality)
+    png, shows = picture(rows, services.read, lambda: services.series(uid).modality or "")
     if shows == "placeholder":
-        ctx.log.info("series %s (%s) has no image to render: a placeholder", uid, modality)
+        ctx.log.info("series %s has no image to render: a placeholder", uid)
     services.put_thumbnail(uid, png)
     (ctx.out_dir / "thumbnail.png").write_bytes(png)
 
