@@ -37,6 +37,9 @@ SCOPE_MADE = {
 }
 
 
+#: the most lines a module of ``src/kahu`` has (docs/development.md)
+MODULE_LINES = 600
+
 #: the layers of docs/development.md, lowest first: a package imports from its own layer or
 #: from those below it, never from above
 LAYERS: list[set[str]] = [
@@ -132,6 +135,15 @@ class TestImports:
         assert set(graph) <= set(layer), set(graph) - set(layer)  # a new package gets a layer
         upward = [(a, b) for a, targets in graph.items() for b in targets if layer[b] > layer[a]]
         assert upward == []
+
+    def test_modules_stay_small(self) -> None:
+        """A module holds one thing: past ~600 lines it is split by what it holds."""
+        long = {
+            relative: lines
+            for relative, _ in _modules()
+            if (lines := len((ROOT / relative).read_text().splitlines())) > MODULE_LINES
+        }
+        assert long == {}
 
     def test_the_cycle_finder_finds_one(self) -> None:
         assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]

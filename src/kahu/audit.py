@@ -6,10 +6,11 @@ failure status; a failed task) without taking place. The outcome is filled in on
 action ends (:meth:`AuditLog.finish`); the table accepts nothing else after the insert (its
 triggers refuse deletes and other changes), so each audited action leaves exactly one record.
 
-Changes to accounts, projects and nodes are recorded by their action (:mod:`kahu.actions`),
-whichever door they come by. Other HTTP routes are audited by the table :data:`ROUTES` (the
-authentication dependency records, a middleware fills in the status); DICOM query/retrieve,
-workflow launches, sends to nodes and deletions by workflows record where they happen.
+Changes to accounts, projects, nodes, datasets, tags, triggers, runs and series are recorded
+by their action (:mod:`kahu.actions`), whichever door they come by. Other HTTP routes are
+audited by the table :data:`ROUTES` (the authentication dependency records, a middleware
+fills in the status); DICOM query/retrieve, workflow launches, sends to nodes and deletions by workflows
+record where they happen.
 """
 
 from __future__ import annotations
@@ -116,16 +117,9 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/upload"): "store",
     ("POST", "/dicomweb/studies"): "store",
     ("POST", "/dicomweb/studies/{study}"): "store",
-    ("DELETE", "/api/v1/series/{series_uid}"): "series.delete",
-    ("DELETE", "/api/v1/datasets/{name}"): "dataset.delete",
     ("DELETE", "/api/v1/objects/{bucket}/{key}"): "object.delete",
     ("PUT", "/api/v1/objects/{bucket}/{key}"): "object.put",
-    ("POST", "/api/v1/runs/{run_id}/cancel"): "run.cancel",
-    ("POST", "/api/v1/runs/{run_id}/retry"): "run.retry",
     ("POST", "/api/v1/pending/{task_id}/complete"): "run.complete-step",
-    ("POST", "/api/v1/triggers"): "trigger.add",
-    ("PATCH", "/api/v1/triggers/{name}"): "trigger.change",
-    ("DELETE", "/api/v1/triggers/{name}"): "trigger.remove",
     ("POST", "/api/v1/auth/logout"): "logout",
 }
 

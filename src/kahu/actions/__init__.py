@@ -1,12 +1,16 @@
-"""The use-case layer: each change to accounts, projects and DICOM nodes is one function that
-checks the policy once, makes the change and writes one audit record (before the change;
-refusals are recorded with their status too). The command line, the REST API and the web
-pages are thin adapters: they say who acts (:class:`Actor`) and how to show the outcome.
+"""The use-case layer: each change to accounts, projects, DICOM nodes, datasets, tags, runs
+and series is one function that checks the policy once, makes the change and writes one
+audit record (before the change; refusals are recorded with their status too). The command
+line, the REST API and the web pages are thin adapters: they say who acts (:class:`Actor`)
+and how to show the outcome.
 
 - :mod:`kahu.actions.accounts`: users (create, disable, enable) and token revocation
 - :mod:`kahu.actions.projects`: projects, members, AE title mappings, copying and moving
   series between projects
 - :mod:`kahu.actions.nodes`: DICOM nodes
+- :mod:`kahu.actions.datasets`: datasets and tags
+- :mod:`kahu.actions.runs`: cancelling and retrying workflow runs
+- :mod:`kahu.actions.series`: deleting series
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from kahu.auth.policy import require_role
+from kahu.auth.projects import Role
 from kahu.auth.users import UserPublic
 from kahu.catalog.tables import utcnow
 from kahu.core import Kahu
@@ -51,9 +56,10 @@ class Done:
     result: Any = None
 
 
-#: who may: administrators, a manager of the named project, or anyone signed in (the change
-#: itself then keeps to what is the actor's own)
-Needs = Literal["admin", "anyone"] | tuple[Literal["manager"], str]
+#: who may: administrators, a role (or more) in the named project, anyone signed in (the change
+#: itself then keeps to what is the actor's own), or whom a check lets through (it raises
+#: for anyone else)
+Needs = Literal["admin", "anyone"] | tuple[Role, str] | Callable[[UserPublic], None]
 
 
 def perform(
@@ -83,6 +89,8 @@ def perform(
         if needs == "admin":
             if not actor.user.is_admin:
                 raise PermissionDenied("administrators only")
+        elif callable(needs):
+            needs(actor.user)
         elif needs != "anyone":
             require_role(kahu.projects, actor.user, needs[1], needs[0])
         return change()

@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
-from kahu.api.deps import CurrentUser, KahuDep
+from kahu.actions import datasets
+from kahu.api.deps import ActorDep, CurrentUser, KahuDep
 from kahu.api.schemas import DatasetPublic
-from kahu.auth.policy import readable_projects, require_in_project, require_role, write_scope
+from kahu.auth.policy import readable_projects, require_in_project
 from kahu.auth.projects import Role
 from kahu.auth.users import UserPublic
 from kahu.catalog.repository import DEFAULT_PROJECT
@@ -87,16 +88,17 @@ def list_datasets(kahu: KahuDep, user: CurrentUser) -> list[DatasetPublic]:
     status_code=201,
     summary="Create a dataset from a query (it follows the query) or from a list of series",
 )
-def create_dataset(body: DatasetCreate, kahu: KahuDep, user: CurrentUser) -> DatasetPublic:
-    require_role(kahu.projects, user, body.project, "scientist")
-    info = kahu.curation.create_dataset(
+def create_dataset(body: DatasetCreate, kahu: KahuDep, actor: ActorDep) -> DatasetPublic:
+    done = datasets.create_dataset(
+        kahu,
+        actor,
         body.name,
         query=body.query,
         series=body.series,
         description=body.description,
         project=body.project,
     )
-    return _public(info)
+    return _public(done.result)
 
 
 @router.get("/datasets/{name}", response_model=DatasetPublic)
@@ -110,14 +112,10 @@ def get_dataset(name: NameParam, kahu: KahuDep, user: CurrentUser) -> DatasetPub
     summary="Add and remove series (explicit and frozen datasets)",
 )
 def change_members(
-    name: NameParam, body: MembershipChange, kahu: KahuDep, user: CurrentUser
+    name: NameParam, body: MembershipChange, kahu: KahuDep, actor: ActorDep
 ) -> DatasetPublic:
-    info = _dataset(kahu, user, name, "scientist")
-    if body.add:
-        info = kahu.curation.add_series(name, body.add)
-    if body.remove:
-        info = kahu.curation.remove_series(name, body.remove)
-    return _public(info)
+    done = datasets.change_series(kahu, actor, name, add=body.add, remove=body.remove)
+    return _public(done.result)
 
 
 @router.post(
@@ -125,15 +123,13 @@ def change_members(
     response_model=DatasetPublic,
     summary="Write down what a query dataset matches now (the query and the time are kept)",
 )
-def freeze_dataset(name: NameParam, kahu: KahuDep, user: CurrentUser) -> DatasetPublic:
-    _dataset(kahu, user, name, "scientist")
-    return _public(kahu.curation.freeze(name))
+def freeze_dataset(name: NameParam, kahu: KahuDep, actor: ActorDep) -> DatasetPublic:
+    return _public(datasets.freeze_dataset(kahu, actor, name).result)
 
 
 @router.delete("/datasets/{name}", status_code=204, summary="Delete a dataset (not its series)")
-def delete_dataset(name: NameParam, kahu: KahuDep, user: CurrentUser) -> Response:
-    _dataset(kahu, user, name, "scientist")
-    kahu.curation.delete_dataset(name)
+def delete_dataset(name: NameParam, kahu: KahuDep, actor: ActorDep) -> Response:
+    datasets.delete_dataset(kahu, actor, name)
     return Response(status_code=204)
 
 
@@ -143,8 +139,7 @@ def delete_dataset(name: NameParam, kahu: KahuDep, user: CurrentUser) -> Respons
     summary="Add and remove tags on series; answers each series' tags",
     description="The caller needs the scientist role in a project of each series.",
 )
-def change_tags(body: TagChange, kahu: KahuDep, user: CurrentUser) -> dict[str, list[str]]:
-    writable = write_scope(kahu.projects, user)
-    return kahu.curation.tag(
-        body.series, add=body.add, remove=body.remove, where=writable.condition()
-    )
+def change_tags(body: TagChange, kahu: KahuDep, actor: ActorDep) -> dict[str, list[str]]:
+    done = datasets.tag_series(kahu, actor, body.series, add=body.add, remove=body.remove)
+    tags: dict[str, list[str]] = done.result
+    return tags

@@ -11,7 +11,8 @@ from fastapi.responses import FileResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from kahu.api.deps import CurrentUser, KahuDep, Scope
+from kahu.actions import runs, triggers
+from kahu.api.deps import ActorDep, CurrentUser, KahuDep, Scope
 from kahu.auth.policy import readable_projects, require_in_project, require_role
 from kahu.auth.projects import Role
 from kahu.auth.users import UserPublic
@@ -207,16 +208,14 @@ def _inside(root: FsPath, relative: str) -> FsPath:
 
 
 @router.post("/runs/{run_id}/cancel", summary="Cancel a run (running tasks are killed)")
-def cancel_run(run_id: RunParam, kahu: KahuDep, user: CurrentUser) -> dict[str, Any]:
-    _run(kahu, user, run_id, "scientist")
-    kahu.flow.cancel(run_id)
+def cancel_run(run_id: RunParam, kahu: KahuDep, actor: ActorDep) -> dict[str, Any]:
+    runs.cancel_run(kahu, actor, run_id)
     return kahu.runs.run(run_id, with_series=False).public()
 
 
 @router.post("/runs/{run_id}/retry", summary="Run the failed and cancelled tasks again")
-def retry_run(run_id: RunParam, kahu: KahuDep, user: CurrentUser) -> dict[str, Any]:
-    _run(kahu, user, run_id, "scientist")
-    count = kahu.flow.retry(run_id)
+def retry_run(run_id: RunParam, kahu: KahuDep, actor: ActorDep) -> dict[str, Any]:
+    count = runs.retry_run(kahu, actor, run_id).result
     return {**kahu.runs.run(run_id, with_series=False).public(), "retried_tasks": count}
 
 
@@ -321,41 +320,32 @@ def list_triggers(kahu: KahuDep, user: CurrentUser) -> dict[str, Any]:
     }
 
 
-def _trigger(kahu: Kahu, user: UserPublic, name: str) -> None:
-    """The caller may change the trigger: a scientist of its project."""
-    found = [t for t in kahu.triggers.all() if t.name == name]
-    if not found:
-        raise NotFound(f"no trigger {name!r}")
-    require_in_project(kahu.projects, user, found[0].project, "scientist", f"trigger {name!r}")
-
-
 @router.post("/triggers", status_code=201, summary="Add an arrival rule or a schedule")
-def create_trigger(body: TriggerCreate, kahu: KahuDep, user: CurrentUser) -> dict[str, Any]:
-    require_role(kahu.projects, user, body.project, "scientist")
-    info = kahu.triggers.add(
+def create_trigger(body: TriggerCreate, kahu: KahuDep, actor: ActorDep) -> dict[str, Any]:
+    done = triggers.add_trigger(
+        kahu,
+        actor,
         body.name,
         body.workflow,
         query=body.query,
         cron=body.cron,
         params=body.params,
         run_input=RunInput(dataset=body.dataset, query=body.cohort_query, limit=body.limit),
-        created_by=user.name,
         project=body.project,
     )
-    return info.public()
+    public: dict[str, Any] = done.result.public()
+    return public
 
 
 @router.patch("/triggers/{name}", summary="Enable or disable a trigger")
 def change_trigger(
-    name: NameParam, body: TriggerChange, kahu: KahuDep, user: CurrentUser
+    name: NameParam, body: TriggerChange, kahu: KahuDep, actor: ActorDep
 ) -> dict[str, Any]:
-    _trigger(kahu, user, name)
-    kahu.triggers.set_enabled(name, body.enabled)
+    triggers.set_enabled(kahu, actor, name, body.enabled)
     return next(t.public() for t in kahu.triggers.all() if t.name == name)
 
 
 @router.delete("/triggers/{name}", status_code=204, summary="Remove a trigger")
-def delete_trigger(name: NameParam, kahu: KahuDep, user: CurrentUser) -> Response:
-    _trigger(kahu, user, name)
-    kahu.triggers.remove(name)
+def delete_trigger(name: NameParam, kahu: KahuDep, actor: ActorDep) -> Response:
+    triggers.remove_trigger(kahu, actor, name)
     return Response(status_code=204)

@@ -11,7 +11,8 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from kahu.api.deps import AdminUser, CurrentUser, KahuDep, Scope
+from kahu.actions import series as series_actions
+from kahu.api.deps import ActorDep, CurrentUser, KahuDep, Scope
 from kahu.api.schemas import (
     Document,
     FileReportPublic,
@@ -159,8 +160,8 @@ def series_instances(series_uid: str, kahu: KahuDep, scope: Scope) -> list[Insta
 
 
 @router.delete("/series/{series_uid}", status_code=204, summary="Delete a series and its files")
-def delete_series(series_uid: str, kahu: KahuDep, _admin: AdminUser) -> Response:
-    kahu.ingestor.delete_series(series_uid)
+def delete_series(series_uid: str, kahu: KahuDep, actor: ActorDep) -> Response:
+    series_actions.delete_series(kahu, actor, series_uid)
     return Response(status_code=204)
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kahu.cli.common import DbOpt, HomeOpt, _audited, _fail, _guard, _open, _settings
+from kahu.cli.common import DbOpt, HomeOpt, _fail, _guard, _open, _settings
 
 app = typer.Typer(
     help="Kahu: receive, store, search and process medical images on your own site.",
@@ -505,9 +505,9 @@ def series_show(uid: str, home: HomeOpt = None, database_url: DbOpt = None) -> N
 @_guard
 def series_delete(uid: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Delete a series: its rows and its files."""
-    with (
-        _open(_settings(home, database_url)) as kahu,
-        _audited(kahu, "series.delete", series=[uid]),
-    ):
-        removed = kahu.ingestor.delete_series(uid)
+    from kahu.actions import Actor
+    from kahu.actions.series import delete_series
+
+    with _open(_settings(home, database_url)) as kahu:
+        removed = delete_series(kahu, Actor.cli(), uid).result
     typer.echo(f"deleted series {uid} ({removed} files)")

@@ -1,9 +1,8 @@
 """What every ``kahu`` command shares: the --home and --database-url options, opening the
-instance, audited changes and one-line errors."""
+instance and one-line errors (changes go through :mod:`kahu.actions`)."""
 
 from __future__ import annotations
 
-import getpass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,12 +40,6 @@ def _open(settings: Settings) -> Any:
     from kahu.core import Kahu
 
     return Kahu(settings)
-
-
-def _audited(kahu: Any, action: str, **fields: Any) -> Any:
-    """The audit record of a change made on the command line (by the operating system's
-    user), written before the change: no record, no change."""
-    return kahu.audit.action(f"cli:{getpass.getuser()}", action, kind="cli", path="cli", **fields)
 
 
 def _fail(message: str) -> None:

@@ -162,8 +162,10 @@ def runs_show(run_id: str, home: HomeOpt = None, database_url: DbOpt = None) -> 
 @_guard
 def runs_cancel(run_id: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Cancel a run (the engine that runs it kills its tasks)."""
+    from kahu.actions import Actor, runs
+
     with _open(_settings(home, database_url)) as kahu:
-        kahu.flow.cancel(run_id)
+        runs.cancel_run(kahu, Actor.cli(), run_id)
         typer.echo(kahu.runs.run(run_id, with_series=False).state)
 
 
@@ -171,8 +173,10 @@ def runs_cancel(run_id: str, home: HomeOpt = None, database_url: DbOpt = None) -
 @_guard
 def runs_retry(run_id: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Queue the failed and cancelled tasks of a finished run again."""
+    from kahu.actions import Actor, runs
+
     with _open(_settings(home, database_url)) as kahu:
-        typer.echo(f"{kahu.flow.retry(run_id)} tasks queued again")
+        typer.echo(f"{runs.retry_run(kahu, Actor.cli(), run_id).result} tasks queued again")
 
 
 @triggers_app.command("add")
@@ -190,20 +194,22 @@ def triggers_add(
     database_url: DbOpt = None,
 ) -> None:
     """Add an arrival rule (--query) or a schedule (--cron with --dataset or --cohort-query)."""
+    from kahu.actions import Actor, triggers
     from kahu.flow.cohort import RunInput
 
     params = _params(param)
     with _open(_settings(home, database_url)) as kahu:
-        info = kahu.triggers.add(
+        info = triggers.add_trigger(
+            kahu,
+            Actor.cli(),
             name,
             workflow,
             query=query,
             cron=cron,
             params=params,
             run_input=RunInput(dataset=dataset, query=cohort_query),
-            created_by="cli",
             project=project,
-        )
+        ).result
         typer.echo(json.dumps(info.public(), default=str))
 
 
@@ -219,5 +225,28 @@ def triggers_list(home: HomeOpt = None, database_url: DbOpt = None) -> None:
 @triggers_app.command("remove")
 @_guard
 def triggers_remove(name: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
+    """Remove a trigger (the runs it started stay)."""
+    from kahu.actions import Actor, triggers
+
     with _open(_settings(home, database_url)) as kahu:
-        kahu.triggers.remove(name)
+        typer.echo(triggers.remove_trigger(kahu, Actor.cli(), name).message)
+
+
+@triggers_app.command("enable")
+@_guard
+def triggers_enable(name: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
+    """Let a disabled trigger fire again."""
+    from kahu.actions import Actor, triggers
+
+    with _open(_settings(home, database_url)) as kahu:
+        typer.echo(triggers.set_enabled(kahu, Actor.cli(), name, True).message)
+
+
+@triggers_app.command("disable")
+@_guard
+def triggers_disable(name: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
+    """Keep a trigger without letting it fire."""
+    from kahu.actions import Actor, triggers
+
+    with _open(_settings(home, database_url)) as kahu:
+        typer.echo(triggers.set_enabled(kahu, Actor.cli(), name, False).message)

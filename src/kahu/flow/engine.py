@@ -10,13 +10,10 @@ transaction per scheduling pass.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,10 +21,19 @@ from typing import TYPE_CHECKING, Any
 from kahu.catalog.repository import DEFAULT_PROJECT
 from kahu.catalog.tables import utcnow
 from kahu.errors import Conflict, InvalidInput
+from kahu.flow.active import (
+    ActiveRun,
+    ActiveTask,
+    build_run,
+    engine_identity,
+    finished_before_loss,
+    job_for,
+    owner_alive,
+)
 from kahu.flow.executors.base import Executor, Outcome
 from kahu.flow.job import Job, RunPaths, TaskContext, write_conf
-from kahu.flow.model import Operator, Workflow, load_callable
-from kahu.flow.processes import kill_leftover, process_start_time
+from kahu.flow.model import Workflow, load_callable
+from kahu.flow.processes import kill_leftover
 from kahu.flow.registry import WorkflowRegistry
 from kahu.flow.resources import Admission
 from kahu.flow.runs import RunStore, TaskInfo
@@ -42,51 +48,6 @@ log = logging.getLogger(__name__)
 InternalFunction = Callable[[TaskContext, "OperatorServices"], None]
 #: builds a task's services from its job
 ServicesFor = Callable[[Job], "OperatorServices"]
-
-
-def engine_identity() -> str:
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{process_start_time(pid)}"
-
-
-def _owner_alive(owner: str) -> bool | None:
-    """Whether the engine ``owner`` still runs: None when it is on another machine."""
-    host, _, rest = owner.partition(":")
-    if host != socket.gethostname():
-        return None
-    pid_text, _, started = rest.partition(":")
-    if not pid_text.isdigit():
-        return False
-    return str(process_start_time(int(pid_text))) == started
-
-
-@dataclass
-class _Task:
-    id: int
-    op: Operator
-    series_uid: str
-    state: str
-    attempt: int
-    not_before: float = 0.0
-    deps: list[int] = field(default_factory=list)
-    dependents: list[int] = field(default_factory=list)
-    gpu: str | None = None
-    reason: str = ""
-    held: bool = False  # resources taken from the admission
-
-
-@dataclass
-class _Run:
-    id: str
-    workflow: Workflow
-    params: dict[str, Any]
-    series: tuple[str, ...]
-    state: str
-    paths: RunPaths
-    tasks: dict[int, _Task] = field(default_factory=dict)
-    created: float = 0.0
-    project: str = DEFAULT_PROJECT
-    created_by: str = ""
 
 
 class Engine:
@@ -117,7 +78,7 @@ class Engine:
         self._outcomes: list[Outcome] = []
         self._woken = False
         self._stopped = False
-        self._active: dict[str, _Run] = {}
+        self._active: dict[str, ActiveRun] = {}
         self._thread: threading.Thread | None = None
         self._internal = ThreadPoolExecutor(internal_workers, thread_name_prefix="kahu-op")
         self._internal_running: set[int] = set()
@@ -323,57 +284,25 @@ class Engine:
         except Exception as exc:
             self.runs.fail_run(run_id, f"workflow not available: {exc}")
             return
-        run = _Run(
-            run_id,
-            workflow,
-            info.params,
-            tuple(info.series),
-            info.state,
-            RunPaths(self.runs_root, run_id),
-            created=info.created_at.timestamp(),
-            project=info.project,
-            created_by=info.created_by,
-        )
         tasks = self.runs.tasks(run_id)
-        keys: dict[tuple[str, str], int] = {}
-        lost: list[TaskInfo] = []
-        for t in tasks:
-            op = workflow.operator(t.operator)
-            task = _Task(t.id, op, t.series_uid, t.state, t.attempt)
-            if t.not_before is not None:
-                task.not_before = time.monotonic() + max(
-                    0.0, (t.not_before - utcnow()).total_seconds()
-                )
-            run.tasks[t.id] = task
-            keys[(t.operator, t.series_uid)] = t.id
-            if t.state == "running" and t.owner != self.owner:
-                lost.append(t)
-            elif t.state == "running" and op.kind != "application":
+        run = build_run(info, workflow, tasks, self.runs_root)
+        lost = [t for t in tasks if t.state == "running" and t.owner != self.owner]
+        mine = [run.tasks[t.id] for t in tasks if t.state == "running" and t.owner == self.owner]
+        for task in mine:
+            if task.op.kind != "application":
                 # reloaded while this engine runs it: it holds its resources again
-                self.admission.take(op.resources, None)
+                self.admission.take(task.op.resources, None)
                 task.held = True
-        for task in run.tasks.values():
-            for name in task.op.inputs:
-                source = workflow.operator(name)
-                if source.per == "series" and task.series_uid:
-                    deps = [keys[(name, task.series_uid)]]
-                elif source.per == "series":
-                    deps = [keys[(name, uid)] for uid in run.series]
-                else:
-                    deps = [keys[(name, "")]]
-                task.deps += deps
-                for dep in deps:
-                    run.tasks[dep].dependents.append(task.id)
         self._active[run_id] = run
         self._recover(run, lost)
 
-    def _recover(self, run: _Run, lost: list[TaskInfo]) -> None:
+    def _recover(self, run: ActiveRun, lost: list[TaskInfo]) -> None:
         """Tasks started by an engine that is gone: stop what is left of them; those that
         finished (their process left its done marker) succeed, the others are queued."""
         requeue: list[TaskInfo] = []
         finished: list[TaskInfo] = []
         for t in lost:
-            alive = _owner_alive(t.owner)
+            alive = owner_alive(t.owner)
             if alive is None:
                 log.warning("task %s runs on another machine (%s); leaving it", t.id, t.owner)
                 continue
@@ -381,12 +310,7 @@ class Engine:
                 continue  # another engine on this machine still runs it
             if t.pid is not None and kill_leftover(t.pid, t.pid_started):
                 log.warning("killed leftover process %s of task %s", t.pid, t.id)
-            done = run.paths.log(t.operator, t.series_uid).with_suffix(".done")
-            try:
-                ok = done.read_text().strip() == str(t.attempt)
-            except OSError:
-                ok = False
-            (finished if ok else requeue).append(t)
+            (finished if finished_before_loss(run, t) else requeue).append(t)
         now = utcnow()
         moved = self.runs.apply(
             [("lost", t.id, {"attempt": max(0, t.attempt - 1), "pid": None}) for t in requeue]
@@ -412,7 +336,7 @@ class Engine:
 
     # -- outcomes --------------------------------------------------------------------------
 
-    def _find(self, task_id: int) -> tuple[_Run, _Task] | None:
+    def _find(self, task_id: int) -> tuple[ActiveRun, ActiveTask] | None:
         for run in self._active.values():
             task = run.tasks.get(task_id)
             if task is not None:
@@ -421,7 +345,7 @@ class Engine:
 
     def _record(self, outcomes: list[Outcome]) -> set[str]:
         changes: list[tuple[str, int, dict[str, Any]]] = []
-        follow: list[tuple[_Run, _Task, str, float]] = []
+        follow: list[tuple[ActiveRun, ActiveTask, str, float]] = []
         now = utcnow()
         for outcome in outcomes:
             found = self._find(outcome.task_id)
@@ -475,7 +399,7 @@ class Engine:
     def _promote(self) -> set[str]:
         """Pending tasks whose inputs are all done become queued (or upstream_failed)."""
         changes: list[tuple[str, int, dict[str, Any]]] = []
-        follow: list[tuple[_Run, _Task, str]] = []
+        follow: list[tuple[ActiveRun, ActiveTask, str]] = []
         for run in self._active.values():
             if run.state not in ("queued", "running", "waiting"):
                 continue
@@ -515,13 +439,13 @@ class Engine:
 
     # -- dispatch --------------------------------------------------------------------------
 
-    def _claim(self) -> list[tuple[_Run, _Task]]:
+    def _claim(self) -> list[tuple[ActiveRun, ActiveTask]]:
         """Queued tasks that fit now, claimed (running, attempt counted) in the pass's
         transaction; their processes start after it commits."""
         now = time.monotonic()
         claims: list[tuple[str, int, dict[str, Any]]] = []
-        chosen: list[tuple[_Run, _Task]] = []
-        reasons: list[tuple[_Task, str]] = []
+        chosen: list[tuple[ActiveRun, ActiveTask]] = []
+        reasons: list[tuple[ActiveTask, str]] = []
         runs = sorted(self._active.values(), key=lambda r: (r.created, r.id))
         started_at = utcnow()
         for run in runs:
@@ -559,7 +483,7 @@ class Engine:
             task.reason = reason
         self.runs.set_reasons([(t.id, r) for t, r in reasons])
         moved = self.runs.apply(claims)
-        claimed: list[tuple[_Run, _Task]] = []
+        claimed: list[tuple[ActiveRun, ActiveTask]] = []
         for run, task in chosen:
             if task.id not in moved:
                 if task.held:
@@ -572,14 +496,14 @@ class Engine:
             claimed.append((run, task))
         return claimed
 
-    def _start(self, claimed: list[tuple[_Run, _Task]]) -> set[str]:
+    def _start(self, claimed: list[tuple[ActiveRun, ActiveTask]]) -> set[str]:
         touched: set[str] = set()
         for run, task in claimed:
             touched.add(run.id)
             if task.op.kind == "application":
                 run.paths.out_dir(task.op.name, task.series_uid).mkdir(parents=True, exist_ok=True)
                 continue
-            job = self._job(run, task)
+            job = job_for(run, task, self.registry.module_file(task.op.function))
             if task.op.kind == "internal":
                 self._internal.submit(self._run_internal, job)
                 continue
@@ -590,39 +514,6 @@ class Engine:
                 log.warning("task %s did not start: %s", task.id, exc)
                 self._on_outcome(Outcome(task.id, task.attempt, False, f"did not start: {exc}"))
         return touched
-
-    def _job(self, run: _Run, task: _Task) -> Job:
-        op = task.op
-        workflow = run.workflow
-        return Job(
-            task_id=task.id,
-            attempt=task.attempt,
-            run_id=run.id,
-            workflow=workflow.name,
-            version=workflow.version,
-            operator=op.name,
-            kind=op.kind,
-            per=op.per,
-            series_uid=task.series_uid,
-            inputs={name: workflow.operator(name).per for name in op.inputs},
-            params=run.params,
-            run_dir=str(run.paths.root.resolve()),
-            series=run.series if op.per == "run" else (),
-            timeout_s=op.timeout_s,
-            cpu=op.resources.cpu,
-            memory_mb=op.resources.memory_mb,
-            gpu_memory_mb=op.resources.gpu_memory_mb,
-            function=op.function,
-            module_file=self.registry.module_file(op.function),
-            command=op.command,
-            image=op.image,
-            isolation=op.isolation,
-            extra_env=dict(op.env),
-            options=dict(op.options),
-            project=run.project,
-            launched_by=run.created_by,
-            gpu=task.gpu,
-        )
 
     def _run_internal(self, job: Job) -> None:
         """An internal operator, in a thread of the server: it uses the server's services."""
@@ -651,7 +542,7 @@ class Engine:
 
     # -- cancel and settle -----------------------------------------------------------------
 
-    def _cancel_tasks(self, run: _Run) -> None:
+    def _cancel_tasks(self, run: ActiveRun) -> None:
         waiting = [
             t for t in run.tasks.values() if t.state in ("pending", "queued", "waiting_input")
         ]

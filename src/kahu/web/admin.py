@@ -147,13 +147,8 @@ def _admin_change(request: Request, kahu: Kahu, what: str, form: dict[str, str])
     s = session(request, kahu, change=form.get("csrf", ""))
     if what not in ADMIN_FORMS:
         raise NotFound(f"no administration action {what!r}")
-    actor = Actor(
-        s.user,
-        path=f"POST /admin/{what}",
-        client=request.client.host if request.client else "",
-    )
     try:
-        message = _admin_apply(kahu, actor, what, form).message
+        message = _admin_apply(kahu, s.actor(request, f"POST /admin/{what}"), what, form).message
     except PermissionDenied:
         raise
     except (KahuError, ValueError) as exc:

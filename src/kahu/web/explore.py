@@ -11,9 +11,10 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from kahu.actions import datasets
 from kahu.api.deps import KahuDep
 from kahu.api.search import hidden_datasets
-from kahu.auth.policy import readable_projects, require_in_project, require_role
+from kahu.auth.policy import readable_projects
 from kahu.catalog.repository import DEFAULT_PROJECT
 from kahu.errors import InvalidInput, KahuError
 from kahu.search import aggregations as agg
@@ -233,37 +234,27 @@ def save_dataset(
     s = session(request, kahu, change=csrf)
     filters = _filters(f or [])
     back = _link(q, filters)
+    actor = s.actor(request, "POST /datasets")
+    chosen = (series or [])[:10_000]
     if what == "add":
         try:
-            if not series:
+            if not chosen:
                 raise InvalidInput("select series first (the boxes in the first column)")
-            info = kahu.curation.dataset(into)
-            named = f"dataset {into!r}"
-            require_in_project(kahu.projects, s.user, info.project, "scientist", named)
-            kahu.audit.record(
-                s.user.name, "dataset.change", path="POST /datasets", project=info.project,
-                series=series[:10_000], detail={"name": into, "what": "add"}, status=200,
-            )  # fmt: skip
-            count = kahu.curation.add_series(into, series[:10_000]).series_count
+            done = datasets.change_series(kahu, actor, into, add=chosen)
         except KahuError as exc:
             return flash(back, f"Nothing was added: {exc}")
-        return flash(back, f"Added to {into}: it holds {count} series now.")
+        return flash(back, f"Added to {into}: it holds {done.result.series_count} series now.")
     try:
-        require_role(kahu.projects, s.user, project, "scientist")
         if what == "selected":
-            if not series:
+            if not chosen:
                 raise InvalidInput("select series first (the boxes in the first column)")
-            kahu.curation.create_dataset(name, series=series[:10_000], project=project)
+            done = datasets.create_dataset(kahu, actor, name, series=chosen, project=project)
         else:
-            kahu.curation.create_dataset(name, query=_query(q, filters) or "*", project=project)
+            query = _query(q, filters) or "*"
+            done = datasets.create_dataset(kahu, actor, name, query=query, project=project)
     except KahuError as exc:
         return flash(back, f"The dataset was not made: {exc}")
-    kahu.audit.record(
-        s.user.name, "dataset.create", path="POST /datasets", project=project,
-        series=list(series or []) if what == "selected" else [],
-        detail={"name": name, "what": what}, status=201,
-    )  # fmt: skip
-    return flash(back, f"Dataset {name} saved.")
+    return flash(back, done.message)
 
 
 @router.get("/datasets", response_class=HTMLResponse)
@@ -286,21 +277,11 @@ def change_dataset(
     csrf: Annotated[str, Form(max_length=128)] = "",
 ) -> Response:
     s = session(request, kahu, change=csrf)
+    do = {"freeze": datasets.freeze_dataset, "delete": datasets.delete_dataset}.get(action)
     try:
-        info = kahu.curation.dataset(name)
-        require_in_project(kahu.projects, s.user, info.project, "scientist", f"dataset {name!r}")
-        if action == "freeze":
-            kahu.curation.freeze(name)
-            message = f"Dataset {name} frozen: its series no longer change."
-        elif action == "delete":
-            kahu.audit.record(
-                s.user.name, "dataset.delete", path="POST /datasets/{name}/delete",
-                project=info.project, detail={"name": name}, status=204,
-            )  # fmt: skip
-            kahu.curation.delete_dataset(name)
-            message = f"Dataset {name} deleted (its series stay)."
-        else:
+        if do is None:
             raise InvalidInput(f"no action {action!r}")
+        message = do(kahu, s.actor(request, f"POST /datasets/{{name}}/{action}"), name).message
     except KahuError as exc:
         message = f"Nothing changed: {exc}"
     return flash("/datasets", message)

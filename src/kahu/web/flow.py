@@ -11,6 +11,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from kahu.actions import runs
 from kahu.api.deps import KahuDep
 from kahu.api.flow import pending_steps
 from kahu.auth.policy import require_in_project, require_role
@@ -232,21 +233,11 @@ def change_run(
     csrf: Annotated[str, Form(max_length=128)] = "",
 ) -> Response:
     s = session(request, kahu, change=csrf)
+    do = {"cancel": runs.cancel_run, "retry": runs.retry_run}.get(action)
     try:
-        info = kahu.runs.run(run_id)
-        require_in_project(kahu.projects, s.user, info.project, "scientist", f"run {run_id!r}")
-        if action not in ("cancel", "retry"):
+        if do is None:
             raise InvalidInput(f"no action {action!r}")
-        kahu.audit.record(
-            s.user.name, f"run.{action}", path=f"POST /runs/{{run_id}}/{action}",
-            project=info.project, detail={"run": run_id}, status=200,
-        )  # fmt: skip
-        if action == "cancel":
-            kahu.flow.cancel(run_id)
-            message = f"{run_id} cancelled."
-        else:
-            count = kahu.flow.retry(run_id)
-            message = f"{run_id}: {count} tasks again."
+        message = do(kahu, s.actor(request, f"POST /runs/{{run_id}}/{action}"), run_id).message
     except KahuError as exc:
         message = f"Nothing changed: {exc}"
     return flash("/runs", message)

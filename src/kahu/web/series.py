@@ -9,10 +9,11 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from kahu.actions import series as series_actions
 from kahu.api.deps import KahuDep
 from kahu.auth.policy import readable_projects, require_role
 from kahu.catalog.repository import DEFAULT_PROJECT
-from kahu.errors import KahuError, NotFound, PermissionDenied
+from kahu.errors import KahuError, NotFound
 from kahu.flow.cohort import RunInput
 from kahu.flow.launch import launch
 from kahu.web.session import flash, page, session
@@ -166,10 +167,5 @@ def delete_series_page(
     csrf: Annotated[str, Form(max_length=128)] = "",
 ) -> Response:
     s = session(request, kahu, change=csrf)
-    if not s.user.is_admin:
-        raise PermissionDenied("administrators only")
-    with kahu.audit.action(
-        s.user.name, "series.delete", path="POST /series/{series_uid}/delete", series=[series_uid]
-    ):
-        kahu.ingestor.delete_series(series_uid)
-    return flash("/explore", f"Series {series_uid} deleted.")
+    actor = s.actor(request, "POST /series/{series_uid}/delete")
+    return flash("/explore", series_actions.delete_series(kahu, actor, series_uid).message)

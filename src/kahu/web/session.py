@@ -13,6 +13,7 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from kahu.actions import Actor
 from kahu.auth.policy import read_scope
 from kahu.auth.sessions import CSRF_COOKIE, SESSION_COOKIE, csrf_ok
 from kahu.auth.users import UserPublic
@@ -73,6 +74,11 @@ class Session:
 
     def projects_where(self, needed: str) -> list[str]:
         return sorted(p for p in self.roles if self.can(p, needed))
+
+    def actor(self, request: Request, path: str) -> Actor:
+        """The caller as the actor of an action (:mod:`kahu.actions`) by the page ``path``
+        ("POST /admin/user-add")."""
+        return Actor(self.user, path=path, client=request.client.host if request.client else "")
 
 
 def session(request: Request, kahu: Kahu, *, change: str | None = None) -> Session:
