@@ -9,8 +9,8 @@ triggers refuse deletes and other changes), so each audited action leaves exactl
 Changes to accounts, projects, nodes, datasets, tags, triggers, runs and series are recorded
 by their action (:mod:`kahu.actions`), whichever door they come by. Other HTTP routes are
 audited by the table :data:`ROUTES` (the authentication dependency records, a middleware
-fills in the status); DICOM query/retrieve, workflow launches, sends to nodes and deletions by workflows
-record where they happen.
+fills in the status); DICOM query/retrieve, workflow launches, sends to nodes and deletions
+by workflows record where they happen.
 """
 
 from __future__ import annotations

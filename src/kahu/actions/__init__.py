@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from kahu.auth.policy import require_role
+from kahu.auth.policy import require_in_project, require_role
 from kahu.auth.projects import Role
 from kahu.auth.users import UserPublic
 from kahu.catalog.tables import utcnow
@@ -60,6 +60,16 @@ class Done:
 #: itself then keeps to what is the actor's own), or whom a check lets through (it raises
 #: for anyone else)
 Needs = Literal["admin", "anyone"] | tuple[Role, str] | Callable[[UserPublic], None]
+
+
+def scientists_of(kahu: Kahu, project: str, what: str) -> Callable[[UserPublic], None]:
+    """The check for a thing of ``project`` (``what``: "run 'r1'"): its scientists may act on
+    it; to anyone else who is not a member it does not exist."""
+
+    def may(user: UserPublic) -> None:
+        require_in_project(kahu.projects, user, project, "scientist", what)
+
+    return may
 
 
 def perform(

@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from kahu.actions import Actor, Done, perform
-from kahu.auth.policy import require_in_project, write_scope
-from kahu.auth.users import UserPublic
+from kahu.actions import Actor, Done, perform, scientists_of
+from kahu.auth.policy import write_scope
 from kahu.catalog.repository import DEFAULT_PROJECT
 from kahu.core import Kahu
 from kahu.search.datasets import DatasetInfo
@@ -56,10 +55,7 @@ def _on_dataset(
     detail: dict[str, Any] | None = None,
 ) -> T:
     project = kahu.curation.dataset(name).project  # NotFound: no such dataset
-
-    def may(user: UserPublic) -> None:
-        require_in_project(kahu.projects, user, project, "scientist", f"dataset {name!r}")
-
+    may = scientists_of(kahu, project, f"dataset {name!r}")
     return perform(
         kahu,
         actor,

@@ -6,9 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from kahu.actions import Actor, Done, perform
-from kahu.auth.policy import require_in_project
-from kahu.auth.users import UserPublic
+from kahu.actions import Actor, Done, perform, scientists_of
 from kahu.core import Kahu
 
 T = TypeVar("T")
@@ -16,10 +14,7 @@ T = TypeVar("T")
 
 def _on_run(kahu: Kahu, actor: Actor, run_id: str, verb: str, change: Callable[[], T]) -> T:
     project = kahu.runs.run(run_id, with_series=False).project  # NotFound: no such run
-
-    def may(user: UserPublic) -> None:
-        require_in_project(kahu.projects, user, project, "scientist", f"run {run_id!r}")
-
+    may = scientists_of(kahu, project, f"run {run_id!r}")
     return perform(kahu, actor, f"run.{verb}", may, change, project=project, detail={"run": run_id})
 
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from kahu.actions import Actor, Done, perform
-from kahu.auth.policy import require_in_project
-from kahu.auth.users import UserPublic
+from kahu.actions import Actor, Done, perform, scientists_of
 from kahu.catalog.repository import DEFAULT_PROJECT
 from kahu.core import Kahu
 from kahu.errors import NotFound
@@ -60,10 +58,7 @@ def _on_trigger(
     if not found:
         raise NotFound(f"no trigger {name!r}")
     project = found[0].project
-
-    def may(user: UserPublic) -> None:
-        require_in_project(kahu.projects, user, project, "scientist", f"trigger {name!r}")
-
+    may = scientists_of(kahu, project, f"trigger {name!r}")
     return perform(
         kahu, actor, action, may, change, project=project, detail={"name": name, **detail}
     )
