@@ -91,6 +91,7 @@ def _path_values(w: World, path: str) -> dict[str, str]:
         "/api/v1/nodes": f"{SECRET}-node",
         "/api/v1/users": "admin",  # bob may not disable the administrator
         "/api/v1/fields": "PatientID",
+        "/api/v1/federation": "statistics",
     }
     return {
         "series_uid": w.series,
@@ -110,6 +111,9 @@ def _path_values(w: World, path: str) -> dict[str, str]:
         "bucket": f"{SECRET}-bucket",
         "key": f"{SECRET}.txt",
         "token_id": "1",  # the administrator's
+        "job_id": f"fed-{SECRET}.0",
+        "partner": f"{SECRET}-site",
+        "coordinator": f"{SECRET}-site",
     }
 
 

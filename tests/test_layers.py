@@ -48,7 +48,7 @@ LAYERS: list[set[str]] = [
     {"audit", "auth", "search", "imports"},
     {"dimse"},
     {"flow"},
-    {"operators", "workflows", "schema"},
+    {"operators", "workflows", "federation", "schema"},
     {"core"},
     {"actions"},
     {"api", "dicomweb", "web"},

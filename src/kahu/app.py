@@ -14,7 +14,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kahu import __version__
-from kahu.api import admin, curation, flow, objects, projects, routes, search, volumes
+from kahu.api import (
+    admin,
+    curation,
+    federation,
+    flow,
+    objects,
+    projects,
+    routes,
+    search,
+    volumes,
+)
 from kahu.api.deps import CurrentUser, KahuDep
 from kahu.auth.throttle import TooManyAttempts
 from kahu.core import Kahu
@@ -138,6 +148,7 @@ def create_app(settings: Settings, kahu: Kahu | None = None) -> FastAPI:
     app.include_router(objects.router, tags=["objects"])
     app.include_router(projects.router, tags=["projects"])
     app.include_router(admin.router, tags=["accounts"])
+    app.include_router(federation.router, tags=["federation"])
     app.include_router(dicomweb.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")

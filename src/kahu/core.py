@@ -21,6 +21,12 @@ from kahu.dimse.handlers import DimseHandlers
 from kahu.dimse.nodes import NodeRegistry
 from kahu.dimse.server import DicomServer
 from kahu.events import EventBus, IngestRate, SeriesCompletionMonitor
+from kahu.federation.agent import Agent, AgentParts
+from kahu.federation.coordinator import FedRuns
+from kahu.federation.egress import Ledger
+from kahu.federation.identity import Nonces, load_identity
+from kahu.federation.peers import Peers
+from kahu.federation.policy import Policies
 from kahu.flow.engine import Engine
 from kahu.flow.executors.base import Executor
 from kahu.flow.registry import WorkflowRegistry
@@ -127,6 +133,35 @@ class Kahu:
             self.audit,
             builtin,
         )
+        fed = settings.federation
+        own_url = settings.http.public_url or f"http://{settings.http.host}:{settings.http.port}"
+        self.identity = load_identity(settings.home, fed.site_name, own_url)
+        self.peers = Peers(self.db)
+        self.policies = Policies(self.db)
+        self.ledger = Ledger(self.db)
+        self.nonces = Nonces()
+        self.fed_runs = FedRuns(
+            self.db,
+            self.peers,
+            self.workflows,
+            self.flow,
+            self.objects,
+            site_timeout_s=fed.site_timeout_s,
+        )
+        self.agent = Agent(
+            AgentParts(
+                db=self.db,
+                identity=self.identity,
+                peers=self.peers,
+                policies=self.policies,
+                ledger=self.ledger,
+                registry=self.workflows,
+                engine=self.flow,
+                catalog=self.catalog,
+                audit=self.audit,
+                settings=fed,
+            )
+        )
         self._started = False
         self._warming: threading.Thread | None = None
 
@@ -146,11 +181,16 @@ class Kahu:
         if self.settings.flow.enabled:
             self.flow.start()
             self.triggers.start()
+            self.fed_runs.start()
+            if self.settings.federation.agent:
+                self.agent.start()
         self._started = True
 
     def stop(self) -> None:
         if self._started:
             if self.settings.flow.enabled:
+                self.agent.stop()
+                self.fed_runs.stop()
                 self.triggers.stop()
                 self.flow.stop()
             self.dicom.stop()

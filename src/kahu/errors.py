@@ -83,3 +83,7 @@ class PermissionDenied(KahuError):
 
 class StorageError(KahuError):
     pass
+
+
+class EgressRefused(PermissionDenied):
+    """The egress gate refused to let an output leave the site (the reason says why)."""

@@ -167,6 +167,34 @@ class OidcSettings(BaseModel):
         return self.client_secret_value
 
 
+class FederationSettings(BaseModel):
+    """``KAHU_FEDERATION__*``: this site among others (docs/federation.md)."""
+
+    #: the site's name as partners see it; empty: the machine's host name
+    site_name: str = ""
+    #: verify the coordinator's TLS certificate (https URLs); a CA bundle besides the system's
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    #: a client certificate (and its key) this site shows its coordinators, if they ask
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    #: how long a partner's request for work waits at the coordinator for something to do
+    poll_wait_s: float = Field(default=20.0, gt=0, le=120)
+    #: how long a join token stays valid
+    invite_hours: float = Field(default=24.0, gt=0, le=24 * 30)
+    #: a partner not heard from for this long is reported unreachable in its runs
+    site_timeout_s: float = Field(default=120.0, gt=0)
+    #: run the agent that fetches work from this site's coordinators (``kahu serve``)
+    agent: bool = True
+
+    @field_validator("site_name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if value and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", value):
+            raise ValueError(f"site_name {value!r}: letters, digits, '.', '_' and '-'")
+        return value
+
+
 class Settings(BaseSettings):
     """All settings of one Kahu instance."""
 
@@ -183,6 +211,7 @@ class Settings(BaseSettings):
     search: SearchSettings = Field(default_factory=SearchSettings)
     flow: FlowSettings = Field(default_factory=FlowSettings)
     oidc: OidcSettings = Field(default_factory=OidcSettings)
+    federation: FederationSettings = Field(default_factory=FederationSettings)
     #: fsspec URL of the object store's buckets; empty: ``<home>/objects``
     objects_url: str = ""
     #: fsync files and directories before acknowledging; only tests may turn it off.

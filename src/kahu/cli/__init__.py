@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from kahu.cli import flow, projects
+from kahu.cli import federation, flow, projects
 from kahu.cli.commands import app
 
+federation.register(app)
 flow.register(app)
 projects.register(app)
 

@@ -1,11 +1,12 @@
 """Workflows: DAGs of operators run on cohorts. The public API for workflow authors::
 
-from kahu.flow import Workflow, python_operator, command_operator, TaskContext
+from kahu.flow import Workflow, Output, python_operator, command_operator, TaskContext
 """
 
 from kahu.flow.job import TaskContext
 from kahu.flow.model import (
     Operator,
+    Output,
     Resources,
     Workflow,
     application_operator,
@@ -17,6 +18,7 @@ from kahu.flow.model import (
 
 __all__ = [
     "Operator",
+    "Output",
     "Resources",
     "TaskContext",
     "Workflow",

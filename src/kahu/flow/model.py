@@ -237,6 +237,42 @@ def application_operator(
     return Operator(name, "application", per, tuple(inputs), description=description)
 
 
+OutputKind = Literal["json", "table", "weights", "text"]
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """A result a federated workflow may share with the coordinator: the file ``path`` in the
+    run-level folder of ``operator``, of ``kind``, at most ``max_bytes``. Nothing a workflow
+    does not declare can leave a site, and what it declares still passes the egress gate."""
+
+    name: str
+    operator: str
+    path: str
+    kind: OutputKind = "json"
+    max_bytes: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise InvalidWorkflow(f"output name {self.name!r}: lower-case letters, digits, -, _")
+        if self.kind not in ("json", "table", "weights", "text"):
+            raise InvalidWorkflow(f"output {self.name}: kind must be json, table, weights or text")
+        parts = self.path.split("/")
+        if not self.path or any(p in ("", ".", "..") for p in parts) or "\\" in self.path:
+            raise InvalidWorkflow(f"output {self.name}: path {self.path!r} must stay in its folder")
+        if self.max_bytes <= 0:
+            raise InvalidWorkflow(f"output {self.name}: max_bytes must be positive")
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "operator": self.operator,
+            "path": self.path,
+            "kind": self.kind,
+            "max_bytes": self.max_bytes,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class Workflow:
     """A named, versioned DAG of operators with a JSON Schema for its parameters."""
@@ -253,6 +289,12 @@ class Workflow:
     publication: str = ""
     #: whether results may leave the site (federation)
     results_may_leave: bool = False
+    #: what a site may share when it runs this workflow for a coordinator (federation)
+    outputs: tuple[Output, ...] = ()
+    #: the workflow the coordinator runs on the sites' outputs (federation); empty: none
+    aggregate: str = ""
+    #: the coordinator aggregates what the sites that finished sent, when some did not
+    partial_aggregation: bool = False
     #: a failing series fails the whole run at once (the others are cancelled)
     fail_fast: bool = False
     #: where the definition came from (set by the registry)
@@ -287,6 +329,14 @@ class Workflow:
             cycle = " -> ".join(exc.args[1])
             raise InvalidWorkflow(f"workflow {self.name}: cycle {cycle}") from None
         object.__setattr__(self, "_order", order)
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        for output in self.outputs:
+            if output.operator not in names or self.operator(output.operator).per != "run":
+                raise InvalidWorkflow(
+                    f"workflow {self.name}: output {output.name} must name a run-level operator"
+                )
+        if len({o.name for o in self.outputs}) != len(self.outputs):
+            raise InvalidWorkflow(f"workflow {self.name}: duplicate output names")
         self._check_schema()
 
     def _check_schema(self) -> None:
@@ -347,6 +397,9 @@ class Workflow:
             "publication": self.publication,
             "results_may_leave": self.results_may_leave,
             "fail_fast": self.fail_fast,
+            "outputs": [o.public() for o in self.outputs],
+            "aggregate": self.aggregate,
+            "partial_aggregation": self.partial_aggregation,
             "source": self.source,
             "operators": [
                 {

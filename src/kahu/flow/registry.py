@@ -9,7 +9,9 @@ to load is reported (``kahu workflows list`` shows it) and does not stop the oth
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import logging
 import sys
 from collections.abc import Iterable
@@ -134,6 +136,26 @@ class WorkflowRegistry:
             if op.kind == "python" and op.function
         }
         return sorted(names - set(self.module_files))
+
+    def digest(self, workflow: Workflow) -> str:
+        """The content hash a site pins a workflow by: SHA-256 over its definition and the
+        source of every module its operators' functions live in (a changed operator, a
+        changed parameter schema or a changed declared output is another digest)."""
+        public = workflow.public()
+        public.pop("source", None)
+        h = hashlib.sha256(json.dumps(public, sort_keys=True, default=str).encode())
+        modules = sorted(
+            {op.function.partition(":")[0] for op in workflow.operators if op.function}
+        )
+        for module in modules:
+            path = self.module_files.get(module)
+            if path is None:
+                spec = importlib.util.find_spec(module)
+                path = spec.origin if spec is not None else None
+            h.update(module.encode() + b"\0")
+            if path and Path(path).is_file():
+                h.update(Path(path).read_bytes())
+        return h.hexdigest()
 
     def module_file(self, function: str | None) -> str | None:
         if not function:

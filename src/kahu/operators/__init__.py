@@ -25,12 +25,15 @@ if TYPE_CHECKING:
     from kahu.operators.seg import labels_to_seg_operator, seg_to_volume_operator
     from kahu.operators.send import send_to_node
     from kahu.operators.sr import json_to_sr_operator, sr_to_json_operator
+    from kahu.operators.statistics import aggregate_statistics, cohort_statistics
     from kahu.operators.thumbnail import thumbnails
     from kahu.operators.volumes import dicom_to_volume
 
 _WHERE = {
+    "aggregate_statistics": "statistics",
     "binary_to_dicom_operator": "documents",
     "cleanup": "maintenance",
+    "cohort_statistics": "statistics",
     "delete_series": "maintenance",
     "deidentify": "deidentification",
     "dicom_to_binary_operator": "documents",
@@ -52,8 +55,10 @@ _WHERE = {
 }
 
 __all__ = [
+    "aggregate_statistics",
     "binary_to_dicom_operator",
     "cleanup",
+    "cohort_statistics",
     "deidentify",
     "delete_series",
     "dicom_to_binary_operator",
