@@ -3,6 +3,7 @@ what crossed can be read back (both directions, in order)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -50,10 +51,8 @@ class RecordingProxy:
             pass
         finally:
             for s in (source, target):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 s.close()
 
     def switch(self, upstream_port: int) -> None:
@@ -62,10 +61,8 @@ class RecordingProxy:
         with self._lock:
             live, self._open = self._open, []
         for s in live:
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def traffic(self) -> bytes:
         with self._lock:

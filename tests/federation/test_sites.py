@@ -186,7 +186,8 @@ def test_a_federated_run_across_three_sites(
 
     with b.open() as kahu:  # b's administrator sees who asks what, and approves
         [waiting] = kahu.agent.jobs("waiting_approval")
-        assert waiting["workflow"] == "cohort-statistics" and waiting["dataset"] == "b-cohort"
+        assert waiting["workflow"] == "cohort-statistics"
+        assert waiting["dataset"] == "b-cohort"
         actions.approve(kahu, CLI, waiting["id"])
 
     with a.open() as kahu:
@@ -213,15 +214,18 @@ def test_a_federated_run_across_three_sites(
         with site.open() as kahu:
             [entry] = kahu.ledger.entries()
             assert kahu.ledger.verify() == (1, "")
-        assert entry["run"] == run_id and entry["output"] == "statistics"
-        assert entry["kind"] == "json" and entry["delivered"] is True
+        assert entry["run"] == run_id
+        assert entry["output"] == "statistics"
+        assert entry["kind"] == "json"
+        assert entry["delivered"] is True
         assert entry["approved_by"].startswith(approved_by)
         sent = bodies[f"{run_id}.{_site_id(site)[:12]}"]
         assert (len(sent), hashlib.sha256(sent).hexdigest()) == (entry["bytes"], entry["sha256"])
     with c.open() as kahu:
         assert kahu.ledger.entries() == []
         refusals = kahu.audit.query(action="federation.refuse")
-        assert refusals and "not allowed" in json.dumps(refusals[0].detail)
+        assert refusals
+        assert "not allowed" in json.dumps(refusals[0].detail)
     assert len(bodies) == 2  # nothing but the two declared outputs was uploaded
 
     # nothing that looks like DICOM crossed, nor any of the sites' UIDs
@@ -287,9 +291,11 @@ def test_refusals_between_sites(sites: tuple[Site, Site, Site, RecordingProxy]) 
     path = f"/api/v1/federation/jobs/{part}/outputs/pixels"
     headers = signed_headers(identity, "PUT", path, b"{}", coordinator_id)
     answer = httpx.put(proxy.url + path, content=b"{}", headers=headers)
-    assert answer.status_code == 403 and "declares no output" in answer.json()["detail"]
+    assert answer.status_code == 403
+    assert "declares no output" in answer.json()["detail"]
     replay = httpx.put(proxy.url + path, content=b"{}", headers=headers)
-    assert replay.status_code == 401 and "replay" in replay.json()["detail"]
+    assert replay.status_code == 401
+    assert "replay" in replay.json()["detail"]
 
     # c answers at the coordinator's address: b trusts none of its answers
     proxy.switch(c.port)
