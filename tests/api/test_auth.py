@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from kahu.api.federation import PEER_ROUTES, SIGNATURE_SCHEME
 from tests.api.conftest import Api
 
 #: the routes that sign in (each refuses without credentials, by its own answer)
@@ -35,7 +36,10 @@ class TestAuthentication:
             url = re.sub(r"\{[^}]+\}", "1.2.3", path)
             response = api.client.request(method.upper(), url)
             assert response.status_code == 401, (method, path, response.text)
-            assert response.headers.get("www-authenticate") == "Bearer"
+            signed = path.removeprefix("/api/v1/federation") in PEER_ROUTES
+            assert response.headers.get("www-authenticate") == (
+                SIGNATURE_SCHEME if signed else "Bearer"
+            )
             response = api.client.request(
                 method.upper(), url, headers={"Authorization": "Bearer kahu_forged"}
             )

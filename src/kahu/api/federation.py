@@ -26,6 +26,9 @@ from kahu.federation.peers import Peer, join_proof
 
 router = APIRouter(prefix="/api/v1/federation")
 MAX_OUTPUT_BYTES = 256 * 1024 * 1024
+SIGNATURE_SCHEME = "Kahu-Signature"
+#: the routes partners call, signed by their site key (everything else takes a bearer token)
+PEER_ROUTES = ("/join", "/work", "/jobs/{job_id}/status", "/jobs/{job_id}/outputs/{name}", "/leave")
 
 
 def _json(data: Any) -> bytes:
@@ -35,10 +38,10 @@ def _json(data: Any) -> bytes:
 def _signed(kahu: Kahu, request: Request, status: int, payload: Any, to_site: str) -> Response:
     body = _json(payload)
     nonce = request.headers.get(HEADER_NONCE, "")
-    signature = kahu.identity.sign(response_text(nonce, status, body, to_site))
-    return Response(
-        body, status, media_type="application/json", headers={HEADER_SIGNATURE: signature}
-    )
+    headers = {HEADER_SIGNATURE: kahu.identity.sign(response_text(nonce, status, body, to_site))}
+    if status == 401:  # partners authenticate by signature, not by bearer token
+        headers["WWW-Authenticate"] = SIGNATURE_SCHEME
+    return Response(body, status, media_type="application/json", headers=headers)
 
 
 def _signed_path(request: Request) -> str:

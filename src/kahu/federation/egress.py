@@ -51,6 +51,8 @@ def _imaging_format(data: bytes, kind: str, depth: int = 0) -> str | None:
     """What imaging data ``data`` looks like, or None."""
     if len(data) >= 132 and data[128:132] == b"DICM":
         return "DICOM (a Part 10 file)"
+    if data.startswith(b"DICM"):
+        return "DICOM (a Part 10 file without its preamble)"
     if len(data) >= 8 and data[:2] in (b"\x02\x00", b"\x08\x00") and data[4:6].isalpha():
         return "DICOM (a data set without preamble)"
     if len(data) >= 348:

@@ -1,0 +1,116 @@
+"""kill -9 of a partner mid-run and of the coordinator mid-aggregation: the run still ends,
+each output is released once and arrives, nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import json
+import signal
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kahu.actions import federation as actions
+from tests.conftest import free_port
+from tests.federation.proxy import RecordingProxy
+from tests.federation.test_sites import CLI, Site, _join, _seed, _wait
+
+SLOW = textwrap.dedent(
+    """
+    import json
+    import time
+
+    from kahu.flow import Output, Resources, Workflow, python_operator
+
+
+    def count(ctx):
+        time.sleep(3)
+        ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        (ctx.out_dir / "n.json").write_text(json.dumps({"series": len(ctx.series)}))
+
+
+    def total(ctx):
+        time.sleep(3)
+        ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        (ctx.out_dir / "total.json").write_text(json.dumps({"run": ctx.params["federated_run"]}))
+
+
+    WORKFLOWS = [
+        Workflow(
+            "slow-count", "1.0",
+            (python_operator("count", count, per="run", resources=Resources(0.5, 128)),),
+            parameters={"type": "object", "properties": {}},
+            outputs=(Output("n", "count", "n.json", "json", 1000),),
+            aggregate="slow-total",
+        ),
+        Workflow(
+            "slow-total", "1.0",
+            (python_operator("total", total, per="run", resources=Resources(0.5, 128)),),
+            parameters={"type": "object", "properties": {"federated_run": {"type": "string"}}},
+        ),
+    ]
+    """
+)
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[Site, Site, RecordingProxy]]:
+    a, b = (Site(n, tmp_path / n, free_port()) for n in "ab")
+    for site in (a, b):
+        (site.home / "workflows").mkdir(parents=True)
+        (site.home / "workflows" / "slow.py").write_text(SLOW)
+        _seed(site, 1)
+        site.start()
+    proxy = RecordingProxy(a.port)
+    try:
+        yield a, b, proxy
+    finally:
+        proxy.close()
+        for site in (a, b):
+            site.stop()
+
+
+def _kill(site: Site) -> None:
+    assert site.process is not None
+    site.process.send_signal(signal.SIGKILL)
+    site.process.wait(timeout=30)
+
+
+def test_sigkill_of_a_partner_and_of_the_coordinator(
+    pair: tuple[Site, Site, RecordingProxy],
+) -> None:
+    a, b, proxy = pair
+    _join(a, b, proxy)
+    with b.open() as kahu:
+        actions.allow(
+            kahu, CLI, "hub", "slow-count", datasets=["b-cohort"], changes={"mode": "auto"}
+        )
+    with a.open() as kahu:
+        run_id = actions.launch(kahu, CLI, "slow-count", [("b", "b-cohort")], {}).result["id"]
+
+        def state() -> tuple[str, str]:
+            status = kahu.fed_runs.status(run_id)
+            return status["state"], status["sites"][0]["state"]
+
+        _wait("b to run", lambda: state()[1] == "running")
+        _kill(b)  # mid-run: its task dies with it
+        time.sleep(0.5)
+        b.start()
+        _wait("the aggregation to start", lambda: state()[0] == "aggregating", timeout=120)
+        _kill(a)  # mid-aggregation
+        a.start()
+        _wait("the run to end", lambda: state()[0] in ("done", "failed"), timeout=120)
+        final = kahu.fed_runs.status(run_id)
+    assert final["state"] == "done", final
+    [output] = final["sites"][0]["outputs"]
+    with b.open() as kahu:
+        [entry] = kahu.ledger.entries()  # released once, though b died before reporting
+        assert kahu.ledger.verify() == (1, "")
+    assert entry["delivered"] is True
+    assert (entry["bytes"], entry["sha256"]) == (output["bytes"], output["sha256"])
+    with a.open() as kahu:
+        assert kahu.runs.run(final["aggregate_run"]).state == "succeeded"
+        stored = kahu.objects.of_project("default").open("federation", output["key"]).read()
+    assert json.loads(stored) == {"series": 1}
