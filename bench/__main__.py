@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import authz, flow, ingest, search, ui, web
+from bench import authz, federation, flow, ingest, search, ui, web
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -27,7 +27,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Kahu benchmarks (make bench)")
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", choices=["ingest", "web", "search", "flow", "authz", "ui"])
+    parser.add_argument(
+        "--only", choices=["ingest", "web", "search", "flow", "authz", "ui", "federation"]
+    )
     parser.add_argument(
         "--series", type=int, default=0, help="search: load only this many series (0: all)"
     )
@@ -36,6 +38,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--flow-series", type=int, default=1000, help="flow: series of the no-op workflow"
+    )
+    parser.add_argument(
+        "--federated-runs", type=int, default=100, help="federation: sequential runs"
     )
     args = parser.parse_args()
     meta = {
@@ -55,6 +60,7 @@ def main() -> None:
         "authz": lambda: authz.run(
             limit=args.series or None, backends=tuple(args.backends.split(","))
         ),
+        "federation": lambda: federation.run(runs=20, sequential=args.federated_runs),
     }
     for name, suite in suites.items():
         if args.only and args.only != name:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bench import ingest, search, web
+from bench import federation, ingest, search, web
 
 
 def test_ingest_suite_runs(dcmtk: None) -> None:
@@ -24,6 +24,14 @@ def test_web_suite_runs() -> None:
     assert stow["median_instances_per_s"] > 0
     assert metadata["runs"] >= 3
     assert metadata["p50_ms"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_federation_suite_runs() -> None:
+    rows = federation.run(runs=2, sequential=3)
+    assert [r["runs"] for r in rows] == [2, 2, 2, 3]
+    assert rows[-1]["lost_or_failed"] == 0
+    assert all(r["p50_s"] > 0 for r in rows[:3])
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from kahu.actions import federation as actions
 from tests.conftest import free_port
 from tests.federation.proxy import RecordingProxy
-from tests.federation.test_sites import CLI, Site, _join, _seed, _wait
+from tests.federation.sites import CLI, Site, join, seed, wait_for
 
 SLOW = textwrap.dedent(
     """
@@ -61,7 +61,7 @@ def pair(tmp_path: Path) -> Iterator[tuple[Site, Site, RecordingProxy]]:
     for site in (a, b):
         (site.home / "workflows").mkdir(parents=True)
         (site.home / "workflows" / "slow.py").write_text(SLOW)
-        _seed(site, 1)
+        seed(site, 1)
         site.start()
     proxy = RecordingProxy(a.port)
     try:
@@ -82,7 +82,7 @@ def test_sigkill_of_a_partner_and_of_the_coordinator(
     pair: tuple[Site, Site, RecordingProxy],
 ) -> None:
     a, b, proxy = pair
-    _join(a, b, proxy)
+    join(a, b, proxy)
     with b.open() as kahu:
         actions.allow(
             kahu, CLI, "hub", "slow-count", datasets=["b-cohort"], changes={"mode": "auto"}
@@ -94,14 +94,14 @@ def test_sigkill_of_a_partner_and_of_the_coordinator(
             status = kahu.fed_runs.status(run_id)
             return status["state"], status["sites"][0]["state"]
 
-        _wait("b to run", lambda: state()[1] == "running")
+        wait_for("b to run", lambda: state()[1] == "running")
         _kill(b)  # mid-run: its task dies with it
         time.sleep(0.5)
         b.start()
-        _wait("the aggregation to start", lambda: state()[0] == "aggregating", timeout=120)
+        wait_for("the aggregation to start", lambda: state()[0] == "aggregating", timeout=120)
         _kill(a)  # mid-aggregation
         a.start()
-        _wait("the run to end", lambda: state()[0] in ("done", "failed"), timeout=120)
+        wait_for("the run to end", lambda: state()[0] in ("done", "failed"), timeout=120)
         final = kahu.fed_runs.status(run_id)
     assert final["state"] == "done", final
     [output] = final["sites"][0]["outputs"]

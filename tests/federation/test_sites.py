@@ -7,116 +7,30 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from kahu.actions import Actor
 from kahu.actions import federation as actions
-from kahu.core import Kahu
 from kahu.errors import AuthenticationFailed
 from kahu.federation.client import signed_headers
-from kahu.settings import DicomSettings, FederationSettings, FlowSettings, Settings
-from tests import synthetic
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import free_port
 from tests.federation.proxy import RecordingProxy
-
-CLI = Actor.cli()
-
-
-@dataclass
-class Site:
-    name: str
-    home: Path
-    port: int
-    process: subprocess.Popen[bytes] | None = None
-    series: tuple[str, ...] = ()
-    studies: tuple[str, ...] = ()
-
-    def settings(self) -> Settings:
-        return Settings(
-            home=self.home,
-            fsync=False,
-            dicom=DicomSettings(enabled=False),
-            flow=FlowSettings(thumbnails_on_arrival=False),
-            federation=FederationSettings(site_name=self.name, poll_wait_s=5),
-        )
-
-    def open(self) -> Kahu:
-        return Kahu(self.settings())
-
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "KAHU_FSYNC": "false",
-            "KAHU_FLOW__THUMBNAILS_ON_ARRIVAL": "false",
-            "KAHU_FEDERATION__SITE_NAME": self.name,
-            "KAHU_FEDERATION__POLL_WAIT_S": "5",
-        }
-
-    def start(self) -> None:
-        args = [
-            sys.executable,
-            "-m",
-            "kahu",
-            "serve",
-            "--home",
-            str(self.home),
-            "--port",
-            str(self.port),
-            "--dicom-port",
-            str(free_port()),
-        ]
-        self.process = subprocess.Popen(
-            args, env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        assert wait_for_port(self.port), f"site {self.name} did not start"
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=60)
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _seed(site: Site, count: int) -> None:
-    """``count`` one-slice CT series in dataset ``<name>-cohort``."""
-    with site.open() as kahu:
-        series, studies = [], []
-        for index in range(count):
-            results = kahu.ingestor.ingest_many(
-                synthetic.ct_series(1, 16, patient_id=f"{site.name.upper()}{index}")
-            )
-            series.append(results[0].series_instance_uid)
-            studies.append(results[0].study_instance_uid)
-        kahu.curation.create_dataset(f"{site.name}-cohort", series=series)
-        kahu.curation.create_dataset(f"{site.name}-other", series=series[:1])
-    site.series, site.studies = tuple(series), tuple(studies)
+from tests.federation.sites import CLI, Site, join, seed, wait_for
 
 
 @pytest.fixture
 def sites(tmp_path: Path) -> Iterator[tuple[Site, Site, Site, RecordingProxy]]:
     a, b, c = (Site(n, tmp_path / n, free_port()) for n in "abc")
     for site, count in ((a, 2), (b, 3), (c, 2)):
-        _seed(site, count)
+        seed(site, count)
         site.start()
     proxy = RecordingProxy(a.port)
     try:
@@ -127,19 +41,12 @@ def sites(tmp_path: Path) -> Iterator[tuple[Site, Site, Site, RecordingProxy]]:
             site.stop()
 
 
-def _join(coordinator: Site, partner: Site, proxy: RecordingProxy) -> None:
-    with coordinator.open() as kahu:
-        token = actions.invite(kahu, CLI, partner.name).result["token"]
-    with partner.open() as kahu:
-        actions.join(kahu, CLI, proxy.url, token, "hub")
-
-
 def test_a_federated_run_across_three_sites(
     sites: tuple[Site, Site, Site, RecordingProxy],
 ) -> None:
     a, b, c, proxy = sites
     for partner in (a, b, c):
-        _join(a, partner, proxy)
+        join(a, partner, proxy)
     with a.open() as kahu:  # a wrong token and an expired one are refused, nothing is added
         with pytest.raises(AuthenticationFailed, match="not known"):
             actions.join(kahu, CLI, proxy.url, "kahu-join-not-a-token-at-all", "other")
@@ -179,9 +86,9 @@ def test_a_federated_run_across_three_sites(
             status = kahu.fed_runs.status(run_id)
             return next(s for s in status["sites"] if s["site"] == name)
 
-        _wait("b to ask for approval", lambda: part("b")["state"] == "waiting_approval")
+        wait_for("b to ask for approval", lambda: part("b")["state"] == "waiting_approval")
         assert time.monotonic() - launched < 10
-        refused = _wait("c to refuse", lambda: part("c")["state"] == "refused" and part("c"))
+        refused = wait_for("c to refuse", lambda: part("c")["state"] == "refused" and part("c"))
         assert "not allowed" in refused["reason"]
 
     with b.open() as kahu:  # b's administrator sees who asks what, and approves
@@ -191,7 +98,7 @@ def test_a_federated_run_across_three_sites(
         actions.approve(kahu, CLI, waiting["id"])
 
     with a.open() as kahu:
-        final = _wait(
+        final = wait_for(
             "the aggregation",
             lambda: (s := kahu.fed_runs.status(run_id))["state"] in ("done", "failed") and s,
             timeout=90,
@@ -270,7 +177,7 @@ def test_refusals_between_sites(sites: tuple[Site, Site, Site, RecordingProxy]) 
     """An undeclared output, a revoked partner and a coordinator pretending to be another are
     refused, with the refusal in the audit log."""
     a, b, c, proxy = sites
-    _join(a, b, proxy)
+    join(a, b, proxy)
     with b.open() as kahu:
         actions.allow(
             kahu,
@@ -300,7 +207,7 @@ def test_refusals_between_sites(sites: tuple[Site, Site, Site, RecordingProxy]) 
     # c answers at the coordinator's address: b trusts none of its answers
     proxy.switch(c.port)
     with b.open() as kahu:
-        _wait(
+        wait_for(
             "b to refuse the impostor",
             lambda: any(
                 "not signed by the coordinator" in json.dumps(e.detail)
@@ -313,7 +220,7 @@ def test_refusals_between_sites(sites: tuple[Site, Site, Site, RecordingProxy]) 
     with a.open() as kahu:
         actions.revoke_partner(kahu, CLI, "b", "study over")
     with b.open() as kahu:
-        peer = _wait(
+        peer = wait_for(
             "b to hear of the revocation",
             lambda: not (p := kahu.peers.get(coordinator_id, "coordinator")).active and p,
             timeout=30,
