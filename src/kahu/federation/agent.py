@@ -21,7 +21,7 @@ from kahu.audit import AuditLog
 from kahu.catalog.database import Database
 from kahu.catalog.repository import Catalog
 from kahu.catalog.tables import Instance, Series, Study, utcnow
-from kahu.errors import EgressRefused, KahuError, NotFound
+from kahu.errors import Conflict, EgressRefused, KahuError, NotFound
 from kahu.federation import egress
 from kahu.federation.client import Coordinator, Refused, Unreachable, http_client
 from kahu.federation.identity import SiteIdentity
@@ -189,7 +189,7 @@ class Agent:
         """Let waiting work run (checked again against the policy as it is now)."""
         job = self.job(job_id)
         if job["state"] != "waiting_approval":
-            raise KahuError(f"work {job_id} is {job['state']}, not waiting for approval")
+            raise Conflict(f"work {job_id} is {job['state']}, not waiting for approval")
         decision = self._decide(job["coordinator"], job["workflow"], job["version"], job["dataset"])
         if decision.outcome == "refuse":
             self._move(job_id, "refused", reason=decision.reason)
@@ -202,7 +202,7 @@ class Agent:
     def refuse(self, job_id: str, by: str, reason: str) -> dict[str, Any]:
         job = self.job(job_id)
         if job["state"] != "waiting_approval":
-            raise KahuError(f"work {job_id} is {job['state']}, not waiting for approval")
+            raise Conflict(f"work {job_id} is {job['state']}, not waiting for approval")
         why = f"refused by this site's administrator: {reason or 'no reason given'}"
         self._move(job_id, "refused", reason=why, approved_by=by)
         self._refusal(job, why, by)

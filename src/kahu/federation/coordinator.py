@@ -214,18 +214,22 @@ class FedRuns:
     def _take(self, site_id: str) -> list[dict[str, Any]]:
         now = utcnow()
         again = now - timedelta(seconds=REDELIVER_S)
+        waiting = (
+            select(FedSiteRun, FedRun)
+            .join(FedRun, FedRun.id == FedSiteRun.fed_run)
+            .where(
+                FedSiteRun.site_id == site_id,
+                FedSiteRun.acknowledged.is_(False),
+                FedSiteRun.state.in_(("queued", "unreachable")),
+                FedRun.state == "running",
+                or_(FedSiteRun.picked_up_at.is_(None), FedSiteRun.picked_up_at < again),
+            )
+        )
+        with self.db.read() as s:  # the usual answer, without taking the writer's lock
+            if s.execute(waiting.limit(1)).first() is None:
+                return []
         with self.db.write() as s:
-            found = s.execute(
-                select(FedSiteRun, FedRun)
-                .join(FedRun, FedRun.id == FedSiteRun.fed_run)
-                .where(
-                    FedSiteRun.site_id == site_id,
-                    FedSiteRun.acknowledged.is_(False),
-                    FedSiteRun.state.in_(("queued", "unreachable")),
-                    FedRun.state == "running",
-                    or_(FedSiteRun.picked_up_at.is_(None), FedSiteRun.picked_up_at < again),
-                )
-            ).all()
+            found = s.execute(waiting).all()
             for part, _ in found:
                 part.picked_up_at = now
             return [
