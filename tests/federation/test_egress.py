@@ -167,3 +167,29 @@ def test_small_cells_are_suppressed_with_their_complement() -> None:
     # MR (2) alone would be given away by the total: the next smallest goes with it
     assert suppress(Counter({"CT": 10, "MR": 2, "PT": 6}), 5) == {"CT": 10, SUPPRESSED: 8}
     assert suppress(Counter({"CT": 3}), 5) == {}
+
+
+def test_segment_volume_of_a_real_seg() -> None:
+    """The volume the statistics release is the SEG's voxels of that segment times the
+    voxel size, read from the SEG's own geometry."""
+    import pydicom
+
+    from kahu.operators.seg import volume_to_seg
+    from kahu.operators.statistics import _pool, _segment_volume_ml
+    from tests.synthetic import ct_volume
+
+    files, hu = ct_volume(slices=6, size=16, shuffle=False)
+    ct = [pydicom.dcmread(io.BytesIO(f)) for f in files]
+    mask = (hu > 300).astype(np.uint8)
+    seg = volume_to_seg(mask, ct, {1: "bone"})
+    buffer = io.BytesIO()
+    seg.save_as(buffer)
+    measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    spacing = float(measures.PixelSpacing[0]) * float(measures.PixelSpacing[1])
+    depth = float(getattr(measures, "SpacingBetweenSlices", None) or measures.SliceThickness)
+    expected = int(mask.sum()) * spacing * depth / 1000
+    assert mask.sum() > 0
+    assert _segment_volume_ml(buffer.getvalue(), "Bone") == pytest.approx(expected)
+    assert _segment_volume_ml(buffer.getvalue(), "liver") is None
+    pooled = _pool([{"n": 2, "mean": 1.0, "sd": 0.0}, {"n": 2, "mean": 3.0, "sd": 0.0}])
+    assert pooled == {"n": 4, "mean": 2.0, "sd": round((4 / 3) ** 0.5, 3)}

@@ -59,14 +59,18 @@ def _segment_volume_ml(data: bytes, label: str) -> float | None:
     ]
     if not numbers:
         return None
-    measures = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    measures = shared.PixelMeasuresSequence[0]
     dy, dx = (float(v) for v in measures.PixelSpacing)
     dz = float(getattr(measures, "SpacingBetweenSlices", None) or measures.SliceThickness)
     frames = np.asarray(ds.pixel_array).reshape(int(getattr(ds, "NumberOfFrames", 1)), -1)
     voxels = 0
     for index, group in enumerate(ds.PerFrameFunctionalGroupsSequence):
-        segment = int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-        if segment in numbers:
+        # one segment only: its identification is shared by every frame
+        ident = getattr(group, "SegmentIdentificationSequence", None) or getattr(
+            shared, "SegmentIdentificationSequence", None
+        )
+        if ident and int(ident[0].ReferencedSegmentNumber) in numbers:
             voxels += int(np.count_nonzero(frames[index]))
     return voxels * dx * dy * dz / 1000.0
 
