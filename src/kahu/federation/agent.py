@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,7 @@ class Agent:
         self._threads: dict[str, threading.Thread] = {}
         self._main: threading.Thread | None = None
         self._clients: dict[str, Coordinator] = {}
+        self._retry_at: dict[str, tuple[float, int]] = {}  # job: (not before, tries)
 
     # -- deciding ---------------------------------------------------------------------------
 
@@ -356,18 +358,27 @@ class Agent:
                     select(FedJob).where(
                         or_(
                             FedJob.state.in_(("approved", "running")),
-                            FedJob.reported != FedJob.state,
+                            FedJob.reported.not_like(FedJob.state + ":%"),
                         )
                     )
                 )
             )
+        now = time.monotonic()
         for job in jobs:
+            if self._retry_at.get(job.id, (0.0, 0))[0] > now:
+                continue
             try:
                 self._step(job)
-            except (Unreachable, Refused) as exc:
-                log.info("federated work %s: %s", job.id, exc)
-            except Exception:
-                log.exception("federated work %s", job.id)
+                self._retry_at.pop(job.id, None)
+            except Exception as exc:
+                # try again later, later each time (a coordinator that keeps refusing is
+                # not asked five times a second)
+                tries = self._retry_at.get(job.id, (0.0, 0))[1] + 1
+                self._retry_at[job.id] = (now + min(2.0**tries, 15.0), tries)
+                if isinstance(exc, Unreachable | Refused):
+                    log.info("federated work %s: %s", job.id, exc)
+                else:
+                    log.exception("federated work %s", job.id)
 
     def _step(self, job: FedJob) -> None:
         peer = self.p.peers.get(job.coordinator, "coordinator")
