@@ -107,7 +107,7 @@ class TestLedger:
 
 
 class TestPolicy:
-    PIN = Pin("cohort-statistics", "1.0", "d" * 64, ("cohort",))
+    PIN = Pin("cohort-statistics", "1.0", "d" * 64, ("cohort",), "Modality:CT")
 
     def _decide(self, policy: Policy | None, **given: object) -> str:
         values = {"workflow": "cohort-statistics", "version": "1.0", "installed_digest": "d" * 64,

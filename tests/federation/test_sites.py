@@ -69,6 +69,7 @@ def test_a_federated_run_across_three_sites(
                 "hub",
                 "cohort-statistics",
                 datasets=[dataset],
+                query="PatientID:A0" if site is a else "",  # a lets one patient of two be read
                 changes={"mode": mode, "min_cell_count": 2 if site is b else 1},
             )
 
@@ -109,9 +110,9 @@ def test_a_federated_run_across_three_sites(
         with kahu.objects.of_project("default").open("federation", f"{run_id}/aggregate.json") as f:
             aggregate = json.load(f)
     assert aggregate["sites"] == ["a", "b"]
-    assert aggregate["series"] == 5
-    assert aggregate["by"]["Modality"] == {"CT": 5}
-    assert aggregate["by"]["BodyPartExamined"] == {"CHEST": 5}
+    assert aggregate["series"] == 4  # a's 1 (its query) and b's 3
+    assert aggregate["by"]["Modality"] == {"CT": 4}
+    assert aggregate["by"]["BodyPartExamined"] == {"CHEST": 4}
     assert aggregate["per_site"]["b"]["min_cell_count"] == 2  # b's own k, above the 1 asked
 
     # every byte that left a site is in its ledger, and matches what the proxy saw

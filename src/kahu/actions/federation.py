@@ -17,6 +17,7 @@ from kahu.errors import KahuError, NotFound
 from kahu.federation import client
 from kahu.federation.coordinator import SitePart
 from kahu.federation.policy import Pin, Policy
+from kahu.search.query import parse
 
 
 def invite(kahu: Kahu, actor: Actor, name: str, hours: float | None = None) -> Done:
@@ -122,6 +123,7 @@ def allow(
     *,
     version: str | None = None,
     datasets: Sequence[str] = (),
+    query: str = "",
     changes: dict[str, Any] | None = None,
 ) -> Done:
     """Pin the installed copy of ``workflow`` for ``coordinator`` on ``datasets`` (and set
@@ -130,7 +132,10 @@ def allow(
     installed = kahu.workflows.get(workflow, version)
     for name in datasets:
         kahu.curation.dataset(name)  # NotFound names it
-    pin = Pin(installed.name, installed.version, kahu.workflows.digest(installed), tuple(datasets))
+    if query:
+        parse(query)  # a bad query is refused now, not at the first run
+    digest = kahu.workflows.digest(installed)
+    pin = Pin(installed.name, installed.version, digest, tuple(datasets), query)
     old = kahu.policies.get(peer.site_id) or Policy()
     policy = Policy.from_rules({**old.with_pin(pin).rules(), **(changes or {})})
     perform(
@@ -145,12 +150,14 @@ def allow(
             "version": pin.version,
             "digest": pin.digest,
             "datasets": list(datasets),
+            "query": query,
             "changes": changes or {},
         },
     )
     return Done(
         f"{peer.name} may run {pin.name} {pin.version} (digest {pin.digest[:12]}) on "
-        f"{', '.join(datasets) or 'the policy datasets'}; mode {policy.mode}.",
+        f"{', '.join(datasets) or 'the policy datasets'}"
+        f"{f' (only {query})' if query else ''}; mode {policy.mode}.",
         policy.rules(),
     )
 

@@ -285,6 +285,7 @@ class Allow(BaseModel):
     workflow: str
     version: str | None = None
     datasets: list[str] = Field(default_factory=list)
+    query: str = Field(default="", max_length=2000)
     mode: Literal["auto", "approval"] | None = None
 
 
@@ -298,6 +299,7 @@ def allow(kahu: KahuDep, actor: ActorDep, coordinator: str, body: Allow) -> dict
         body.workflow,
         version=body.version,
         datasets=body.datasets,
+        query=body.query,
         changes=changes,
     )
     return dict(done.result)

@@ -130,6 +130,7 @@ def allow(
     dataset: Annotated[
         list[str] | None, typer.Option(help="A dataset it may read (repeat)")
     ] = None,
+    query: Annotated[str, typer.Option(help="Narrow every run to these series")] = "",
     mode: Annotated[str | None, typer.Option(help="auto or approval")] = None,
     runs_per_day: Annotated[int | None, typer.Option(help="At most this many a day")] = None,
     max_output_bytes: Annotated[
@@ -163,6 +164,7 @@ def allow(
             workflow,
             version=version,
             datasets=dataset or [],
+            query=query,
             changes=changes,
         )
         typer.echo(done.message)

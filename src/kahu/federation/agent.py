@@ -231,6 +231,7 @@ class Agent:
             floor = policy.min_cell_count
             params["min_cell_count"] = max(floor, asked) if isinstance(asked, int) else floor
         peer = self.p.peers.get(job.coordinator, "coordinator")
+        pin = policy.pin(job.workflow, job.version)
         try:
             project = Curation(self.p.catalog).dataset(job.dataset).project
             (run_id,) = launch(
@@ -239,7 +240,7 @@ class Agent:
                 self.p.engine,
                 job.workflow,
                 params,
-                RunInput(dataset=job.dataset),
+                RunInput(dataset=job.dataset, query=pin.query if pin else None),
                 version=job.version,
                 trigger="federation",
                 created_by=f"federation:{peer.name}",

@@ -24,12 +24,14 @@ Mode = Literal["auto", "approval"]
 @dataclass(frozen=True, slots=True)
 class Pin:
     """An allowed workflow: exactly this name, version and digest, on these datasets (empty:
-    the policy's datasets)."""
+    the policy's datasets), narrowed to the series ``query`` matches (empty: all of them)."""
 
     name: str
     version: str
     digest: str
     datasets: tuple[str, ...] = ()
+    #: a search query (docs/search.md) every run of it is narrowed to, within its dataset
+    query: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +65,13 @@ class Policy:
     @classmethod
     def from_rules(cls, rules: Mapping[str, Any]) -> Policy:
         pins = tuple(
-            Pin(p["name"], p["version"], p["digest"], tuple(p.get("datasets") or ()))
+            Pin(
+                p["name"],
+                p["version"],
+                p["digest"],
+                tuple(p.get("datasets") or ()),
+                str(p.get("query") or ""),
+            )
             for p in rules.get("workflows") or ()
         )
         values = {k: v for k, v in rules.items() if k not in ("workflows", "datasets")}
