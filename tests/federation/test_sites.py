@@ -92,10 +92,20 @@ def test_a_federated_run_across_three_sites(
         refused = wait_for("c to refuse", lambda: part("c")["state"] == "refused" and part("c"))
         assert "not allowed" in refused["reason"]
 
-    with b.open() as kahu:  # b's administrator sees who asks what, and approves
-        [waiting] = kahu.agent.jobs("waiting_approval")
-        assert waiting["workflow"] == "cohort-statistics"
-        assert waiting["dataset"] == "b-cohort"
+    # b's administrator sees who asks what, and what would leave, and approves
+    shown = subprocess.run(
+        [sys.executable, "-m", "kahu", "federation", "approvals", "--home", str(b.home)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=b.env(),
+    ).stdout
+    [waiting] = json.loads(shown)
+    assert waiting["workflow"] == "cohort-statistics"
+    assert waiting["dataset"] == "b-cohort"
+    assert waiting["coordinator_name"] == "hub"
+    assert [o["name"] for o in waiting["outputs"]] == ["statistics"]
+    with b.open() as kahu:
         actions.approve(kahu, CLI, waiting["id"])
 
     with a.open() as kahu:

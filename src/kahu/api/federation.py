@@ -312,6 +312,11 @@ def jobs(
     return kahu.agent.jobs(state)
 
 
+@router.get("/approvals", summary="Work waiting for approval, with what would leave")
+def approvals(kahu: KahuDep, user: AdminUser) -> list[dict[str, Any]]:
+    return kahu.agent.waiting()
+
+
 @router.post("/jobs/{job_id}/approve", summary="Let waiting work run")
 def approve(kahu: KahuDep, actor: ActorDep, job_id: str) -> Any:
     return actions.approve(kahu, actor, job_id).result

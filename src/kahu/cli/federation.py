@@ -234,12 +234,7 @@ def jobs(
 def approvals(home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Work waiting for approval: who asks, which workflow, dataset and outputs."""
     with _open(_settings(home, database_url)) as kahu:
-        waiting = []
-        for j in kahu.agent.jobs("waiting_approval"):
-            coordinator = kahu.peers.get(j["coordinator"], "coordinator")
-            outputs = [o.public() for o in kahu.workflows.get(j["workflow"], j["version"]).outputs]
-            waiting.append({**j, "coordinator_name": coordinator.name, "outputs": outputs})
-        _echo_json(waiting)
+        _echo_json(kahu.agent.waiting())
 
 
 @federation_app.command("approve")

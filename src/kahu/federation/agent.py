@@ -187,11 +187,29 @@ class Agent:
                 raise NotFound(f"no federated work {job_id}")
             return job_public(job)
 
-    def approve(self, job_id: str, by: str) -> dict[str, Any]:
-        """Let waiting work run (checked again against the policy as it is now)."""
+    def waiting(self) -> list[dict[str, Any]]:
+        """Work waiting for approval, with what an approver needs: the coordinator's name and
+        the outputs that would leave (as this site's copy of the workflow declares them)."""
+        found = []
+        for job in self.jobs("waiting_approval"):
+            try:
+                workflow = self.p.registry.get(job["workflow"], job["version"])
+                outputs = [o.public() for o in workflow.outputs]
+            except NotFound:
+                outputs = []
+            name = self.p.peers.get(job["coordinator"], "coordinator").name
+            found.append({**job, "coordinator_name": name, "outputs": outputs})
+        return found
+
+    def _waiting_job(self, job_id: str) -> dict[str, Any]:
         job = self.job(job_id)
         if job["state"] != "waiting_approval":
             raise Conflict(f"work {job_id} is {job['state']}, not waiting for approval")
+        return job
+
+    def approve(self, job_id: str, by: str) -> dict[str, Any]:
+        """Let waiting work run (checked again against the policy as it is now)."""
+        job = self._waiting_job(job_id)
         decision = self._decide(job["coordinator"], job["workflow"], job["version"], job["dataset"])
         if decision.outcome == "refuse":
             self._move(job_id, "refused", reason=decision.reason)
@@ -202,9 +220,7 @@ class Agent:
         return self.job(job_id)
 
     def refuse(self, job_id: str, by: str, reason: str) -> dict[str, Any]:
-        job = self.job(job_id)
-        if job["state"] != "waiting_approval":
-            raise Conflict(f"work {job_id} is {job['state']}, not waiting for approval")
+        job = self._waiting_job(job_id)
         why = f"refused by this site's administrator: {reason or 'no reason given'}"
         self._move(job_id, "refused", reason=why, approved_by=by)
         self._refusal(job, why, by)
@@ -267,7 +283,6 @@ class Agent:
     def _release(self, job: FedJob, policy: Policy, client: Coordinator) -> None:
         """Send each declared output of the finished local run through the gate."""
         workflow = self.p.registry.get(job.workflow, job.version)
-        peer = self.p.peers.get(job.coordinator, "coordinator")
         paths = RunPaths(self.p.engine.runs_root, job.local_run)
         for output in workflow.outputs:
             entry = self.p.ledger.find(job.fed_run, output.name)
@@ -296,20 +311,7 @@ class Agent:
                     self._refusal(job, why, "egress-gate")
                     self._move(job.id, "failed", reason=why)  # the rule, never the data
                     return
-                entry = self.p.ledger.append(
-                    egress.Release(
-                        partner=peer.name,
-                        partner_id=peer.site_id,
-                        run=job.fed_run,
-                        local_run=job.local_run,
-                        task=output.operator,
-                        output=output.name,
-                        kind=output.kind,
-                        data=data,
-                        policy=_policy_note(policy, job),
-                        approved_by=job.approved_by,
-                    )
-                )
+                entry = self._record(job, policy, output.operator, output.name, output.kind, data)
             elif entry["sha256"] != hashlib.sha256(data).hexdigest():
                 self._fail(job, f"output {output.name} changed after it was released", policy)
                 return
@@ -322,6 +324,25 @@ class Agent:
             self.p.ledger.delivered(entry["seq"])
         self._move(job.id, "done")
 
+    def _record(
+        self, job: FedJob, policy: Policy, task: str, output: str, kind: str, data: bytes
+    ) -> dict[str, Any]:
+        """The ledger entry for ``data`` about to leave for the job's coordinator."""
+        peer = self.p.peers.get(job.coordinator, "coordinator")
+        release = egress.Release(
+            partner=peer.name,
+            partner_id=peer.site_id,
+            run=job.fed_run,
+            local_run=job.local_run,
+            task=task,
+            output=output,
+            kind=kind,
+            data=data,
+            policy=_policy_note(policy, job),
+            approved_by=job.approved_by,
+        )
+        return self.p.ledger.append(release)
+
     def _fail(self, job: FedJob, why: str, policy: Policy) -> None:
         """Fail the work; the coordinator hears the details only where the policy shares
         logs, and then they leave like any output: gated and in the ledger."""
@@ -333,21 +354,7 @@ class Agent:
             except EgressRefused:
                 pass
             else:
-                peer = self.p.peers.get(job.coordinator, "coordinator")
-                self.p.ledger.append(
-                    egress.Release(
-                        partner=peer.name,
-                        partner_id=peer.site_id,
-                        run=job.fed_run,
-                        local_run=job.local_run,
-                        task="",
-                        output=FAILURE_OUTPUT,
-                        kind="text",
-                        data=data,
-                        policy=_policy_note(policy, job),
-                        approved_by=job.approved_by,
-                    )
-                )
+                self._record(job, policy, "", FAILURE_OUTPUT, "text", data)
                 shared = data.decode(errors="replace")
         self._move(job.id, "failed", reason=shared)
 

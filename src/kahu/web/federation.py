@@ -50,16 +50,6 @@ def federation_page(
         ledger = kahu.ledger.entries(partner=partner or None, run=run or None, since=_when(since))
     except InvalidInput as exc:
         ledger, msg = [], str(exc)
-    waiting = []
-    for job in kahu.agent.jobs("waiting_approval"):
-        try:
-            outputs = [
-                o.public() for o in kahu.workflows.get(job["workflow"], job["version"]).outputs
-            ]
-        except NotFound:
-            outputs = []
-        coordinator = kahu.peers.get(job["coordinator"], "coordinator").name
-        waiting.append({**job, "coordinator_name": coordinator, "outputs": outputs})
     runs = [kahu.fed_runs.status(r["id"]) for r in kahu.fed_runs.runs(20)]
     return page(
         request,
@@ -70,7 +60,7 @@ def federation_page(
             "msg": msg,
             "site": kahu.identity.public(),
             "peers": kahu.peers.all(),
-            "waiting": waiting,
+            "waiting": kahu.agent.waiting(),
             "runs": runs,
             "jobs": kahu.agent.jobs()[:50],
             "ledger": list(reversed(ledger))[:200],
