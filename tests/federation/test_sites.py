@@ -214,6 +214,15 @@ def test_refusals_between_sites(sites: tuple[Site, Site, Site, RecordingProxy]) 
     replay = httpx.put(proxy.url + path, content=b"{}", headers=headers)
     assert replay.status_code == 401
     assert "replay" in replay.json()["detail"]
+    status = f"/api/v1/federation/jobs/{part}/status"
+    for body, expected in ((b"not json", "not JSON"), (b'{"state": "won"}', "unknown state")):
+        signed = signed_headers(identity, "POST", status, body, coordinator_id)
+        answer = httpx.post(proxy.url + status, content=body, headers=signed)
+        assert answer.status_code == 400
+        assert expected in answer.json()["detail"]
+    forged = signed_headers(identity, "POST", status, b"{}", coordinator_id)
+    answer = httpx.post(proxy.url + status, content=b'{"state": "done"}', headers=forged)
+    assert answer.status_code == 401  # signed for another body
 
     # c answers at the coordinator's address: b trusts none of its answers
     proxy.switch(c.port)
