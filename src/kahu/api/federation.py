@@ -20,6 +20,7 @@ from kahu.api.deps import ActorDep, AdminUser, CurrentUser, KahuDep
 from kahu.core import Kahu
 from kahu.errors import AuthenticationFailed, InvalidInput, KahuError, PermissionDenied
 from kahu.federation.client import HEADER_NONCE, HEADER_SIGNATURE, HEADER_SITE, HEADER_TIME
+from kahu.federation.coordinator import MAX_TIMEOUT_S
 from kahu.federation.egress import as_csv
 from kahu.federation.identity import request_text, response_text, site_id_of, verify
 from kahu.federation.peers import Peer, join_proof
@@ -338,7 +339,7 @@ class FedLaunch(BaseModel):
     sites: list[SiteChoice] = Field(min_length=1, max_length=100)
     params: dict[str, Any] = Field(default_factory=dict)
     project: str = "default"
-    timeout_s: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
+    timeout_s: float = Field(default=3600.0, gt=0, le=MAX_TIMEOUT_S)
 
 
 @router.post("/runs", status_code=201, summary="Launch a federated run")

@@ -51,6 +51,8 @@ SITE_TRANSITIONS: dict[str, frozenset[str]] = {
 SITE_FINISHED = frozenset({"refused", "done", "failed", "unreachable"})
 #: work fetched but not reported on is handed out again after this long
 REDELIVER_S = 30.0
+#: the longest a federated run may wait for its sites: a week
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
 
 
 def _sources(target: str) -> list[str]:
@@ -107,8 +109,8 @@ class FedRuns:
             raise InvalidInput(f"workflow {workflow.name} declares no outputs: it is not federated")
         if not sites:
             raise InvalidInput("name at least one partner site")
-        if timeout_s <= 0:
-            raise InvalidInput("timeout_s must be positive")
+        if not 0 < timeout_s <= MAX_TIMEOUT_S:  # also refuses NaN
+            raise InvalidInput(f"timeout_s must be more than 0 and at most {MAX_TIMEOUT_S:.0f}")
         values = dict(workflow.validate_parameters(params))
         partners = [(self.peers.find(p.site, "partner"), p.dataset) for p in sites]
         for peer, dataset in partners:

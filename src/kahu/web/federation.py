@@ -1,24 +1,26 @@
 """Federation for this site's administrators: the site's identity, its partners and
 coordinators, work waiting for approval (approve or refuse with a reason), the federated runs
-it coordinates with each site's state, and the egress ledger (filtered, as CSV); each form is
-one action of :mod:`kahu.actions.federation`."""
+it coordinates with each site's state (refreshed while one is running) and the form that starts
+one, and the egress ledger (filtered, as CSV); each form is one action of
+:mod:`kahu.actions.federation`."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from kahu.actions import Actor, Done
 from kahu.actions import federation as actions
 from kahu.api.deps import KahuDep
 from kahu.core import Kahu
-from kahu.errors import InvalidInput, KahuError, NotFound, PermissionDenied
-from kahu.web.session import flash, page, session
+from kahu.errors import InvalidInput, InvalidParameters, KahuError, NotFound, PermissionDenied
+from kahu.web.flow import parameter_fields, typed_values
+from kahu.web.session import Session, flash, page, session
 
 router = APIRouter(include_in_schema=False)
 FORMS = ("invite", "revoke", "approve", "refuse")
@@ -51,6 +53,8 @@ def federation_page(
     except InvalidInput as exc:
         ledger, msg = [], str(exc)
     runs = [kahu.fed_runs.status(r["id"]) for r in kahu.fed_runs.runs(20)]
+    federated = [w for w in kahu.workflows.all() if w.outputs]
+    jobs = kahu.agent.jobs()[:50]
     return page(
         request,
         "federation.html",
@@ -62,10 +66,14 @@ def federation_page(
             "peers": kahu.peers.all(),
             "waiting": kahu.agent.waiting(),
             "runs": runs,
-            "jobs": kahu.agent.jobs()[:50],
+            "active": any(r["state"] == "running" for r in runs)
+            or any(j["state"] in ("approved", "running") for j in jobs),
+            "federated": federated,
+            "jobs": jobs,
             "ledger": list(reversed(ledger))[:200],
             "intact": kahu.ledger.verify(),
             "filters": filters,
+            "page_query": urlencode(filters),
             "csv_query": urlencode({**filters, "format": "csv"}),
         },
     )
@@ -101,3 +109,80 @@ def _change(request: Request, kahu: Kahu, what: str, form: dict[str, str]) -> Re
     except KahuError as exc:
         message = f"Nothing changed: {exc}"
     return flash("/federation", message)
+
+
+def _launch_context(kahu: Kahu, s: Session, name: str) -> dict[str, Any]:
+    if not s.user.is_admin:
+        raise PermissionDenied("administrators only")
+    workflow = kahu.workflows.get(name)
+    if not workflow.outputs:
+        raise InvalidInput(f"workflow {name} declares no outputs: it is not federated")
+    partners = [p for p in kahu.peers.all() if p.role == "partner" and p.active]
+    return {
+        "s": s,
+        "page": "federation",
+        "workflow": workflow,
+        "fields": parameter_fields(workflow.parameters),
+        "partners": partners,
+        "projects": s.projects_where("scientist"),
+        "values": {},
+        "errors": {},
+        "chosen": {"project": s.default_project, "timeout_h": "1"},
+        "datasets": {},
+        "error": None,
+    }
+
+
+@router.get("/federation/launch/{name}", response_class=HTMLResponse)
+def federation_launch_page(request: Request, kahu: KahuDep, name: str) -> Response:
+    context = _launch_context(kahu, session(request, kahu), name)
+    return page(request, "federation_launch.html", context)
+
+
+@router.post("/federation/launch/{name}", response_class=HTMLResponse)
+async def federation_launch_form(request: Request, kahu: KahuDep, name: str) -> Response:
+    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    return await run_in_threadpool(_launch, request, kahu, name, form)
+
+
+def _launch(request: Request, kahu: Kahu, name: str, form: dict[str, str]) -> Response:
+    s = session(request, kahu, change=form.get("csrf", ""))
+    context = _launch_context(kahu, s, name)
+    values, errors = typed_values(context["fields"], form)
+    datasets = {
+        p.site_id: form.get(f"dataset.{p.site_id}", "").strip()[:64] for p in context["partners"]
+    }
+    chosen = {
+        "project": form.get("project", "")[:64],
+        "timeout_h": form.get("timeout_h", "1").strip()[:12],
+    }
+    context.update(values=values, errors=errors, datasets=datasets, chosen=chosen)
+    if errors:
+        return page(request, "federation_launch.html", context, 422)
+    sites = [(site_id, dataset) for site_id, dataset in datasets.items() if dataset]
+    try:
+        timeout_h = float(chosen["timeout_h"])
+    except ValueError:
+        context["error"] = f"the time limit {chosen['timeout_h']!r} is not a number of hours"
+        return page(request, "federation_launch.html", context, 422)
+    try:
+        if not sites:
+            raise InvalidInput("name a dataset for at least one partner site")
+        done = actions.launch(
+            kahu,
+            s.actor(request, "POST /federation/launch/{name}"),
+            name,
+            sites,
+            values,
+            project=chosen["project"],
+            timeout_s=timeout_h * 3600,
+        )
+    except InvalidParameters as exc:
+        context["errors"] = {e["field"]: e["message"] for e in exc.errors}
+        return page(request, "federation_launch.html", context, 422)
+    except PermissionDenied:
+        raise
+    except KahuError as exc:
+        context["error"] = str(exc)
+        return page(request, "federation_launch.html", context, 400)
+    return flash("/federation", done.message)

@@ -42,7 +42,7 @@ class Field:
     maximum: Any
 
 
-def _fields(schema: Mapping[str, Any]) -> list[Field]:
+def parameter_fields(schema: Mapping[str, Any]) -> list[Field]:
     required = set(schema.get("required", []))
     out = []
     for name, spec in schema.get("properties", {}).items():
@@ -65,7 +65,9 @@ def _fields(schema: Mapping[str, Any]) -> list[Field]:
     return out
 
 
-def _typed(fields: list[Field], form: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+def typed_values(
+    fields: list[Field], form: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
     """The form's values in the schema's types (and the fields that are not numbers)."""
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
@@ -112,7 +114,7 @@ def _launch_context(kahu: Kahu, s: Session, name: str) -> dict[str, Any]:
         "s": s,
         "page": "workflows",
         "workflow": workflow,
-        "fields": _fields(workflow.parameters),
+        "fields": parameter_fields(workflow.parameters),
         "datasets": kahu.curation.datasets(s.listed),
         "projects": s.projects_where("scientist"),
         "values": {},
@@ -142,7 +144,7 @@ async def launch_form(request: Request, kahu: KahuDep, name: str) -> Response:
 def _launch(request: Request, kahu: Kahu, name: str, form: dict[str, str]) -> Response:
     s = session(request, kahu, change=form.get("csrf", ""))
     context = _launch_context(kahu, s, name)
-    values, errors = _typed(context["fields"], form)
+    values, errors = typed_values(context["fields"], form)
     cohort = {
         "dataset": form.get("dataset", "")[:64],
         "query": form.get("query", "")[:MAX_LENGTH],
