@@ -184,6 +184,9 @@ class FederationSettings(BaseModel):
     invite_hours: float = Field(default=24.0, gt=0, le=24 * 30)
     #: a partner not heard from for this long is reported unreachable in its runs
     site_timeout_s: float = Field(default=120.0, gt=0)
+    #: the longest pause between tries of a report or output a coordinator did not take (the
+    #: pause doubles from 2 s); five refusals of the same one end the work at this site
+    retry_max_s: float = Field(default=15.0, gt=0, le=600)
     #: run the agent that fetches work from this site's coordinators (``kahu serve``)
     agent: bool = True
 

@@ -38,7 +38,7 @@ class Site:
             fsync=False,
             dicom=DicomSettings(enabled=False),
             flow=FlowSettings(thumbnails_on_arrival=False),
-            federation=FederationSettings(site_name=self.name, poll_wait_s=5),
+            federation=FederationSettings(site_name=self.name, poll_wait_s=5, retry_max_s=0.5),
         )
 
     def open(self) -> Kahu:
@@ -51,6 +51,7 @@ class Site:
             "KAHU_FLOW__THUMBNAILS_ON_ARRIVAL": "false",
             "KAHU_FEDERATION__SITE_NAME": self.name,
             "KAHU_FEDERATION__POLL_WAIT_S": "5",
+            "KAHU_FEDERATION__RETRY_MAX_S": "0.5",
         }
 
     def start(self) -> None:

@@ -245,3 +245,17 @@ def launch(
         },
     )
     return Done(f"Federated run {run_id} asked of {len(sites)} sites.", {"id": run_id})
+
+
+def cancel_run(kahu: Kahu, actor: Actor, run_id: str, reason: str) -> Done:
+    """Stop a federated run this site coordinates; each site that took it is told."""
+    why = reason.strip() or f"cancelled by {actor.user.name}"
+    perform(
+        kahu,
+        actor,
+        "federation.cancel",
+        "admin",
+        lambda: kahu.fed_runs.cancel(run_id, why),
+        detail={"run": run_id, "reason": why},
+    )
+    return Done(f"Federated run {run_id} cancelled: the sites that took it stop it.")

@@ -163,7 +163,7 @@ async def work(
     kahu: KahuDep, request: Request, wait: Annotated[float, Query(ge=0, le=120)] = 0
 ) -> Response:
     return await _peer_call(
-        kahu, request, lambda peer, _: {"jobs": kahu.fed_runs.work_for(peer.site_id, wait)}
+        kahu, request, lambda peer, _: kahu.fed_runs.work_for(peer.site_id, wait)
     )
 
 
@@ -364,6 +364,12 @@ def runs(kahu: KahuDep, user: AdminUser) -> list[dict[str, Any]]:
 
 @router.get("/runs/{run_id}", summary="A federated run, each site's part live")
 def run(kahu: KahuDep, user: AdminUser, run_id: str) -> dict[str, Any]:
+    return kahu.fed_runs.status(run_id)
+
+
+@router.post("/runs/{run_id}/cancel", summary="Cancel a federated run (the sites are told)")
+def cancel_run(kahu: KahuDep, actor: ActorDep, run_id: str, body: Revocation) -> Any:
+    actions.cancel_run(kahu, actor, run_id, body.reason)
     return kahu.fed_runs.status(run_id)
 
 

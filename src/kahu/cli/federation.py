@@ -303,12 +303,28 @@ def run(
         typer.echo(run_id)
         while wait:
             status = kahu.fed_runs.status(run_id)
-            if status["state"] in ("done", "failed"):
+            if status["state"] in ("done", "failed", "cancelled"):
                 _echo_json(status)
-                if status["state"] == "failed":
+                if status["state"] != "done":
                     raise typer.Exit(1)
                 break
             time.sleep(0.5)
+
+
+@federation_app.command("cancel")
+@_guard
+def cancel(
+    run_id: str,
+    reason: Annotated[str, typer.Option(help="Why (the sites see it)")] = "",
+    home: HomeOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Cancel a federated run: each site that took it stops its local run."""
+    from kahu.actions import Actor
+    from kahu.actions import federation as actions
+
+    with _open(_settings(home, database_url)) as kahu:
+        typer.echo(actions.cancel_run(kahu, Actor.cli(), run_id, reason).message)
 
 
 @federation_app.command("status")

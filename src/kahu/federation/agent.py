@@ -3,11 +3,13 @@ a long poll), decides under the site's own policy, runs the site's own pinned co
 workflow, lets the declared outputs through the egress gate and reports back.
 
 What the agent does survives a restart: each piece of work is a row (:class:`FedJob`) whose
-state moves by :data:`JOB_TRANSITIONS`; a state the coordinator has not acknowledged is sent
-again, and an output released but not acknowledged is sent again under its ledger entry."""
+state moves by :data:`kahu.federation.jobs.JOB_TRANSITIONS`; a state the coordinator has not
+acknowledged is sent again, and an output released but not acknowledged is sent again under its
+ledger entry."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,6 +28,17 @@ from kahu.errors import Conflict, EgressRefused, KahuError, NotFound
 from kahu.federation import egress
 from kahu.federation.client import Coordinator, Refused, Unreachable, http_client
 from kahu.federation.identity import SiteIdentity
+from kahu.federation.jobs import (
+    FAILURE_OUTPUT,
+    GIVE_UP_AFTER,
+    JOB_TRANSITIONS,
+    PRIVATE_FAILURE,
+    REPORTED_AS,
+    final_refusal,
+    job_public,
+    policy_note,
+    report_mark,
+)
 from kahu.federation.peers import Peer, Peers
 from kahu.federation.policy import Policies, Policy, decide
 from kahu.federation.tables import FedJob
@@ -38,21 +51,6 @@ from kahu.search.datasets import Curation
 from kahu.settings import FederationSettings
 
 log = logging.getLogger(__name__)
-
-#: what a piece of work may become from each state
-JOB_TRANSITIONS: dict[str, frozenset[str]] = {
-    "waiting_approval": frozenset({"approved", "refused"}),
-    "approved": frozenset({"running", "failed"}),
-    "running": frozenset({"done", "failed"}),
-    "refused": frozenset(),
-    "done": frozenset(),
-    "failed": frozenset(),
-}
-PRIVATE_FAILURE = "the work failed at this site (its policy shares no details)"
-#: the ledger's name for the failure details a site shares
-FAILURE_OUTPUT = "failure-log"
-#: the state a coordinator hears for each of the agent's (approved is running to it)
-REPORTED_AS = {"approved": "running"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,26 +65,6 @@ class AgentParts:
     catalog: Catalog
     audit: AuditLog
     settings: FederationSettings
-
-
-def job_public(job: FedJob) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "coordinator": job.coordinator,
-        "fed_run": job.fed_run,
-        "workflow": job.workflow,
-        "version": job.version,
-        "digest": job.digest,
-        "params": job.params,
-        "dataset": job.dataset,
-        "requested_by": job.requested_by,
-        "state": job.state,
-        "reason": job.reason,
-        "approved_by": job.approved_by,
-        "local_run": job.local_run,
-        "received_at": job.received_at,
-        "updated_at": job.updated_at,
-    }
 
 
 class Agent:
@@ -267,7 +245,9 @@ class Agent:
         except KahuError as exc:
             self._move(job.id, "failed", reason=f"the run could not start here: {exc}")
             return
-        self._move(job.id, "running", local_run=run_id)
+        if not self._move(job.id, "running", local_run=run_id):  # cancelled meanwhile
+            with contextlib.suppress(Conflict):
+                self.p.engine.cancel(run_id)
 
     def _known_uid(self, uid: str) -> bool:
         with self.p.db.read() as s:
@@ -338,7 +318,7 @@ class Agent:
             output=output,
             kind=kind,
             data=data,
-            policy=_policy_note(policy, job),
+            policy=policy_note(policy, job),
             approved_by=job.approved_by,
         )
         return self.p.ledger.append(release)
@@ -358,7 +338,7 @@ class Agent:
                 shared = data.decode(errors="replace")
         self._move(job.id, "failed", reason=shared)
 
-    def step(self) -> None:
+    def step(self, now: float | None = None) -> None:
         """One pass: start approved work, follow running work, report what changed."""
         with self.p.db.read() as s:
             jobs = list(
@@ -371,7 +351,7 @@ class Agent:
                     )
                 )
             )
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
         for job in jobs:
             if self._retry_at.get(job.id, (0.0, 0))[0] > now:
                 continue
@@ -380,13 +360,76 @@ class Agent:
                 self._retry_at.pop(job.id, None)
             except Exception as exc:
                 # try again later, later each time (a coordinator that keeps refusing is
-                # not asked five times a second)
+                # not asked five times a second), and give up on what it keeps refusing
                 tries = self._retry_at.get(job.id, (0.0, 0))[1] + 1
-                self._retry_at[job.id] = (now + min(2.0**tries, 15.0), tries)
-                if isinstance(exc, Unreachable | Refused):
+                self._retry_at[job.id] = (now + min(2.0**tries, self.p.settings.retry_max_s), tries)
+                if isinstance(exc, Refused) and final_refusal(exc.status):
+                    log.warning("federated work %s: %s (%d times)", job.id, exc, tries)
+                    if tries >= GIVE_UP_AFTER:
+                        self._give_up(job.id, exc)
+                        self._retry_at.pop(job.id, None)
+                elif isinstance(exc, Unreachable | Refused):
                     log.info("federated work %s: %s", job.id, exc)
                 else:
                     log.exception("federated work %s", job.id)
+
+    def cancelled(self, peer: Peer, job_id: str, reason: str) -> None:
+        """The coordinator cancelled work it asked of this site: stop it here; the next pass
+        tells the coordinator (work this site never took is answered at once)."""
+        with self.p.db.read() as s:
+            job = s.get(FedJob, job_id)
+        if job is None or job.coordinator != peer.site_id:
+            body = {"state": "refused", "reason": "this site has no such work", "progress": {}}
+            self._client(peer).call(
+                "POST", f"/jobs/{job_id}/status", body=json.dumps(body).encode()
+            )
+            return
+        why = f"cancelled by the coordinator: {reason}"[:2000]
+        if self._move(job.id, "cancelled", reason=why):
+            if job.local_run:
+                with contextlib.suppress(Conflict):  # it finished in the meantime
+                    self.p.engine.cancel(job.local_run)
+            self.p.audit.record(
+                f"federation:{peer.name}",
+                "federation.cancelled",
+                kind="system",
+                path="federation",
+                detail={"job": job.id, "was": job.state, "reason": reason},
+            )
+        elif job.reported.startswith(f"{job.state}:"):
+            # finished here already, and said so: the coordinator did not hear it; say again
+            with self.p.db.write() as s:
+                s.execute(update(FedJob).where(FedJob.id == job.id).values(reported=""))
+        self._wake.set()
+
+    def _give_up(self, job_id: str, refused: Refused) -> None:
+        """The coordinator refused this work's outputs or reports ``GIVE_UP_AFTER`` times: fail
+        it here (stopping its local run) and report no more; the refusal is audited."""
+        with self.p.db.read() as s:
+            job = s.get(FedJob, job_id)
+            assert job is not None
+        reason = f"the coordinator refuses it: {refused.reason}"[:2000]
+        if job.state in ("approved", "running"):  # the next pass reports the failure
+            if job.local_run:
+                with contextlib.suppress(Conflict):  # it finished already
+                    self.p.engine.cancel(job.local_run)
+            self._move(job.id, "failed", reason=reason)
+        else:  # a report it will not take is not sent again
+            with self.p.db.write() as s:
+                s.execute(
+                    update(FedJob)
+                    .where(FedJob.id == job_id)
+                    .values(reported=report_mark(job.state))
+                )
+        peer = self.p.peers.get(job.coordinator, "coordinator")
+        self.p.audit.record(
+            f"federation:{peer.name}",
+            "federation.given_up",
+            kind="system",
+            path="federation",
+            detail={"job": job.id, "state": job.state, "reason": reason},
+            status=refused.status,
+        )
 
     def _step(self, job: FedJob) -> None:
         peer = self.p.peers.get(job.coordinator, "coordinator")
@@ -412,7 +455,7 @@ class Agent:
         progress: dict[str, Any] = {}
         if job.state == "running" and job.local_run:
             progress = self.p.engine.runs.run(job.local_run, with_series=False).public()["progress"]
-        mark = f"{job.state}:{progress.get('done', '')}/{progress.get('total', '')}"
+        mark = report_mark(job.state, progress)
         if job.reported == mark:
             return
         body = {
@@ -520,19 +563,8 @@ class Agent:
                     self.receive(peer, work)
                 except (KahuError, KeyError, TypeError, ValueError) as exc:
                     log.warning("coordinator %s sent work that is not taken: %s", peer.name, exc)
-
-
-def _policy_note(policy: Policy, job: FedJob) -> dict[str, Any]:
-    """What of the policy let the output out (kept with its ledger entry)."""
-    pin = policy.pin(job.workflow, job.version)
-    return {
-        "coordinator": job.coordinator,
-        "workflow": job.workflow,
-        "version": job.version,
-        "digest": pin.digest if pin else "",
-        "dataset": job.dataset,
-        "mode": policy.mode,
-        "max_output_bytes": policy.max_output_bytes,
-        "min_cell_count": policy.min_cell_count,
-        "allow_deidentified_export": policy.allow_deidentified_export,
-    }
+            for cancelled in answer.get("cancelled") or []:
+                try:
+                    self.cancelled(peer, str(cancelled["id"]), str(cancelled.get("reason", "")))
+                except (KahuError, KeyError, TypeError) as exc:
+                    log.warning("coordinator %s: cancellation not taken: %s", peer.name, exc)

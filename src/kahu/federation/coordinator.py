@@ -9,6 +9,7 @@ change nothing they should not."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -36,19 +37,27 @@ log = logging.getLogger(__name__)
 
 BUCKET = "federation"
 #: what a site's part may become from each state (the partner reports, the coordinator gives
-#: up on a silent site: ``unreachable`` is left again when the site comes back)
+#: up on a silent site: ``unreachable`` is left again when the site comes back; the
+#: coordinator's admin cancels)
 SITE_TRANSITIONS: dict[str, frozenset[str]] = {
     "queued": frozenset(
-        {"waiting_approval", "refused", "running", "done", "failed", "unreachable"}
+        {"waiting_approval", "refused", "running", "done", "failed", "unreachable", "cancelled"}
     ),
-    "waiting_approval": frozenset({"refused", "running", "done", "failed", "unreachable"}),
-    "running": frozenset({"running", "done", "failed", "unreachable"}),
-    "unreachable": frozenset({"waiting_approval", "refused", "running", "done", "failed"}),
+    "waiting_approval": frozenset(
+        {"refused", "running", "done", "failed", "unreachable", "cancelled"}
+    ),
+    "running": frozenset({"running", "done", "failed", "unreachable", "cancelled"}),
+    "unreachable": frozenset(
+        {"waiting_approval", "refused", "running", "done", "failed", "cancelled"}
+    ),
     "refused": frozenset(),
     "done": frozenset(),
     "failed": frozenset(),
+    "cancelled": frozenset(),
 }
-SITE_FINISHED = frozenset({"refused", "done", "failed", "unreachable"})
+SITE_FINISHED = frozenset({"refused", "done", "failed", "unreachable", "cancelled"})
+#: what only the coordinator decides of a part, never a partner's report
+NOT_REPORTED = frozenset({"unreachable", "cancelled"})
 #: work fetched but not reported on is handed out again after this long
 REDELIVER_S = 30.0
 #: the longest a federated run may wait for its sites: a week
@@ -202,14 +211,15 @@ class FedRuns:
 
     # -- what partners call -------------------------------------------------------------
 
-    def work_for(self, site_id: str, wait_s: float) -> list[dict[str, Any]]:
-        """The work waiting for ``site_id``, waiting up to ``wait_s`` for some to arrive."""
+    def work_for(self, site_id: str, wait_s: float) -> dict[str, list[dict[str, Any]]]:
+        """The work waiting for ``site_id`` and the work it has that was cancelled since,
+        waiting up to ``wait_s`` for either to arrive."""
         deadline = time.monotonic() + wait_s
         while True:
-            jobs = self._take(site_id)
+            answer = {"jobs": self._take(site_id), "cancelled": self._cancellations(site_id)}
             left = deadline - time.monotonic()
-            if jobs or left <= 0 or self._stop.is_set():
-                return jobs
+            if answer["jobs"] or answer["cancelled"] or left <= 0 or self._stop.is_set():
+                return answer
             with self._new_work:  # a launch here wakes it; one in another process, the re-check
                 self._new_work.wait(min(left, 0.25))
 
@@ -248,6 +258,52 @@ class FedRuns:
                 for part, run in found
             ]
 
+    def _cancellations(self, site_id: str) -> list[dict[str, Any]]:
+        """Cancelled parts the site took and has not answered on (told again after a while)."""
+        again = utcnow() - timedelta(seconds=REDELIVER_S)
+        told = (
+            select(FedSiteRun)
+            .where(
+                FedSiteRun.site_id == site_id,
+                FedSiteRun.state == "cancelled",
+                FedSiteRun.acknowledged.is_(False),
+                or_(FedSiteRun.picked_up_at.is_(None), FedSiteRun.picked_up_at < again),
+            )
+            .limit(100)
+        )
+        with self.db.read() as s:
+            if s.execute(told.limit(1)).first() is None:
+                return []
+        with self.db.write() as s:
+            found = s.scalars(told).all()
+            for part in found:
+                part.picked_up_at = utcnow()
+            return [{"id": p.id, "fed_run": p.fed_run, "reason": p.reason} for p in found]
+
+    def cancel(self, run_id: str, reason: str) -> None:
+        """Stop a run: its unfinished parts are cancelled (each site is told on its next poll
+        and stops its local run), its aggregation too; nothing more is taken from the sites."""
+        with self.db.write() as s:
+            run = s.get(FedRun, run_id)
+            if run is None:
+                raise NotFound(f"no federated run {run_id}")
+            if run.state not in ("running", "aggregating"):
+                raise Conflict(f"federated run {run_id} is {run.state}: nothing to cancel")
+            aggregate_run = run.aggregate_run
+            run.state, run.error, run.finished_at = "cancelled", reason, utcnow()
+            for part in s.scalars(select(FedSiteRun).where(FedSiteRun.fed_run == run_id)):
+                if part.state in SITE_FINISHED - {"unreachable"}:
+                    continue
+                # a site that never took the work needs no word; one that did is told
+                told = part.picked_up_at is not None
+                part.state, part.reason, part.updated_at = "cancelled", reason, utcnow()
+                part.acknowledged, part.picked_up_at = not told, None
+        if aggregate_run:
+            with contextlib.suppress(Conflict):  # it finished in the meantime
+                self.engine.cancel(aggregate_run)
+        with self._new_work:
+            self._new_work.notify_all()
+
     def _part(self, site_id: str, part_id: str) -> tuple[FedSiteRun, FedRun]:
         with self.db.read() as s:
             part = s.get(FedSiteRun, part_id)
@@ -268,7 +324,7 @@ class FedRuns:
     ) -> str:
         """A partner says how its part goes; returns the state the part is in now (a report
         the part is past already changes nothing and is not an error: it was a repeat)."""
-        if state not in SITE_TRANSITIONS or state == "unreachable":
+        if state not in SITE_TRANSITIONS or state in NOT_REPORTED:
             raise InvalidInput(f"unknown state {state!r}")
         part, _ = self._part(site_id, part_id)
         if state == "done":

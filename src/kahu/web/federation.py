@@ -23,7 +23,7 @@ from kahu.web.flow import parameter_fields, typed_values
 from kahu.web.session import Session, flash, page, session
 
 router = APIRouter(include_in_schema=False)
-FORMS = ("invite", "revoke", "approve", "refuse")
+FORMS = ("invite", "revoke", "approve", "refuse", "cancel")
 
 
 def _when(text: str) -> datetime | None:
@@ -66,7 +66,7 @@ def federation_page(
             "peers": kahu.peers.all(),
             "waiting": kahu.agent.waiting(),
             "runs": runs,
-            "active": any(r["state"] == "running" for r in runs)
+            "active": any(r["state"] in ("running", "aggregating") for r in runs)
             or any(j["state"] in ("approved", "running") for j in jobs),
             "federated": federated,
             "jobs": jobs,
@@ -95,6 +95,8 @@ def _apply(kahu: Kahu, actor: Actor, what: str, form: dict[str, str]) -> Done:
         return actions.revoke_partner(kahu, actor, get("name"), get("reason"))
     if what == "approve":
         return actions.approve(kahu, actor, get("job"))
+    if what == "cancel":
+        return actions.cancel_run(kahu, actor, get("run"), get("reason"))
     return actions.refuse(kahu, actor, get("job"), get("reason"))
 
 
