@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kahu.dicom.uids import validate_ae_title
@@ -35,6 +35,19 @@ class HttpSettings(BaseModel):
     #: The viewer's volumes (series as NIfTI) are kept in ``<home>/cache/volumes`` up to
     #: this size; the least recently used go first.
     volume_cache_mb: int = Field(default=2048, ge=0)
+    #: Serve HTTPS with this certificate (PEM, the chain after it) and key; unset: plain HTTP
+    #: (put a TLS proxy in front, or set these, before the site is reached from elsewhere).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Ask every client for a certificate signed by these CAs (mutual TLS, e.g. for a
+    #: coordinator whose partners show client certificates); needs ``tls_cert``.
+    tls_client_ca: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> HttpSettings:
+        if (self.tls_key or self.tls_client_ca) and self.tls_cert is None:
+            raise ValueError("tls_key and tls_client_ca need tls_cert")
+        return self
 
     @field_validator("public_url")
     @classmethod

@@ -8,14 +8,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kahu.actions import Actor
 from kahu.actions import federation as actions
 from kahu.core import Kahu
-from kahu.settings import DicomSettings, FederationSettings, FlowSettings, Settings
+from kahu.settings import DicomSettings, FederationSettings, FlowSettings, HttpSettings, Settings
 from tests import synthetic
 from tests.conftest import free_port, wait_for_port
 from tests.federation.proxy import RecordingProxy
@@ -31,6 +31,9 @@ class Site:
     process: subprocess.Popen[bytes] | None = None
     series: tuple[str, ...] = ()
     studies: tuple[str, ...] = ()
+    #: more federation and HTTP settings (TLS files), for the process and for open()
+    federation: dict[str, Any] = field(default_factory=dict)
+    http: dict[str, Any] = field(default_factory=dict)
 
     def settings(self) -> Settings:
         return Settings(
@@ -38,7 +41,10 @@ class Site:
             fsync=False,
             dicom=DicomSettings(enabled=False),
             flow=FlowSettings(thumbnails_on_arrival=False),
-            federation=FederationSettings(site_name=self.name, poll_wait_s=5, retry_max_s=0.5),
+            http=HttpSettings(port=self.port, **self.http),
+            federation=FederationSettings(
+                site_name=self.name, poll_wait_s=5, retry_max_s=0.5, **self.federation
+            ),
         )
 
     def open(self) -> Kahu:
@@ -52,6 +58,8 @@ class Site:
             "KAHU_FEDERATION__SITE_NAME": self.name,
             "KAHU_FEDERATION__POLL_WAIT_S": "5",
             "KAHU_FEDERATION__RETRY_MAX_S": "0.5",
+            **{f"KAHU_FEDERATION__{k.upper()}": str(v) for k, v in self.federation.items()},
+            **{f"KAHU_HTTP__{k.upper()}": str(v) for k, v in self.http.items()},
         }
 
     def start(self) -> None:

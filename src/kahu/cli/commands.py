@@ -7,6 +7,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import ssl
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -63,7 +64,8 @@ def serve(
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     kahu = _open(settings)
     created = kahu.accounts.ensure_admin(settings.admin_password_file)
-    base = f"http://{settings.http.host}:{settings.http.port}"
+    tls = settings.http
+    base = f"http{'s' if tls.tls_cert else ''}://{settings.http.host}:{settings.http.port}"
     typer.echo(f"Kahu home:        {settings.home.resolve()}")
     typer.echo(f"Web and API:      {base}/  (OpenAPI docs at {base}/docs)")
     if settings.dicom.enabled:
@@ -87,6 +89,10 @@ def serve(
             host=settings.http.host,
             port=settings.http.port,
             log_level="info",
+            ssl_certfile=tls.tls_cert,
+            ssl_keyfile=tls.tls_key,
+            ssl_ca_certs=str(tls.tls_client_ca) if tls.tls_client_ca else None,
+            ssl_cert_reqs=ssl.CERT_REQUIRED if tls.tls_client_ca else ssl.CERT_NONE,
         )
     finally:
         kahu.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,14 +39,22 @@ class Refused(KahuError):
         self.reason = reason
 
 
-def http_client(settings: FederationSettings, timeout: float) -> httpx.Client:
-    verify_tls: Any = settings.verify_tls
-    if settings.verify_tls and settings.ca_file is not None:
-        verify_tls = str(settings.ca_file)
-    cert = None
+def tls_context(settings: FederationSettings) -> ssl.SSLContext:
+    """The coordinator's certificate checked against the system's CAs and ``ca_file``
+    (unless ``verify_tls`` is off), this site's client certificate shown if it has one."""
+    context = ssl.create_default_context()
+    if settings.ca_file is not None:
+        context.load_verify_locations(cafile=settings.ca_file)
+    if not settings.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     if settings.client_cert is not None:
-        cert = (str(settings.client_cert), str(settings.client_key or settings.client_cert))
-    return httpx.Client(verify=verify_tls, cert=cert, timeout=timeout, follow_redirects=False)
+        context.load_cert_chain(settings.client_cert, settings.client_key)
+    return context
+
+
+def http_client(settings: FederationSettings, timeout: float) -> httpx.Client:
+    return httpx.Client(verify=tls_context(settings), timeout=timeout, follow_redirects=False)
 
 
 def signed_headers(
