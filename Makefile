@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,ai]'
 	touch $@ $(STAMP)
 
 install: $(STAMP)
@@ -80,7 +80,7 @@ check: lint types test
 
 BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): pyproject.toml $(TEST_STAMP)
-	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/pip install -q -e '.[test,ai,bench]'
 	touch $@
 
 bench: $(BENCH_STAMP) $(SYS_STAMP)

@@ -161,3 +161,50 @@ def ct_volume(
         order = np.random.default_rng(1).permutation(slices)
         out = [out[i] for i in order]
     return out, hu
+
+
+MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
+
+
+def series_from_volume(
+    image: object, *, modality: str = "MR", patient_id: str = "VOL002", description: str = ""
+) -> list[bytes]:
+    """A SimpleITK image (any orientation) as one slice per file, each with the geometry that
+    puts its pixels where the image has them; intensities rescaled to 0..4095."""
+    import SimpleITK as sitk
+
+    assert isinstance(image, sitk.Image)
+    array = sitk.GetArrayFromImage(image).astype(np.float64)  # (z, y, x)
+    low, high = float(array.min()), float(array.max())
+    pixels = np.round((array - low) / ((high - low) or 1.0) * 4095).astype(np.uint16)
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    spacing = image.GetSpacing()
+    study, series, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
+    out = []
+    for index in range(pixels.shape[0]):
+        ds = _base(
+            MR_IMAGE if modality == "MR" else CT_IMAGE,
+            modality,
+            study=study,
+            series=series,
+            patient_id=patient_id,
+        )
+        ds.SeriesDescription = description or f"{modality} volume"
+        ds.FrameOfReferenceUID = frame_of_reference
+        ds.InstanceNumber = index + 1
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.Manufacturer = "Kahu tests"
+        ds.Rows, ds.Columns = pixels.shape[1], pixels.shape[2]
+        ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]
+        ds.SliceThickness = float(spacing[2])
+        ds.ImageOrientationPatient = [float(v) for v in (*direction[:, 0], *direction[:, 1])]
+        origin = image.TransformIndexToPhysicalPoint((0, 0, index))
+        ds.ImagePositionPatient = [round(float(v), 4) for v in origin]
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 0
+        ds.PixelData = pixels[index].tobytes()
+        out.append(to_bytes(ds))
+    return out

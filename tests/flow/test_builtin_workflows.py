@@ -17,7 +17,7 @@ from kahu.app import create_app
 from kahu.core import Kahu
 from kahu.dicom.structure import body_offset
 from kahu.dimse.nodes import Node
-from kahu.errors import InvalidParameters
+from kahu.errors import Conflict, InvalidParameters
 from kahu.flow import Workflow
 from kahu.operators import cleanup, get_input, zip_outputs
 from kahu.operators.seg import seg_to_volumes
@@ -326,3 +326,27 @@ def test_reindex_restores_metadata_from_the_files(local_kahu: Kahu) -> None:
     assert found("Modality:CT") == {keep, broken}
     assert found("Modality:OT") == set()
     assert local_kahu.catalog.get_series(SYSTEM, broken).document["BodyPartExamined"] == "CHEST"
+
+
+def test_a_workflow_whose_modules_are_missing_is_unavailable_not_failing(
+    local_kahu: Kahu,
+) -> None:
+    """Listed with why and how to install, refused at launch with that, nothing created."""
+    needy = Workflow(
+        "needs-a-model",
+        "1.0",
+        (get_input(),),
+        requires=("numpy", "kahu_no_such_module"),
+        install="pip install kahu-no-such-module",
+    )
+    local_kahu.workflows.add(needy)
+    [ct] = add_series(local_kahu, 1)
+    with pytest.raises(Conflict, match=r"needs kahu_no_such_module.*pip install kahu-no-such"):
+        run_workflow(local_kahu, "needs-a-model", [ct])
+    assert local_kahu.flow.runs.runs(workflow="needs-a-model") == []
+    client, auth = _api(local_kahu)
+    with client:
+        answer = client.get("/api/v1/workflows", headers=auth).json()
+    [listed] = [w for w in answer["workflows"] if w["name"] == "needs-a-model"]
+    assert "kahu_no_such_module" in listed["unavailable"]
+    assert local_kahu.workflows.get("brain-extraction").requires == ("torch", "deepbet", "nibabel")

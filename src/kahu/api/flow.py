@@ -57,7 +57,7 @@ class RunCreate(BaseModel):
 @router.get("/workflows", summary="Workflows with their parameter schemas")
 def list_workflows(kahu: KahuDep, _user: CurrentUser) -> dict[str, Any]:
     return {
-        "workflows": [w.public() for w in kahu.workflows.all()],
+        "workflows": [{**w.public(), "unavailable": w.unavailable()} for w in kahu.workflows.all()],
         "errors": [{"source": e.source, "message": e.message} for e in kahu.workflows.errors],
     }
 
@@ -69,7 +69,8 @@ def get_workflow(
     _user: CurrentUser,
     version: Annotated[str | None, Query(max_length=32)] = None,
 ) -> dict[str, Any]:
-    return kahu.workflows.get(name, version).public()
+    workflow = kahu.workflows.get(name, version)
+    return {**workflow.public(), "unavailable": workflow.unavailable()}
 
 
 @router.post("/runs", status_code=201, summary="Start a workflow on a cohort")

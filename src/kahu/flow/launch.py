@@ -7,6 +7,7 @@ from typing import Any
 
 from kahu.audit import AuditLog
 from kahu.catalog.repository import DEFAULT_PROJECT, Catalog
+from kahu.errors import Conflict
 from kahu.flow.cohort import RunInput, resolve
 from kahu.flow.engine import Engine
 from kahu.flow.registry import WorkflowRegistry
@@ -34,6 +35,8 @@ def launch(
     The launch is recorded in the ``audit`` log first (by whom, which workflow, which series;
     ``path`` says how it came: a route, "cli", "trigger"); no record, no run."""
     workflow = registry.get(workflow_name, version)
+    if why := workflow.unavailable():
+        raise Conflict(why)
     values = workflow.validate_parameters(params)
     series, missing = resolve(catalog, run_input, project)
     groups = [[uid] for uid in series] if one_run_per_series else [series]

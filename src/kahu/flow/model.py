@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import graphlib
 import importlib
+import importlib.util
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -297,6 +298,10 @@ class Workflow:
     partial_aggregation: bool = False
     #: a failing series fails the whole run at once (the others are cancelled)
     fail_fast: bool = False
+    #: Python modules its operators need that Kahu's base install lacks (``torch``); while one
+    #: is missing the workflow is listed as unavailable and not launched, ``install`` says how
+    requires: tuple[str, ...] = ()
+    install: str = ""
     #: where the definition came from (set by the registry)
     source: str = ""
     _order: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
@@ -330,6 +335,7 @@ class Workflow:
             raise InvalidWorkflow(f"workflow {self.name}: cycle {cycle}") from None
         object.__setattr__(self, "_order", order)
         object.__setattr__(self, "outputs", tuple(self.outputs))
+        object.__setattr__(self, "requires", tuple(self.requires))
         for output in self.outputs:
             if output.operator not in names or self.operator(output.operator).per != "run":
                 raise InvalidWorkflow(
@@ -338,6 +344,18 @@ class Workflow:
         if len({o.name for o in self.outputs}) != len(self.outputs):
             raise InvalidWorkflow(f"workflow {self.name}: duplicate output names")
         self._check_schema()
+
+    def missing(self) -> list[str]:
+        """The required modules this Python cannot import (empty: the workflow can run)."""
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def unavailable(self) -> str:
+        """Why the workflow cannot run here, or "" when it can."""
+        missing = self.missing()
+        if not missing:
+            return ""
+        how = f": {self.install}" if self.install else ""
+        return f"workflow {self.name} needs {', '.join(missing)}, not installed here{how}"
 
     def _check_schema(self) -> None:
         schema = dict(self.parameters)
@@ -397,6 +415,8 @@ class Workflow:
             "publication": self.publication,
             "results_may_leave": self.results_may_leave,
             "fail_fast": self.fail_fast,
+            "requires": list(self.requires),
+            "install": self.install,
             "outputs": [o.public() for o in self.outputs],
             "aggregate": self.aggregate,
             "partial_aggregation": self.partial_aggregation,
