@@ -70,11 +70,23 @@ DROP_IN = textwrap.dedent(
 )
 
 
+NEEDY = """
+from kahu.flow import Workflow
+from kahu.operators import get_input
+
+WORKFLOW = Workflow(
+    "dropin-needy", "1.0", (get_input(),),
+    requires=("kahu_no_such_module",), install="pip install kahu-no-such-module",
+)
+"""
+
+
 def _home(tmp_path: Path) -> Path:
     home = tmp_path / "home"
     (home / "workflows").mkdir(parents=True)
     (home / "workflows" / "mine.py").write_text(DROP_IN)
     (home / "workflows" / "broken.py").write_text("raise RuntimeError('oops')\n")
+    (home / "workflows" / "needy.py").write_text(NEEDY)
     return home
 
 
@@ -103,6 +115,11 @@ class TestCli:
         assert "dropin-slow\t2.0\tSlow drop-in" in result.stdout
         assert "broken.py" in result.stderr
         assert "RuntimeError: oops" in result.stderr
+        needy = "workflow dropin-needy needs kahu_no_such_module, not installed here"
+        assert f"dropin-needy\t1.0\t\tunavailable: {needy}" in result.stdout
+        refused = _cli(home, "run", "dropin-needy", "--query", "Modality:CT")
+        assert refused.returncode != 0
+        assert "pip install kahu-no-such-module" in refused.stderr
         shown = json.loads(_cli(home, "workflows", "show", "dropin-shell").stdout)
         assert [o["kind"] for o in shown["operators"]] == ["internal", "command"]
 

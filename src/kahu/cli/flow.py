@@ -48,7 +48,11 @@ def workflows_list(home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Every workflow: name, version, title; and definitions that failed to load."""
     with _open(_settings(home, database_url)) as kahu:
         for workflow in kahu.workflows.all():
-            typer.echo(f"{workflow.name}\t{workflow.version}\t{workflow.title or ''}")
+            why = workflow.unavailable()
+            typer.echo(
+                f"{workflow.name}\t{workflow.version}\t{workflow.title or ''}"
+                + (f"\tunavailable: {why}" if why else "")
+            )
         for error in kahu.workflows.errors:
             typer.secho(f"not loaded: {error.source}: {error.message}", err=True, fg="red")
 
@@ -58,7 +62,9 @@ def workflows_list(home: HomeOpt = None, database_url: DbOpt = None) -> None:
 def workflows_show(name: str, home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """One workflow as JSON: operators, parameters schema, metadata."""
     with _open(_settings(home, database_url)) as kahu:
-        typer.echo(json.dumps(kahu.workflows.get(name).public(), indent=2))
+        workflow = kahu.workflows.get(name)
+        shown = {**workflow.public(), "unavailable": workflow.unavailable()}
+        typer.echo(json.dumps(shown, indent=2))
 
 
 def run(
