@@ -6,6 +6,7 @@ until its aggregate is made."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
@@ -131,4 +132,24 @@ def test_a_federated_run_from_the_launch_form(page: Page, site: Site) -> None:
     aggregate = kahu.fed_runs.status(run["id"])["aggregate_run"]
     expect(row.get_by_role("link", name=aggregate)).to_be_visible()
     assert kahu.audit.query(action="federation.launch", actor="root3")
+
+    # a second run waits for approval here; the coordinator cancels it from its row
+    second = actions.launch(kahu, cli, "cohort-statistics", [("self", "cohort")], {})
+    second_id = second.result["id"]
+    job_id = f"{second_id}.{kahu.identity.site_id[:12]}"
+    page.reload()
+    expect(page.locator(f'[data-fedrun="{second_id}"]')).to_contain_text("waiting_approval")
+    page.reload()
+    expect(page.locator(f'[data-job="{job_id}"]')).to_be_visible()
+    row = page.locator(f'[data-fedrun="{second_id}"]')
+    row.get_by_role("button", name="Cancel").click()
+    expect(page.locator(".message")).to_contain_text("cancelled")
+    expect(page.locator(f'[data-fedrun="{second_id}"] [data-state]')).to_contain_text("cancelled")
+    # this site, as the partner, hears it on its poll: the work waits no more
+    deadline = time.monotonic() + 30
+    while kahu.agent.job(job_id)["state"] != "cancelled" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    page.reload()
+    expect(page.locator(f'[data-job="{job_id}"]')).to_have_count(0)
+    expect(page.locator("#fedjobs")).to_contain_text("cancelled by the coordinator")
     site.shot(page, "federation-run")
