@@ -246,6 +246,11 @@ class Agent:
             self._move(job.id, "failed", reason=f"the run could not start here: {exc}")
             return
         if not self._move(job.id, "running", local_run=run_id):  # cancelled meanwhile
+            self._stop_local(run_id)
+
+    def _stop_local(self, run_id: str) -> None:
+        """Cancel the local run of a piece of work, unless it has finished already."""
+        if run_id:
             with contextlib.suppress(Conflict):
                 self.p.engine.cancel(run_id)
 
@@ -386,9 +391,7 @@ class Agent:
             return
         why = f"cancelled by the coordinator: {reason}"[:2000]
         if self._move(job.id, "cancelled", reason=why):
-            if job.local_run:
-                with contextlib.suppress(Conflict):  # it finished in the meantime
-                    self.p.engine.cancel(job.local_run)
+            self._stop_local(job.local_run)
             self.p.audit.record(
                 f"federation:{peer.name}",
                 "federation.cancelled",
@@ -410,9 +413,7 @@ class Agent:
             assert job is not None
         reason = f"the coordinator refuses it: {refused.reason}"[:2000]
         if job.state in ("approved", "running"):  # the next pass reports the failure
-            if job.local_run:
-                with contextlib.suppress(Conflict):  # it finished already
-                    self.p.engine.cancel(job.local_run)
+            self._stop_local(job.local_run)
             self._move(job.id, "failed", reason=reason)
         else:  # a report it will not take is not sent again
             with self.p.db.write() as s:
