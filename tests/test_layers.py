@@ -45,7 +45,7 @@ MODULE_LINES = 600
 LAYERS: list[set[str]] = [
     {"errors", "events", "storage", "dicom", "settings"},
     {"catalog"},
-    {"audit", "auth", "search", "imports"},
+    {"audit", "auth", "search", "imports", "models"},
     {"dimse"},
     {"flow"},
     {"operators", "workflows", "federation", "schema"},

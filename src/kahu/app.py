@@ -19,6 +19,7 @@ from kahu.api import (
     curation,
     federation,
     flow,
+    models,
     objects,
     projects,
     routes,
@@ -146,6 +147,7 @@ def create_app(settings: Settings, kahu: Kahu | None = None) -> FastAPI:
     app.include_router(curation.router, tags=["curation"])
     app.include_router(flow.router, tags=["workflows"])
     app.include_router(objects.router, tags=["objects"])
+    app.include_router(models.router, tags=["models"])
     app.include_router(projects.router, tags=["projects"])
     app.include_router(admin.router, tags=["accounts"])
     app.include_router(federation.router, tags=["federation"])

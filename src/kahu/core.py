@@ -34,6 +34,8 @@ from kahu.flow.resources import Admission
 from kahu.flow.runs import RunStore
 from kahu.flow.services import Parts, ServiceFactory
 from kahu.flow.triggers import Triggers, builtin_rule
+from kahu.models.archive import Limits
+from kahu.models.registry import ModelRegistry
 from kahu.search.columns import ColumnIndex
 from kahu.search.datasets import Curation
 from kahu.settings import FlowSettings, Settings
@@ -86,6 +88,12 @@ class Kahu:
             settings.cache_root / "volumes", settings.http.volume_cache_mb * 1024**2
         )
         self.workflows = WorkflowRegistry(settings.workflows_folder)
+        limits = settings.models
+        self.models = ModelRegistry(
+            self.db,
+            settings.models_root,
+            Limits(limits.max_bytes, limits.max_files, limits.max_compression_ratio),
+        )
         self.runs = RunStore(self.db)
         flow = settings.flow
         self.flow = Engine(
@@ -117,6 +125,7 @@ class Kahu:
             ),
             poll_seconds=flow.poll_seconds,
             internal_workers=flow.internal_workers,
+            models=self.models,
         )
         builtin = (
             [builtin_rule("builtin:thumbnails-on-arrival", "series-thumbnails")]

@@ -1,8 +1,8 @@
 """Every table of Kahu in one metadata: the catalog's own and those its owners declare next to
 their code (:mod:`kahu.auth.tables`, :mod:`kahu.dimse.tables`, :mod:`kahu.flow.tables`,
-:mod:`kahu.federation.tables`, :class:`kahu.audit.AuditEvent`). Alembic compares against it;
-the migrations must produce exactly these tables (``tests/contracts/test_migrations.py``, on
-SQLite and PostgreSQL)."""
+:mod:`kahu.models.tables`, :mod:`kahu.federation.tables`, :class:`kahu.audit.AuditEvent`).
+Alembic compares against it; the migrations must produce exactly these tables
+(``tests/contracts/test_migrations.py``, on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import kahu.auth.tables
 import kahu.dimse.tables
 import kahu.federation.tables
 import kahu.flow.tables
+import kahu.models.tables
 from kahu.catalog.tables import Base
 
 #: the owners' table modules, imported for the tables they register
@@ -22,6 +23,7 @@ OWNERS = (
     kahu.dimse.tables,
     kahu.federation.tables,
     kahu.flow.tables,
+    kahu.models.tables,
 )
 
 metadata: MetaData = Base.metadata

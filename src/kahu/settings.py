@@ -97,6 +97,14 @@ class ImportSettings(BaseModel):
     max_members: int = Field(default=200_000, gt=0)
 
 
+class ModelSettings(BaseModel):
+    """``KAHU_MODELS__*``: bounds on a model archive or folder being installed."""
+
+    max_bytes: int = Field(default=64 * 1024**3, gt=0)
+    max_files: int = Field(default=200_000, gt=0)
+    max_compression_ratio: float = Field(default=200.0, gt=1)
+
+
 class SearchSettings(BaseModel):
     """``KAHU_SEARCH__*``."""
 
@@ -224,6 +232,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     dicom: DicomSettings = Field(default_factory=DicomSettings)
     imports: ImportSettings = Field(default_factory=ImportSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     flow: FlowSettings = Field(default_factory=FlowSettings)
     oidc: OidcSettings = Field(default_factory=OidcSettings)
@@ -252,6 +261,10 @@ class Settings(BaseSettings):
     @property
     def runs_root(self) -> Path:
         return self.home / "runs"
+
+    @property
+    def models_root(self) -> Path:
+        return self.home / "models"
 
     @property
     def workflows_folder(self) -> Path:

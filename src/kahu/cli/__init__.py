@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from kahu.cli import federation, flow, projects
+from kahu.cli import federation, flow, models, projects
 from kahu.cli.commands import app
 
 federation.register(app)
 flow.register(app)
+models.register(app)
 projects.register(app)
 
 

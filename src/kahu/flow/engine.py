@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -41,6 +41,7 @@ from kahu.flow.states import RUN_DONE, TASK_DONE
 
 if TYPE_CHECKING:
     from kahu.flow.services import OperatorServices
+    from kahu.models.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,11 @@ class Engine:
         services: ServicesFor | None = None,
         poll_seconds: float = 1.0,
         internal_workers: int = 4,
+        models: ModelRegistry | None = None,
     ) -> None:
         self.runs = runs
+        #: the installed models a launch may name (None: no models at all)
+        self.models = models
         self.registry = registry
         self.executor = executor
         self.admission = admission
@@ -141,7 +145,10 @@ class Engine:
         trigger: str = "manual",
         created_by: str = "",
         project: str = DEFAULT_PROJECT,
+        models: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> str:
+        """A new run; ``models`` are the installed models its parameters named, as
+        :meth:`kahu.models.registry.ModelInfo.run_record` gives them (``conf.json``)."""
         if not series and any(op.per == "series" for op in workflow.operators):
             raise InvalidInput("the cohort is empty: no series to run on")
         run_id = self.runs.create(
@@ -164,6 +171,7 @@ class Engine:
                 "project": project,
                 "workflow_form": params,
                 "data_form": {"series_uids": list(series), **input},
+                "models": dict(models or {}),
             },
         )
         self.wake()

@@ -42,6 +42,35 @@ class RunPaths:
 
 
 @dataclass(frozen=True, slots=True)
+class RunModel:
+    """An installed model as a run uses it: pinned at launch (name, version, SHA-256), with
+    its files' folder (read-only) and its manifest (labels, inputs, resources)."""
+
+    name: str
+    version: str
+    format: str
+    sha256: str
+    path: Path
+    manifest: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> RunModel:
+        return cls(
+            data["name"],
+            data["version"],
+            data["format"],
+            data["sha256"],
+            Path(data["path"]),
+            data.get("manifest") or {},
+        )
+
+    @property
+    def labels(self) -> dict[int, dict[str, Any]]:
+        """Label value -> name, code, category and colour."""
+        return {int(k): dict(v) for k, v in (self.manifest.get("labels") or {}).items()}
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     """One attempt of one task, in plain data (it crosses process and machine boundaries)."""
 
@@ -110,6 +139,14 @@ class Job:
             return self.paths.out_dir(name, self.series_uid)
         return self.paths.out_dir(name, "")
 
+    def models(self) -> dict[str, RunModel]:
+        """The installed models the run uses, by the parameter that named them."""
+        try:
+            conf = json.loads(self.paths.conf.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {key: RunModel.of(value) for key, value in (conf.get("models") or {}).items()}
+
     def environment(self) -> dict[str, str]:
         """The Kaapana operator environment, plus Kahu's absolute paths."""
         first = next(iter(self.inputs), "")
@@ -132,6 +169,8 @@ class Job:
             env["BATCH_ELEMENT_DIR"] = str(self.paths.element(self.series_uid))
         for key, value in self.params.items():
             env[key.upper()] = value if isinstance(value, str) else json.dumps(value)
+        for key, model in self.models().items():
+            env[f"KAHU_MODEL_{key.upper()}"] = str(model.path)
         env.update(self.extra_env)
         if self.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu
@@ -196,6 +235,13 @@ class TaskContext:
 
     def input(self, name: str) -> Path:
         return self.job.in_dir(name)
+
+    def model(self, parameter: str = "model") -> RunModel:
+        """The installed model that parameter ``parameter`` named at launch."""
+        models = self.job.models()
+        if parameter not in models:
+            raise KeyError(f"the run names no model in parameter {parameter!r}")
+        return models[parameter]
 
     def series_dirs(self, name: str) -> dict[str, Path]:
         """For a run-level task: each series' folder of per-series input ``name`` that exists

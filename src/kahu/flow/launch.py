@@ -7,10 +7,37 @@ from typing import Any
 
 from kahu.audit import AuditLog
 from kahu.catalog.repository import DEFAULT_PROJECT, Catalog
-from kahu.errors import Conflict
+from kahu.errors import Conflict, InvalidInput, InvalidParameters, NotFound
 from kahu.flow.cohort import RunInput, resolve
 from kahu.flow.engine import Engine
+from kahu.flow.model import Workflow
 from kahu.flow.registry import WorkflowRegistry
+
+
+def resolve_models(
+    engine: Engine, workflow: Workflow, values: dict[str, Any], project: str
+) -> dict[str, dict[str, Any]]:
+    """The installed model each model parameter names, for ``project``; the parameter's
+    value becomes ``name@version`` (the run is pinned to that version). Errors name the
+    parameter (422), as a parameter outside its schema does."""
+    wanted = workflow.model_parameters()
+    found: dict[str, dict[str, Any]] = {}
+    errors = []
+    for key, formats in wanted.items():
+        if key not in values:
+            continue
+        try:
+            if engine.models is None:
+                raise NotFound("this instance has no model registry")
+            model = engine.models.resolve(str(values[key]), project, formats)
+        except (NotFound, InvalidInput) as exc:
+            errors.append({"field": key, "message": str(exc)})
+            continue
+        values[key] = model.ref
+        found[key] = model.run_record()
+    if errors:
+        raise InvalidParameters(errors)
+    return found
 
 
 def launch(
@@ -38,6 +65,7 @@ def launch(
     if why := workflow.unavailable():
         raise Conflict(why)
     values = workflow.validate_parameters(params)
+    models = resolve_models(engine, workflow, values, project)
     series, missing = resolve(catalog, run_input, project)
     groups = [[uid] for uid in series] if one_run_per_series else [series]
     manual = trigger == "manual"
@@ -66,6 +94,7 @@ def launch(
                 trigger=trigger,
                 created_by=created_by,
                 project=project,
+                models=models,
             )
             for group in groups
         ]

@@ -238,6 +238,29 @@ def application_operator(
     return Operator(name, "application", per, tuple(inputs), description=description)
 
 
+#: the JSON Schema ``format`` of a parameter that names an installed model (``name`` or
+#: ``name@version``); a launch resolves it for the run's project and pins the version
+MODEL_FORMAT = "kahu-model"
+
+
+def model_parameter(
+    description: str = "An installed model (name or name@version)",
+    formats: Sequence[str] = (),
+    default: str | None = None,
+) -> dict[str, Any]:
+    """The schema of a parameter naming an installed model of one of ``formats``."""
+    spec: dict[str, Any] = {
+        "type": "string",
+        "format": MODEL_FORMAT,
+        "minLength": 1,
+        "description": description,
+        "x-kahu-model-formats": list(formats),
+    }
+    if default is not None:
+        spec["default"] = default
+    return spec
+
+
 OutputKind = Literal["json", "table", "weights", "text"]
 
 
@@ -356,6 +379,15 @@ class Workflow:
             return ""
         how = f": {self.install}" if self.install else ""
         return f"workflow {self.name} needs {', '.join(missing)}, not installed here{how}"
+
+    def model_parameters(self) -> dict[str, tuple[str, ...]]:
+        """Parameter name -> model formats it accepts (empty: any), for each parameter that
+        names an installed model."""
+        return {
+            key: tuple(spec.get("x-kahu-model-formats") or ())
+            for key, spec in self.parameters.get("properties", {}).items()
+            if spec.get("format") == MODEL_FORMAT
+        }
 
     def _check_schema(self) -> None:
         schema = dict(self.parameters)

@@ -3,7 +3,8 @@ runtimes, with the same folders and environment either way.
 
 In the bubblewrap sandbox a command has no network, sees the file system read-only, sees
 nothing of the Kahu home (catalog, blobs, other runs) but its own run's inputs (read-only) and
-its own output folders (writable). A per-series task sees only its series' folder.
+its own output folders (writable), and the installed models its run named (read-only). A
+per-series task sees only its series' folder.
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ def writable_dirs(job: Job) -> list[Path]:
 
 def readable_dirs(job: Job) -> list[Path]:
     paths = job.paths
+    models = [model.path for model in job.models().values()]
     if job.series_uid:
-        return [paths.conf.parent, paths.element(job.series_uid)]
+        return [paths.conf.parent, paths.element(job.series_uid), *models]
     dirs = [paths.conf.parent, paths.batch]
     dirs += [paths.out_dir(name, "") for name, per in job.inputs.items() if per == "run"]
-    return dirs
+    return dirs + models
 
 
 def _tools_under_tmp(command: Sequence[str], home: Path) -> list[Path]:
