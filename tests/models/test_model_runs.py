@@ -17,8 +17,7 @@ from kahu.actions import Actor
 from kahu.actions import models as actions
 from kahu.core import Kahu
 from kahu.errors import Conflict, InvalidParameters
-from kahu.flow import TaskContext, Workflow, application_operator, command_operator
-from kahu.flow import python_operator
+from kahu.flow import TaskContext, Workflow, application_operator, command_operator, python_operator
 from kahu.flow.job import RunPaths
 from kahu.flow.model import model_parameter
 from tests.flow.conftest import add_series, flow_settings, run_workflow, start_kahu

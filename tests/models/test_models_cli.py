@@ -36,9 +36,11 @@ def test_install_list_show_projects_export_uninstall(tmp_path: Path) -> None:
     assert kahu(home, "models", "list")[1].strip().endswith("\tlung")
     archive = tmp_path / "spheres.zip"
     code, out = kahu(home, "models", "export", "spheres@1", str(archive))
-    assert code == 0 and archive.is_file(), out
+    assert code == 0, out
+    assert archive.is_file()
     code, out = kahu(home, "models", "to-catalog", "spheres")
-    assert code == 0 and "stored in the catalog as series" in out, out
+    assert code == 0, out
+    assert "stored in the catalog as series" in out
     code, out = kahu(home, "models", "uninstall", "spheres@1")
     assert (code, out.strip()) == (0, "Model spheres@1 uninstalled.")
     code, out = kahu(home, "models", "import", str(archive), "--sha256", shown["sha256"])
@@ -51,13 +53,17 @@ def test_refusals_are_one_line_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.zip"
     bad.write_bytes(b"PK\x03\x04 truncated")
     code, out = kahu(home, "models", "install", str(bad))
-    assert code == 2 and "error: not a readable zip archive" in out
+    assert code == 2, out
+    assert "error: not a readable zip archive" in out
     code, out = kahu(home, "models", "install")
-    assert code == 2 and "give a zip archive or folder, or --series" in out
+    assert code == 2, out
+    assert "give a zip archive or folder, or --series" in out
     folder = nnunet_folder(tmp_path / "src")
     archive = zip_of(folder, tmp_path / "m.zip")
     code, out = kahu(home, "models", "install", str(archive), "--sha256", "0" * 64)
-    assert code == 2 and "SHA-256 mismatch" in out
+    assert code == 2, out
+    assert "SHA-256 mismatch" in out
     code, out = kahu(home, "models", "uninstall", "spheres")
-    assert code == 2 and "name@version" in out
+    assert code == 2, out
+    assert "name@version" in out
     assert kahu(home, "models", "list")[1] == ""

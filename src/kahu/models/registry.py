@@ -215,8 +215,7 @@ class ModelRegistry:
                 if expected != files_sha:
                     raise InvalidModel(
                         f"SHA-256 mismatch: expected {expected}, the model's files give "
-                        f"{files_sha}"
-                        + (f" (the archive {archive_sha})" if archive_sha else "")
+                        f"{files_sha}" + (f" (the archive {archive_sha})" if archive_sha else "")
                     )
             # the model describes itself from now on: an exported copy installs as it is
             (folder / MANIFEST_NAME).write_text(

@@ -4,7 +4,7 @@ retry) and the human steps a run waits on."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
@@ -20,6 +20,7 @@ from kahu.core import Kahu
 from kahu.errors import InvalidInput, InvalidParameters, KahuError
 from kahu.flow.cohort import RunInput
 from kahu.flow.launch import launch
+from kahu.flow.model import Workflow
 from kahu.flow.states import RUN_ACTIVE, TASK_DONE
 from kahu.search.query import MAX_LENGTH
 from kahu.web.session import Session, flash, page, session
@@ -108,13 +109,32 @@ def workflows_page(request: Request, kahu: KahuDep) -> Response:
     )
 
 
+def _model_choices(kahu: Kahu, s: Session, workflow: Workflow, fields: list[Field]) -> list[Field]:
+    """A parameter naming a model becomes a choice of the installed models (of its formats)
+    that the caller's projects may use: ``name`` (its highest version) or ``name@version``."""
+    from kahu.actions.models import visible
+
+    wanted = workflow.model_parameters()
+    if not wanted:
+        return fields
+    models = visible(kahu, s.user)
+    out = []
+    for f in fields:
+        if f.name in wanted:
+            fit = [m for m in models if not wanted[f.name] or m.format in wanted[f.name]]
+            names = sorted({m.name for m in fit})
+            f = replace(f, kind="enum", choices=[*names, *(m.ref for m in fit)])
+        out.append(f)
+    return out
+
+
 def _launch_context(kahu: Kahu, s: Session, name: str) -> dict[str, Any]:
     workflow = kahu.workflows.get(name)
     return {
         "s": s,
         "page": "workflows",
         "workflow": workflow,
-        "fields": parameter_fields(workflow.parameters),
+        "fields": _model_choices(kahu, s, workflow, parameter_fields(workflow.parameters)),
         "datasets": kahu.curation.datasets(s.listed),
         "projects": s.projects_where("scientist"),
         "values": {},

@@ -6,18 +6,18 @@ scope, as the JSON API. Pages without a session go to the login page.
 The pages by area: :mod:`~kahu.web.account` (login, project switcher, home),
 :mod:`~kahu.web.explore` (explore, datasets), :mod:`~kahu.web.flow` (workflows, runs, human
 steps), :mod:`~kahu.web.series` (a series, the viewer), :mod:`~kahu.web.admin`,
-:mod:`~kahu.web.federation`; what they
-share is in :mod:`~kahu.web.session`."""
+:mod:`~kahu.web.federation`, :mod:`~kahu.web.models`; what they share is in
+:mod:`~kahu.web.session`."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from kahu.web import account, admin, explore, federation, flow, series
+from kahu.web import account, admin, explore, federation, flow, models, series
 from kahu.web.session import STATIC, LoginRequired, login_redirect, session
 
 __all__ = ["STATIC", "LoginRequired", "login_redirect", "router", "session"]
 
 router = APIRouter(include_in_schema=False)
-for area in (account, explore, flow, series, admin, federation):
+for area in (account, explore, flow, models, series, admin, federation):
     router.routes.extend(area.router.routes)  # the routes themselves: one flat page router
