@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import tempfile
 from pathlib import Path
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
