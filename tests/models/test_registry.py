@@ -16,10 +16,10 @@ import pytest
 
 from kahu.actions import Actor
 from kahu.actions import models as actions
+from kahu.auth.policy import EVERYTHING
 from kahu.core import Kahu
 from kahu.errors import Conflict, NotFound
 from kahu.models.archive import Limits, tree_digest
-from kahu.models.dicom import unwrap, wrap
 from kahu.models.manifest import InvalidModel
 from kahu.models.registry import ModelRegistry
 from tests.models.builders import manifest_folder, monai_bundle, nnunet_folder, zip_of
@@ -278,38 +278,55 @@ class TestAvailability:
 
 class TestDicomWrapped:
     def test_a_model_travels_as_a_dicom_series(self, make_settings: object, tmp_path: Path) -> None:
-        """Site A stores its model in the catalog; the instance reaches site B (here: its
-        bytes, as C-STORE would bring them); B installs it from its catalog."""
+        """Site A stores its model in the catalog (binary chunks); the instances reach site
+        B (here: their bytes, as C-STORE would bring them); B installs it from its catalog."""
         a = Kahu(make_settings())  # type: ignore[operator]
         b = Kahu(make_settings().model_copy(update={"home": tmp_path / "b"}))  # type: ignore[operator]
         try:
             model = a.models.install(nnunet_folder(tmp_path / "src"))
             series_uid = actions.to_catalog(a, CLI, model.name, None).result
-            [instance] = a.catalog.instances(
-                __import__("kahu.auth.policy", fromlist=["EVERYTHING"]).EVERYTHING,
-                series_uid=series_uid,
-            )
-            data = a.store.get(instance.blob_key)
-            assert b.ingestor.ingest(data, source="test").status == "stored"
+            instances = a.catalog.instances(EVERYTHING, series_uid=series_uid)
+            for instance in instances:
+                assert b.ingestor.ingest(a.store.get(instance.blob_key)).status == "stored"
             got = actions.install_from_series(b, CLI, series_uid).result
             assert (got.ref, got.sha256, got.format) == (model.ref, model.sha256, "nnunetv2")
             assert got.source == f"series {series_uid}"
+            assert staging_empty(b)
         finally:
             a.stop()
             b.stop()
 
-    def test_a_tampered_model_instance_is_refused(self, sqlite_kahu: Kahu, tmp_path: Path) -> None:
-        model = sqlite_kahu.models.install(nnunet_folder(tmp_path / "src"))
-        archive, sha256 = unwrap(wrap(model))
-        tampered = bytearray(archive)
-        tampered[tampered.index(bytes(range(256))) + 3] ^= 0x01
-        sqlite_kahu.models.uninstall(model.name, model.version)
-        with pytest.raises(InvalidModel, match="corrupt"):  # zip's CRC catches it first
-            sqlite_kahu.models.install(io.BytesIO(bytes(tampered)), sha256=sha256)
-        assert sqlite_kahu.models.all() == []
+    def test_a_tampered_or_partial_model_series_is_refused(
+        self, sqlite_kahu: Kahu, tmp_path: Path
+    ) -> None:
+        from kahu.operators.documents import binary_to_dicom
 
-    def test_not_a_model_instance(self, sqlite_kahu: Kahu) -> None:
+        big = manifest_folder(tmp_path / "src")
+        (big / "model.ts").write_bytes(bytes(range(256)) * 40)  # several chunks of 4 KiB
+        archive = zip_of(big, tmp_path / "m.zip")
+        chunks = list(binary_to_dicom(archive, chunk_bytes=4096))
+        assert len(chunks) > 2
+        chunks[1].EncapsulatedDocument = bytes(len(chunks[1].EncapsulatedDocument))
+        for ds in chunks[:-1]:  # one chunk never arrived, one is damaged
+            out = io.BytesIO()
+            ds.save_as(out, enforce_file_format=True)
+            sqlite_kahu.ingestor.ingest(out.getvalue())
+        series_uid = chunks[0].SeriesInstanceUID
+        with pytest.raises(InvalidModel, match="missing"):
+            actions.install_from_series(sqlite_kahu, CLI, series_uid)
+        out = io.BytesIO()
+        chunks[-1].save_as(out, enforce_file_format=True)
+        sqlite_kahu.ingestor.ingest(out.getvalue())
+        with pytest.raises(InvalidModel, match="SHA-256"):
+            actions.install_from_series(sqlite_kahu, CLI, series_uid)
+        assert sqlite_kahu.models.all() == []
+        assert staging_empty(sqlite_kahu)
+
+    def test_a_series_that_is_no_model(self, sqlite_kahu: Kahu) -> None:
         from tests.synthetic import ct_series
 
-        with pytest.raises(InvalidModel, match="Raw Data"):
-            unwrap(ct_series(1, size=8)[0])
+        [result] = sqlite_kahu.ingestor.ingest_many(ct_series(1, size=8))
+        with pytest.raises(InvalidModel, match="no whole model"):
+            actions.install_from_series(sqlite_kahu, CLI, str(result.series_instance_uid))
+        with pytest.raises(NotFound):
+            actions.install_from_series(sqlite_kahu, CLI, "1.2.3.4")

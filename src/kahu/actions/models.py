@@ -5,8 +5,11 @@ sees the models their projects may use (:func:`visible`)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -17,9 +20,10 @@ from kahu.catalog.repository import DEFAULT_PROJECT
 from kahu.core import Kahu
 from kahu.errors import Conflict, NotFound
 from kahu.flow.job import RunPaths
-from kahu.models.dicom import RAW_DATA_STORAGE, unwrap, wrap
+from kahu.models.archive import file_sha256, pack
 from kahu.models.manifest import InvalidModel
 from kahu.models.registry import ModelInfo, split_ref
+from kahu.operators.documents import InvalidChunks, binary_to_dicom, dicom_to_binary
 
 
 def visible(kahu: Kahu, user: UserPublic) -> list[ModelInfo]:
@@ -79,25 +83,31 @@ def install(
 def install_from_series(
     kahu: Kahu, actor: Actor, series_uid: str, *, projects: list[str] | None = None
 ) -> Done:
-    """Install the model a DICOM-wrapped model series of the catalog carries."""
+    """Install the model a series of the catalog carries (Kahu binary chunks of its zip,
+    as :func:`to_catalog` made them at this or another site; the joined archive must match
+    the SHA-256 recorded in the chunks)."""
 
     def change() -> ModelInfo:
         _check_projects(kahu, projects)
-        scope = read_scope(kahu.projects, actor.user)
-        rows = kahu.catalog.instances(scope, series_uid=series_uid)
-        models = [r for r in rows if r.sop_class_uid == RAW_DATA_STORAGE]
+        rows = kahu.catalog.instances(read_scope(kahu.projects, actor.user), series_uid=series_uid)
         if not rows:
             raise NotFound(f"no series {series_uid}")
-        if len(models) != 1:
-            raise InvalidModel(f"series {series_uid} does not hold one Kahu model")
-        archive, sha256 = unwrap(kahu.store.get(models[0].blob_key))
-        return kahu.models.install(
-            io.BytesIO(archive),
-            sha256=sha256,
-            installed_by=actor.user.name,
-            source_label=f"series {series_uid}",
-            projects=projects,
-        )
+        with _scratch(kahu) as folder:
+            files: list[Path] = []
+            for row in rows:
+                files.append(folder / f"{len(files):06d}.dcm")
+                files[-1].write_bytes(kahu.store.get(row.blob_key))
+            try:
+                archive = dicom_to_binary(files, folder / "joined")
+            except (InvalidChunks, ValueError) as exc:
+                raise InvalidModel(f"series {series_uid} holds no whole model: {exc}") from None
+            return kahu.models.install(
+                archive,
+                sha256=file_sha256(archive),
+                installed_by=actor.user.name,
+                source_label=f"series {series_uid}",
+                projects=projects,
+            )
 
     model = perform(
         kahu,
@@ -109,6 +119,14 @@ def install_from_series(
         detail={"source": f"series {series_uid}"},
     )
     return Done(f"Model {model.ref} installed from series {series_uid}.", model)
+
+
+@contextlib.contextmanager
+def _scratch(kahu: Kahu) -> Iterator[Path]:
+    root = kahu.settings.models_root / ".staging"
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix="work-") as folder:
+        yield Path(folder)
 
 
 def _runs_using(kahu: Kahu, model: ModelInfo) -> list[str]:
@@ -170,15 +188,26 @@ def set_projects(
 def to_catalog(
     kahu: Kahu, actor: Actor, name: str, version: str | None, project: str = DEFAULT_PROJECT
 ) -> Done:
-    """Store the model as a DICOM instance (Raw Data Storage) in ``project``: from there it
-    goes to other sites as any series does."""
+    """Store the model in ``project`` as one DICOM series: its zip archive in Kahu's binary
+    chunks (Encapsulated Document instances, which every PACS stores). From there it goes to
+    other sites as any series does, and installs there with :func:`install_from_series`."""
 
     def change() -> str:
         model = kahu.models.get(name, version)
-        result = kahu.ingestor.ingest(wrap(model), source="model", project=project)
-        if result.status == "rejected" or not result.series_instance_uid:
-            raise InvalidModel(f"the catalog refused the model: {result.reason}")
-        return result.series_instance_uid
+        with _scratch(kahu) as folder:
+            archive = pack(model.path, folder / f"{model.name}-{model.version}.kahu-model.zip")
+            chunks = binary_to_dicom(
+                archive, series_description=f"Model {model.name} {model.version}"
+            )
+            series_uid = ""
+            for ds in chunks:
+                out = io.BytesIO()
+                ds.save_as(out, enforce_file_format=True)
+                result = kahu.ingestor.ingest(out.getvalue(), source="model", project=project)
+                if result.status == "rejected" or not result.series_instance_uid:
+                    raise InvalidModel(f"the catalog refused the model: {result.reason}")
+                series_uid = result.series_instance_uid
+        return series_uid
 
     series_uid = perform(
         kahu,

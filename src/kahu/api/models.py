@@ -5,18 +5,21 @@ catalog), uninstall, choose the projects, store a model in the catalog and downl
 from __future__ import annotations
 
 import io
+import os
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from kahu.actions import models as actions
 from kahu.api.deps import ActorDep, CurrentUser, KahuDep
-from kahu.models.dicom import pack
+from kahu.models.archive import pack
 
 router = APIRouter(prefix="/api/v1/models")
 
@@ -145,8 +148,14 @@ def to_catalog(
 @router.get("/{name}/{version}/archive", summary="A model's files as a zip (administrators)")
 def archive(name: Name, version: Version, kahu: KahuDep, actor: ActorDep) -> Response:
     model = actions.export(kahu, actor, name, version)
-    return Response(
-        pack(model),
+    staging = kahu.settings.models_root / ".staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=staging, prefix="export-", suffix=".zip")
+    os.close(fd)
+    pack(model.path, Path(tmp))
+    return FileResponse(
+        tmp,
         media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="{name}-{version}.zip"'},
+        filename=f"{name}-{version}.zip",
+        background=BackgroundTask(os.unlink, tmp),
     )

@@ -192,10 +192,10 @@ def models_export(
     """Write a model's files as a zip archive (``kahu models install`` takes it)."""
     from kahu.actions import Actor
     from kahu.actions import models as actions
-    from kahu.models.dicom import pack
+    from kahu.models.archive import pack
     from kahu.models.registry import split_ref
 
     with _open(_settings(home, database_url)) as kahu:
         info = actions.export(kahu, Actor.cli(), *split_ref(model))
-        target.write_bytes(pack(info))
+        pack(info.path, target)
     typer.echo(f"wrote {target} ({info.ref}, SHA-256 of the files {info.sha256})")

@@ -139,6 +139,23 @@ def copy_folder(source: Path, target: Path, limits: Limits) -> None:
     shutil.copytree(source, target, dirs_exist_ok=True)
 
 
+#: files stored in a model's zip as they are (weights hardly compress); others deflated
+STORED = (".pth", ".pt", ".ts", ".onnx", ".gz", ".zip", ".npz", ".safetensors")
+
+
+def pack(folder: Path, target: Path) -> Path:
+    """The files of ``folder`` as the zip archive ``target`` (which install takes back)."""
+    with zipfile.ZipFile(target, "w") as archive:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            stored = path.suffix.lower() in STORED
+            archive.write(
+                path,
+                path.relative_to(folder).as_posix(),
+                zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED,
+            )
+    return target
+
+
 def model_root(folder: Path) -> Path:
     """The folder that holds the model: ``folder``, or the folder an archive packed the
     model inside (``Dataset101_X/nnUNetTrainer__nnUNetPlans__3d_fullres/...``)."""
