@@ -69,8 +69,7 @@ class Engine:
         models: ModelRegistry | None = None,
     ) -> None:
         self.runs = runs
-        #: the installed models a launch may name (None: no models at all)
-        self.models = models
+        self.models = models  # the installed models a launch may name
         self.registry = registry
         self.executor = executor
         self.admission = admission
@@ -147,8 +146,7 @@ class Engine:
         project: str = DEFAULT_PROJECT,
         models: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> str:
-        """A new run; ``models`` are the installed models its parameters named, as
-        :meth:`kahu.models.registry.ModelInfo.run_record` gives them (``conf.json``)."""
+        """A new run; ``models``: what its parameters named (``ModelInfo.run_record``)."""
         if not series and any(op.per == "series" for op in workflow.operators):
             raise InvalidInput("the cohort is empty: no series to run on")
         run_id = self.runs.create(
@@ -161,19 +159,11 @@ class Engine:
             created_by=created_by,
             project=project,
         )
-        paths = RunPaths(self.runs_root, run_id)
-        write_conf(
-            paths,
-            {
-                "run_id": run_id,
-                "workflow": workflow.name,
-                "version": workflow.version,
-                "project": project,
-                "workflow_form": params,
-                "data_form": {"series_uids": list(series), **input},
-                "models": dict(models or {}),
-            },
-        )
+        conf: dict[str, Any] = {"run_id": run_id, "workflow": workflow.name}
+        conf |= {"version": workflow.version, "project": project, "workflow_form": params}
+        conf["models"] = dict(models or {})
+        conf["data_form"] = {"series_uids": list(series), **input}
+        write_conf(RunPaths(self.runs_root, run_id), conf)
         self.wake()
         return run_id
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         dicom_to_binary_operator,
         pdf_to_dicom_operator,
     )
+    from kahu.operators.evaluation import evaluate, report_to_dicom, seg_masks
     from kahu.operators.export import zip_outputs
     from kahu.operators.maintenance import cleanup, delete_series, reindex
     from kahu.operators.objects import get_objects, put_objects
@@ -38,6 +39,7 @@ _WHERE = {
     "deidentify": "deidentification",
     "dicom_to_binary_operator": "documents",
     "dicom_to_volume": "volumes",
+    "evaluate": "evaluation",
     "get_input": "catalog",
     "get_objects": "objects",
     "get_referenced": "catalog",
@@ -46,7 +48,9 @@ _WHERE = {
     "pdf_to_dicom_operator": "documents",
     "put_objects": "objects",
     "reindex": "maintenance",
+    "report_to_dicom": "evaluation",
     "send_to_node": "send",
+    "seg_masks": "evaluation",
     "seg_to_volume_operator": "seg",
     "sr_to_json_operator": "sr",
     "store_results": "catalog",
@@ -63,6 +67,7 @@ __all__ = [
     "delete_series",
     "dicom_to_binary_operator",
     "dicom_to_volume",
+    "evaluate",
     "get_input",
     "get_objects",
     "get_referenced",
@@ -71,6 +76,8 @@ __all__ = [
     "pdf_to_dicom_operator",
     "put_objects",
     "reindex",
+    "report_to_dicom",
+    "seg_masks",
     "seg_to_volume_operator",
     "send_to_node",
     "sr_to_json_operator",
