@@ -17,6 +17,7 @@ from kahu.dimse.nodes import Node
 from tests.api.conftest import Api
 from tests.conftest import SYSTEM
 from tests.dimse import scu
+from tests.models.builders import manifest_folder
 from tests.synthetic import ct_series
 
 SECRET = "alphasecret"  # in every name and value of the foreign project
@@ -57,6 +58,8 @@ def _world(api: Api) -> World:
     kahu.objects.of_project(SECRET).put_bytes(f"{SECRET}-bucket", f"{SECRET}.txt", b"secret")
     kahu.nodes.add(Node(f"{SECRET}-node", "ALPHANODE", "127.0.0.1", 104, "", (SECRET,)))
     kahu.projects.map_ae("ALPHAAE", SECRET)
+    model = manifest_folder(api.kahu.settings.home.parent / "model", name=f"{SECRET}-model")
+    kahu.models.install(model, overrides={"version": "1"}, projects=[SECRET])
     trigger = {"name": f"{SECRET}-trigger", "workflow": "series-thumbnails", "query": "*"}
     assert client.post("/api/v1/triggers", json={**trigger, "project": SECRET}, headers=admin)
     created = client.post(
@@ -92,6 +95,7 @@ def _path_values(w: World, path: str) -> dict[str, str]:
         "/api/v1/users": "admin",  # bob may not disable the administrator
         "/api/v1/fields": "PatientID",
         "/api/v1/federation": "statistics",
+        "/api/v1/models": f"{SECRET}-model",
     }
     return {
         "series_uid": w.series,
@@ -111,6 +115,7 @@ def _path_values(w: World, path: str) -> dict[str, str]:
         "bucket": f"{SECRET}-bucket",
         "key": f"{SECRET}.txt",
         "token_id": "1",  # the administrator's
+        "version": "1",
         "job_id": f"fed-{SECRET}.0",
         "partner": f"{SECRET}-site",
         "coordinator": f"{SECRET}-site",
@@ -212,6 +217,7 @@ def _state(w: World) -> dict[str, Any]:
         "run": kahu.runs.run(w.run_id).state,
         "triggers": [(t.name, t.enabled) for t in kahu.triggers.all()],
         "project": kahu.projects.get(SECRET).series_count,
+        "models": [(m.ref, m.projects, m.sha256) for m in kahu.models.all()],
     }
 
 
