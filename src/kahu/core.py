@@ -121,6 +121,7 @@ class Kahu:
                     accounts=self.accounts,
                     ae_title=settings.dicom.ae_title,
                     home=settings.home,
+                    models=self.models,
                 )
             ),
             poll_seconds=flow.poll_seconds,

@@ -27,6 +27,7 @@ from kahu.catalog.scope import SeriesScope
 from kahu.dimse.nodes import Node, NodeRegistry
 from kahu.errors import NotFound, PermissionDenied
 from kahu.flow.job import Job
+from kahu.models.registry import ModelInfo, ModelRegistry
 from kahu.storage.base import BlobStore
 from kahu.storage.objects import ObjectStore
 
@@ -86,6 +87,9 @@ class OperatorServices(Protocol):
     def deidentification_key(self) -> bytes:
         """The site's de-identification key (made on first use)."""
 
+    def install_model(self, folder: Path) -> ModelInfo:
+        """Install the model in ``folder`` (audited), available to the run's project only."""
+
 
 @dataclass(frozen=True)
 class Parts:
@@ -102,6 +106,7 @@ class Parts:
     accounts: Accounts
     ae_title: str
     home: Path
+    models: ModelRegistry | None = None
 
 
 def run_scope(parts: Parts, project: str, launched_by: str) -> SeriesScope:
@@ -235,6 +240,18 @@ class RunServices:
         from kahu.dicom.deidentify import site_key
 
         return site_key(self._parts.home)
+
+    def install_model(self, folder: Path) -> ModelInfo:
+        job = self._job
+        if self._parts.models is None:
+            raise NotFound("this instance has no model registry")
+        with self.audited("model.install", series=[], detail={"source": f"run {job.run_id}"}):
+            return self._parts.models.install(
+                folder,
+                installed_by=job.launched_by or f"run {job.run_id}",
+                source_label=f"run {job.run_id} ({job.workflow} {job.version})",
+                projects=[job.project],
+            )
 
 
 class ServiceFactory:

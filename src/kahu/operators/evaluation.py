@@ -68,14 +68,37 @@ def seg_masks_task(ctx: TaskContext) -> None:
     masks = {labels[int(key.split("-", 1)[0])].strip().lower(): a for key, a in arrays.items()}
     save: Any = np.savez_compressed  # its typing takes the masks for allow_pickle
     save(ctx.out_dir / "masks.npz", **masks)
+    if ctx.options.get("image"):  # the image too, for training on it
+        import SimpleITK as sitk
+
+        sitk.WriteImage(image, str(ctx.out_dir / "image.nii.gz"), useCompression=True)
+    header = pydicom.dcmread(slices[0].path, stop_before_pixels=True)
     meta = {
         **_describe(seg),
         "image_series": referenced[0],
+        "modality": str(header.get("Modality", "")),
         "spacing_mm": list(reversed(image.GetSpacing())),  # the arrays' (z, y, x)
         "labels": sorted(masks),
+        "codes": _codes(seg),
     }
     (ctx.out_dir / "meta.json").write_text(json.dumps(meta))
     ctx.log.info("SEG %s: %d labels on %s", seg.SeriesInstanceUID, len(masks), referenced[0])
+
+
+def _codes(seg: pydicom.Dataset) -> dict[str, dict[str, list[str]]]:
+    """Label name -> its segmented property type and category, as (scheme, value, meaning)."""
+    found = {}
+    for item in seg.SegmentSequence:
+        entry = {}
+        for key, keyword in (
+            ("code", "SegmentedPropertyTypeCodeSequence"),
+            ("category", "SegmentedPropertyCategoryCodeSequence"),
+        ):
+            if item.get(keyword):
+                code = item.get(keyword)[0]
+                entry[key] = [code.CodingSchemeDesignator, code.CodeValue, code.CodeMeaning]
+        found[str(item.get("SegmentLabel", "")).strip().lower()] = entry
+    return found
 
 
 def _is_seg(path: Path) -> bool:
@@ -277,15 +300,20 @@ def png_to_secondary_capture(png: bytes, study: pydicom.Dataset, title: str) -> 
 
 
 def seg_masks(
-    name: str = "seg-masks", *, inputs: Sequence[str] = ("get-input", "get-referenced")
+    name: str = "seg-masks",
+    *,
+    inputs: Sequence[str] = ("get-input", "get-referenced"),
+    image: bool = False,
 ) -> Operator:
-    """Per series: a SEG decoded onto its image's grid, for :func:`evaluate`."""
+    """Per series: a SEG decoded onto its image's grid, for :func:`evaluate` (and, with
+    ``image``, the image as NIfTI, for training)."""
     return python_operator(
         name,
         seg_masks_task,
         inputs=inputs,
         resources=Resources(cpu=1, memory_mb=2048),
         description="Decode the SEG onto the grid of its image",
+        options={"image": image},
     )
 
 

@@ -8,6 +8,7 @@ labels) on the source series' grid, or on the SEG's own geometry when the source
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,7 +46,10 @@ def _segment(number: int, spec: str | Mapping[str, Any], algorithm: tuple[str, s
     label = spec if isinstance(spec, str) else str(spec["label"])
     category = _DEFAULT_CATEGORY if isinstance(spec, str) else spec.get("category")
     kind = _DEFAULT_TYPE if isinstance(spec, str) else spec.get("type")
+    colour = "" if isinstance(spec, str) else str(spec.get("colour") or "")
+    rgb = [int(colour[i : i + 2], 16) for i in (1, 3, 5)] if colour else None
     return hd.seg.SegmentDescription(
+        display_color=hd.color.CIELabColor.from_rgb(*rgb) if rgb else None,
         segment_number=number,
         segment_label=label,
         segmented_property_category=_code(category or _DEFAULT_CATEGORY),
@@ -314,16 +318,25 @@ def _volume_file(folder: Path) -> Path:
 
 
 def labels_to_seg_task(ctx: TaskContext) -> None:
-    """Per series: the first input's label volume as a SEG on the second input's series."""
+    """Per series: the first input's label volume as a SEG on the second input's series. A
+    ``seg.json`` beside the volume (a model's labels and name, written by the operator that
+    ran it) gives the segments, algorithm and description the workflow left open."""
     names = list(ctx.job.inputs)
-    segments = {int(k): v for k, v in ctx.options["segments"].items()}
-    algorithm = (str(ctx.options["algorithm"]), str(ctx.options["algorithm_version"]))
+    given = ctx.input(names[0]) / "seg.json"
+    found = json.loads(given.read_text()) if given.is_file() else {}
+    segments = {int(k): v for k, v in (ctx.options["segments"] or found["segments"]).items()}
+    algorithm = found.get("algorithm") or (
+        ctx.options["algorithm"],
+        ctx.options["algorithm_version"],
+    )
     seg = labels_to_seg(
         _volume_file(ctx.input(names[0])),
         dicom_files(ctx.input(names[1])),
         segments,
-        algorithm=algorithm,
-        series_description=str(ctx.options["series_description"]),
+        algorithm=(str(algorithm[0]), str(algorithm[1])),
+        series_description=str(
+            found.get("series_description") or ctx.options["series_description"]
+        ),
     )
     target = ctx.out_dir / f"{seg.SOPInstanceUID}.dcm"
     seg.save_as(target, enforce_file_format=True)
