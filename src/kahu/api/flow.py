@@ -56,8 +56,11 @@ class RunCreate(BaseModel):
 
 @router.get("/workflows", summary="Workflows with their parameter schemas")
 def list_workflows(kahu: KahuDep, _user: CurrentUser) -> dict[str, Any]:
+    formats = kahu.models.formats()
     return {
-        "workflows": [{**w.public(), "unavailable": w.unavailable()} for w in kahu.workflows.all()],
+        "workflows": [
+            {**w.public(), "unavailable": w.unavailable(formats)} for w in kahu.workflows.all()
+        ],
         "errors": [{"source": e.source, "message": e.message} for e in kahu.workflows.errors],
     }
 
@@ -70,7 +73,7 @@ def get_workflow(
     version: Annotated[str | None, Query(max_length=32)] = None,
 ) -> dict[str, Any]:
     workflow = kahu.workflows.get(name, version)
-    return {**workflow.public(), "unavailable": workflow.unavailable()}
+    return {**workflow.public(), "unavailable": workflow.unavailable(kahu.models.formats())}
 
 
 @router.post("/runs", status_code=201, summary="Start a workflow on a cohort")

@@ -47,8 +47,9 @@ def _params(items: list[str] | None) -> dict[str, Any]:
 def workflows_list(home: HomeOpt = None, database_url: DbOpt = None) -> None:
     """Every workflow: name, version, title; and definitions that failed to load."""
     with _open(_settings(home, database_url)) as kahu:
+        formats = kahu.models.formats()
         for workflow in kahu.workflows.all():
-            why = workflow.unavailable()
+            why = workflow.unavailable(formats)
             typer.echo(
                 f"{workflow.name}\t{workflow.version}\t{workflow.title or ''}"
                 + (f"\tunavailable: {why}" if why else "")
@@ -63,7 +64,7 @@ def workflows_show(name: str, home: HomeOpt = None, database_url: DbOpt = None) 
     """One workflow as JSON: operators, parameters schema, metadata."""
     with _open(_settings(home, database_url)) as kahu:
         workflow = kahu.workflows.get(name)
-        shown = {**workflow.public(), "unavailable": workflow.unavailable()}
+        shown = {**workflow.public(), "unavailable": workflow.unavailable(kahu.models.formats())}
         typer.echo(json.dumps(shown, indent=2))
 
 

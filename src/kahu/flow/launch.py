@@ -62,7 +62,7 @@ def launch(
     The launch is recorded in the ``audit`` log first (by whom, which workflow, which series;
     ``path`` says how it came: a route, "cli", "trigger"); no record, no run."""
     workflow = registry.get(workflow_name, version)
-    if why := workflow.unavailable():
+    if why := workflow.unavailable(engine.models.formats() if engine.models else set()):
         raise Conflict(why)
     values = workflow.validate_parameters(params)
     models = resolve_models(engine, workflow, values, project)

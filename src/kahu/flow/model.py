@@ -13,7 +13,7 @@ import graphlib
 import importlib
 import importlib.util
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -324,6 +324,8 @@ class Workflow:
     #: Python modules its operators need that Kahu's base install lacks (``torch``); while one
     #: is missing the workflow is listed as unavailable and not launched, ``install`` says how
     requires: tuple[str, ...] = ()
+    #: formats of installed models it cannot run without (``totalsegmentator``)
+    requires_models: tuple[str, ...] = ()
     install: str = ""
     #: where the definition came from (set by the registry)
     source: str = ""
@@ -359,6 +361,7 @@ class Workflow:
         object.__setattr__(self, "_order", order)
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "requires", tuple(self.requires))
+        object.__setattr__(self, "requires_models", tuple(self.requires_models))
         for output in self.outputs:
             if output.operator not in names or self.operator(output.operator).per != "run":
                 raise InvalidWorkflow(
@@ -372,9 +375,12 @@ class Workflow:
         """The required modules this Python cannot import (empty: the workflow can run)."""
         return [m for m in self.requires if importlib.util.find_spec(m) is None]
 
-    def unavailable(self) -> str:
-        """Why the workflow cannot run here, or "" when it can."""
+    def unavailable(self, formats: Collection[str] | None = None) -> str:
+        """Why the workflow cannot run here, or "" when it can; ``formats``: those of the
+        installed models (None: not checked)."""
         missing = self.missing()
+        if formats is not None:
+            missing += [f"a {f} model" for f in self.requires_models if f not in formats]
         if not missing:
             return ""
         how = f": {self.install}" if self.install else ""
@@ -448,6 +454,7 @@ class Workflow:
             "results_may_leave": self.results_may_leave,
             "fail_fast": self.fail_fast,
             "requires": list(self.requires),
+            "requires_models": list(self.requires_models),
             "install": self.install,
             "outputs": [o.public() for o in self.outputs],
             "aggregate": self.aggregate,

@@ -143,6 +143,10 @@ class ModelRegistry:
             found = [self._info(r) for r in rows]
         return sorted(found, key=lambda m: (m.name, _version_key(m.version)))
 
+    def formats(self) -> set[str]:
+        """The formats of the installed models (a workflow may need one of them)."""
+        return {m.format for m in self.all()}
+
     def versions(self, name: str) -> list[ModelInfo]:
         return [m for m in self.all() if m.name == name]
 

@@ -104,6 +104,7 @@ def workflows_page(request: Request, kahu: KahuDep) -> Response:
             "s": s,
             "page": "workflows",
             "workflows": kahu.workflows.all(),
+            "formats": kahu.models.formats(),
             "problems": kahu.workflows.errors,
         },
     )

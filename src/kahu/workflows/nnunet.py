@@ -17,6 +17,7 @@ from kahu.operators import (
     seg_masks,
     store_results,
 )
+from kahu.operators.nnunet import collect_task, predict_task, report_task, train_task
 
 INSTALL = "pip install 'kahu[ai]' (nnunetv2 and torch install offline; docs/models.md)"
 
@@ -89,7 +90,7 @@ TRAIN = Workflow(
         seg_masks(image=True),
         python_operator(
             "collect",
-            "kahu.operators.nnunet:collect_task",
+            collect_task,
             inputs=["seg-masks"],
             per="run",
             resources=Resources(cpu=1, memory_mb=4096),
@@ -97,7 +98,7 @@ TRAIN = Workflow(
         ),
         python_operator(
             "train",
-            "kahu.operators.nnunet:train_task",
+            train_task,
             inputs=["collect"],
             per="run",
             resources=Resources(cpu=2, memory_mb=12288),
@@ -113,7 +114,7 @@ TRAIN = Workflow(
         ),
         python_operator(
             "report",
-            "kahu.operators.nnunet:report_task",
+            report_task,
             inputs=["train"],
             per="run",
             description="The training report, ready for the catalog",
@@ -160,7 +161,7 @@ PREDICT = Workflow(
         dicom_to_volume(inputs=["get-input"]),
         python_operator(
             "nnunet",
-            "kahu.operators.nnunet:predict_task",
+            predict_task,
             inputs=["dicom-to-volume"],
             resources=Resources(cpu=2, memory_mb=8192),
             description="nnU-Net v2 prediction (GPU when present)",
