@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import authz, federation, flow, ingest, search, ui, web
+from bench import authz, federation, flow, ingest, models, search, ui, web
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--only", choices=["ingest", "web", "search", "flow", "authz", "ui", "federation"]
+        "--only", choices=["ingest", "web", "search", "flow", "authz", "ui", "federation", "models"]
     )
     parser.add_argument(
         "--series", type=int, default=0, help="search: load only this many series (0: all)"
@@ -61,6 +61,7 @@ def main() -> None:
             limit=args.series or None, backends=tuple(args.backends.split(","))
         ),
         "federation": lambda: federation.run(runs=20, sequential=args.federated_runs),
+        "models": lambda: models.run(rounds=args.rounds),
     }
     for name, suite in suites.items():
         if args.only and args.only != name:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bench import federation, ingest, search, web
+from bench import federation, ingest, models, search, web
 
 
 def test_ingest_suite_runs(dcmtk: None) -> None:
@@ -32,6 +32,15 @@ def test_federation_suite_runs() -> None:
     assert [r["runs"] for r in rows] == [2, 2, 2, 3]
     assert rows[-1]["lost_or_failed"] == 0
     assert all(r["p50_s"] > 0 for r in rows[:3])
+
+
+@pytest.mark.timeout(600)
+def test_models_suite_runs() -> None:
+    """The deepbet pair (the nnU-Net pair trains a model first: bench only)."""
+    rows = models.deepbet(rounds=1)
+    assert [r["system"] for r in rows] == ["deepbet-cli (NIfTI)", "kahu (DICOM -> SEG + SR)"]
+    assert all(r["median_s"] > 0 and r["peak_mb"] > 0 for r in rows)
+    assert rows[1]["ratio_to_bare"] > 0
 
 
 @pytest.fixture

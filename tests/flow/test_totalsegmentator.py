@@ -18,7 +18,7 @@ from kahu.flow.cohort import RunInput
 from kahu.flow.launch import launch
 from kahu.operators.nnunet import write_seg_spec
 from kahu.operators.seg import labels_to_seg, seg_to_volumes
-from kahu.operators.totalseg import _no_downloads, class_labels
+from kahu.operators.totalseg import _no_downloads, class_labels, renumber
 from tests.synthetic import series_from_volume
 
 
@@ -65,6 +65,13 @@ def test_classes_carry_totalsegmentators_names_codes_and_colours() -> None:
         class_labels("total", [999])
     with pytest.raises(ValueError, match="no task"):
         class_labels("nothing", [1])
+
+
+def test_class_values_become_segment_numbers_without_gaps() -> None:
+    output = np.array([[[0, 5, 5], [90, 0, 1]]], np.uint8)
+    found, numbered = renumber(output)
+    assert found == [1, 5, 90]
+    assert numbered.tolist() == [[[0, 2, 2], [3, 0, 1]]]
 
 
 def test_a_real_multi_label_volume_as_a_seg_and_back(tmp_path: Path) -> None:

@@ -63,6 +63,15 @@ def class_labels(task: str, values: list[int]) -> dict[int, dict[str, Any]]:
     return out
 
 
+def renumber(labels: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """The class values present (ascending) and the volume with them as 1..n: a SEG numbers
+    its segments without gaps."""
+    found = [int(v) for v in np.unique(labels) if v > 0]
+    table = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.uint8)
+    table[found] = np.arange(1, len(found) + 1)
+    return found, table[labels.astype(np.int64)]
+
+
 def _no_downloads(weights: Path) -> Any:
     def check(task_id: int) -> None:
         if not any(weights.glob(f"Dataset{task_id:03d}_*")) and not any(
@@ -101,13 +110,14 @@ def segment_task(ctx: TaskContext) -> None:
         quiet=True,
         nr_thr_saving=1,
     )
-    labels = sitk.ReadImage(str(ctx.out_dir / "labels.nii.gz"))
+    output = sitk.ReadImage(str(ctx.out_dir / "labels.nii.gz"))
+    found, numbered = renumber(sitk.GetArrayFromImage(output))
+    labels = sitk.GetImageFromArray(numbered)
     labels.CopyInformation(sitk.ReadImage(str(volume)))  # the series' own grid, exactly
     sitk.WriteImage(labels, str(ctx.out_dir / "labels.nii.gz"), useCompression=True)
-    found = [int(v) for v in np.unique(sitk.GetArrayViewFromImage(labels)) if v > 0]
     ctx.log.info(
         "TotalSegmentator %s on the %s: %d classes", task, "GPU" if gpu else "CPU", len(found)
     )
-    write_seg_spec(
-        ctx.out_dir, class_labels(task, found), (f"TotalSegmentator {task}", model.version)
-    )
+    classes = class_labels(task, found)
+    numbered_classes = {number: classes[value] for number, value in enumerate(found, start=1)}
+    write_seg_spec(ctx.out_dir, numbered_classes, (f"TotalSegmentator {task}", model.version))
