@@ -33,7 +33,7 @@ def _case(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
     centre, radius = rng.uniform(11, 21, 3), rng.uniform(5, 8)
     labels = np.zeros((SIZE, SIZE, SIZE), np.uint8)
     labels[((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2) < radius**2] = 1
-    corner, side = rng.integers(2, SIZE - 10, 3), int(rng.integers(5, 9))
+    corner, side = rng.integers(2, SIZE - 12, 3), int(rng.integers(6, 11))
     box = np.zeros_like(labels, bool)
     box[
         corner[0] : corner[0] + side, corner[1] : corner[1] + side, corner[2] : corner[2] + side
@@ -77,7 +77,7 @@ def test_train_install_and_segment(local_kahu: Kahu) -> None:
     segs.append(_seg(kahu, ct, (labels > 0).astype(np.uint8), {1: "ball"}))
     segs.append(_seg(kahu, ct, (labels == 2).astype(np.uint8), {1: "box"}))
 
-    params = {"model_name": "spheres", "version": "1", "epochs": 16,
+    params = {"model_name": "spheres", "version": "1", "epochs": 20,
               "iterations_per_epoch": 20, "max_features": 64}  # fmt: skip
     run_id = run_workflow(kahu, "nnunet-training", segs, params)
     state = kahu.flow.wait_idle(run_id, 900)
@@ -97,7 +97,7 @@ def test_train_install_and_segment(local_kahu: Kahu) -> None:
     assert model.source.startswith(f"run {run_id}")
     assert "Validation (fold 0)" in model.readme
     training = json.loads((paths.out_dir("report", "") / "training.json").read_text())
-    assert len(training["log"]["train_losses"]) == 16
+    assert len(training["log"]["train_losses"]) == 20
     assert set(training["validation"]) == {"ball", "box"}
     reports = [s for s in kahu.catalog.list_series(SYSTEM, limit=200)[0] if s.modality == "DOC"]
     assert [s.series_description for s in reports] == ["nnU-Net training report"]

@@ -134,9 +134,13 @@ class Job:
         return self.log_path.with_suffix(".done")
 
     def in_dir(self, name: str) -> Path:
-        """The folder of input ``name`` for this task (per series where both are)."""
-        if self.inputs[name] == "series" and self.series_uid:
-            return self.paths.out_dir(name, self.series_uid)
+        """The folder of input ``name`` for this task: per series where both are, and where
+        a run-level input wrote this task's series a folder of its own (as Kaapana's
+        run-level containers write each batch element's)."""
+        if self.series_uid:
+            own = self.paths.out_dir(name, self.series_uid)
+            if self.inputs[name] == "series" or own.is_dir():
+                return own
         return self.paths.out_dir(name, "")
 
     def models(self) -> dict[str, RunModel]:

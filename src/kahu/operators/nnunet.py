@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -191,6 +192,10 @@ def train_task(ctx: TaskContext) -> None:
     )
 
     torch.set_num_threads(max(1, int(ctx.job.cpu)))
+    seed = int(ctx.params.get("seed", 0))
+    random.seed(seed)  # as repeatable as nnU-Net's threads allow
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     extract_fingerprints([DATASET_ID], check_dataset_integrity=True, num_processes=1)
     plan_experiments([DATASET_ID])
     preprocessed = folders["nnUNet_preprocessed"] / f"Dataset{DATASET_ID}_Kahu"
@@ -337,14 +342,15 @@ def install_task(ctx: TaskContext, services: OperatorServices) -> None:
 
 
 def predict_task(ctx: TaskContext) -> None:
-    """Per series: the installed nnU-Net model (all its folds: an ensemble) on the series'
-    volume; ``labels.nii.gz`` and ``seg.json`` (the model's labels, names, codes, colours)."""
+    """Run-level: the installed nnU-Net model (all its folds: an ensemble), loaded once, on
+    each series' volume; per series ``batch/<uid>/<operator>/labels.nii.gz`` and ``seg.json``
+    (the model's labels, names, codes, colours). A series that fails is logged and left
+    without labels (its SEG task then fails naming it); the others go on."""
     import torch
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     model = ctx.model("model")
-    [volume] = sorted(ctx.in_dir.glob("*.nii.gz"))
     gpu = torch.cuda.is_available()
     torch.set_num_threads(max(1, int(ctx.job.cpu)))
     predictor = nnUNetPredictor(
@@ -360,11 +366,25 @@ def predict_task(ctx: TaskContext) -> None:
         checkpoint_name="checkpoint_final.pth",
     )
     io = SimpleITKIO()
-    image, properties = io.read_images([str(volume)])
-    labels = predictor.predict_single_npy_array(image, properties, None, None, False)
-    io.write_seg(labels, str(ctx.out_dir / "labels.nii.gz"), properties)
-    ctx.log.info("%s on the %s: labels %s", model.name, "GPU" if gpu else "CPU", np.unique(labels))
-    write_seg_spec(ctx.out_dir, model.labels, (model.name, model.version))
+    failed = []
+    for uid, folder in ctx.series_dirs(next(iter(ctx.job.inputs))).items():
+        out = ctx.job.paths.out_dir(ctx.job.operator, uid)
+        try:
+            [volume] = sorted(folder.glob("*.nii.gz"))
+            image, properties = io.read_images([str(volume)])
+            labels = predictor.predict_single_npy_array(image, properties, None, None, False)
+        except Exception as exc:  # one bad series does not stop the others
+            failed.append(uid)
+            ctx.log.error("series %s: %s: %s", uid, type(exc).__name__, exc)
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        io.write_seg(labels, str(out / "labels.nii.gz"), properties)
+        write_seg_spec(out, model.labels, (model.name, model.version))
+        ctx.log.info("%s: labels %s", uid, np.unique(labels).tolist())
+    where = "GPU" if gpu else "CPU"
+    ctx.log.info("%s %s on the %s; %d series failed", model.name, model.version, where, len(failed))
+    if failed and len(failed) == len(ctx.series):
+        raise RuntimeError(f"every series failed: {', '.join(failed[:5])}")
 
 
 def write_seg_spec(

@@ -65,6 +65,12 @@ TRAIN = Workflow(
                 "minimum": 1,
                 "maximum": 5000,
             },
+            "seed": {
+                "type": "integer",
+                "default": 0,
+                "minimum": 0,
+                "description": "Seed of the random numbers (runs repeat as far as threads allow)",
+            },
             "max_features": {
                 "type": "integer",
                 "default": 0,
@@ -163,6 +169,7 @@ PREDICT = Workflow(
             "nnunet",
             predict_task,
             inputs=["dicom-to-volume"],
+            per="run",  # the model is loaded once for every series
             resources=Resources(cpu=2, memory_mb=8192),
             description="nnU-Net v2 prediction (GPU when present)",
         ),
