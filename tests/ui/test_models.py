@@ -81,3 +81,33 @@ def test_members_see_their_projects_models_without_the_forms(api: Api, tmp_path:
     )
     assert refused.status_code == 403
     assert [m.ref for m in api.kahu.models.all()] == ["liver@2.0", "lungs@2.0"]
+
+
+def test_a_series_page_segments_with_an_installed_model(api: Api, tmp_path: Path) -> None:
+    from tests.models.builders import nnunet_folder
+    from tests.synthetic import ct_series
+
+    [result, *_] = api.kahu.ingestor.ingest_many(ct_series(2, 16, patient_id="SEGME"))
+    uid = str(result.series_instance_uid)
+    model = api.kahu.models.install(nnunet_folder(tmp_path), overrides={"name": "spheres"})
+    csrf = _login(api, "alice", "correct horse battery")
+    page = api.client.get(f"/series/{uid}").text
+    assert "Segment with" in page
+    assert f'value="{model.ref}"' in page
+    answer = api.client.post(
+        f"/series/{uid}/segment",
+        data={"csrf": csrf, "model": "spheres", "project": "default"},
+        follow_redirects=False,
+    )
+    assert "Segmenting+with+spheres%401" in answer.headers["location"]
+    [run] = api.kahu.runs.runs(workflow="nnunet-inference")
+    assert run.params["model"] == "spheres@1"
+    api.kahu.projects.create("lung")
+    api.kahu.models.set_projects("spheres", None, ["lung"])
+    assert "Segment with" not in api.client.get(f"/series/{uid}").text
+    refused = api.client.post(
+        f"/series/{uid}/segment",
+        data={"csrf": csrf, "model": "spheres", "project": "default"},
+        follow_redirects=False,
+    )
+    assert "Not+started" in refused.headers["location"]
