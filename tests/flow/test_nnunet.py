@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,9 @@ import pydicom
 import pytest
 
 from kahu.core import Kahu
-from kahu.flow.job import RunPaths
+from kahu.flow.job import RunModel, RunPaths
 from kahu.operators.metrics import dice
+from kahu.operators.nnunet import ensemble
 from kahu.operators.seg import seg_to_arrays, volume_to_seg
 from tests.conftest import SYSTEM
 from tests.flow.conftest import run_workflow
@@ -59,6 +61,7 @@ def _seg(kahu: Kahu, ct: list[pydicom.Dataset], labels: np.ndarray, names: dict[
     return str(kahu.ingestor.ingest(out.getvalue()).series_instance_uid)
 
 
+@pytest.mark.timeout(600)  # training on the CPU: about 4 minutes
 def test_train_install_and_segment(local_kahu: Kahu) -> None:
     kahu = local_kahu
     rng = np.random.default_rng(7)
@@ -125,6 +128,36 @@ def test_train_install_and_segment(local_kahu: Kahu) -> None:
     predicted = arrays["labels"]
     for value in (1, 2):
         assert dice(truth == value, predicted == value) > 0.9, value
+
+    # an ensemble of two models (here a second copy): their probabilities averaged
+    copy = shutil.copytree(model.path, kahu.settings.home / "spheres-copy")
+    kahu.models.install(copy, overrides={"name": "spheres-b", "version": "2"})
+    params = {"model": "spheres", "ensemble_with": "spheres-b", "mirroring": False}
+    run_id = run_workflow(kahu, "nnunet-inference", [target], params)
+    state = kahu.flow.wait_idle(run_id, 300)
+    assert state == "succeeded", [(t.operator, t.error) for t in kahu.runs.tasks(run_id)]
+    assert kahu.runs.run(run_id).params["ensemble_with"] == "spheres-b@2"
+    [result] = [
+        r["series_uid"] for r in kahu.lineage.of(target)["results"] if r["series_uid"] != result
+    ]
+    [instance] = kahu.catalog.instances(SYSTEM, series_uid=result)
+    seg = pydicom.dcmread(Path(str(kahu.store.local_path(instance.blob_key))))
+    assert seg.SegmentSequence[0].SegmentAlgorithmName == "spheres + spheres-b"
+    assert seg.SeriesDescription == "spheres + spheres-b 1 + 2"
+    arrays, _ = seg_to_arrays(seg, ct_uids)
+    for value in (1, 2):
+        assert dice(truth == value, arrays["labels"] == value) > 0.9, value
+
+
+def test_an_ensemble_needs_the_same_labels(tmp_path: Path) -> None:
+    def model(name: str, labels: list[str]) -> RunModel:
+        manifest = {"labels": {str(v): {"name": n} for v, n in enumerate(labels, start=1)}}
+        return RunModel(name, "1", "nnunetv2", "", tmp_path, manifest)
+
+    both = [model("a", ["ball", "box"]), model("b", ["ball", "box"])]
+    assert ensemble(both) == ("a + b", "1 + 1")
+    with pytest.raises(ValueError, match="b 1 and a 1 do not have the same labels"):
+        ensemble([model("a", ["ball", "box"]), model("b", ["box", "ball"])])
 
 
 @pytest.mark.parametrize("count", [3])

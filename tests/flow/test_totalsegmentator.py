@@ -16,7 +16,7 @@ from kahu.core import Kahu
 from kahu.errors import Conflict
 from kahu.flow.cohort import RunInput
 from kahu.flow.launch import launch
-from kahu.operators.nnunet import write_seg_spec
+from kahu.operators.inference import write_seg_spec
 from kahu.operators.seg import labels_to_seg, seg_to_volumes
 from kahu.operators.totalseg import _no_downloads, class_labels, renumber
 from tests.synthetic import series_from_volume

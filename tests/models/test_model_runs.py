@@ -45,6 +45,7 @@ def use_model(ctx: TaskContext) -> None:
         "labels": {str(k): v["name"] for k, v in model.labels.items()},
         "entry": (model.path / model.manifest["entry"]).is_file(),
         "param": ctx.params["model"],
+        "memory_mb": ctx.job.memory_mb,
     }
     (ctx.out_dir / "seen.json").write_text(json.dumps(seen))
 
@@ -64,7 +65,7 @@ def workflow(name: str, *operators: Any) -> Workflow:
 
 USE = workflow(
     "test-use-model",
-    python_operator("use", use_model),
+    python_operator("use", use_model, models=["model"]),
     command_operator("probe", [sys.executable, "-c", PROBE], isolation="required"),
 )
 HOLD = workflow("test-hold-model", application_operator("wait", per="run"))
@@ -95,6 +96,7 @@ def test_the_run_gets_the_model_its_project_may_use(kahu: Kahu, tmp_path: Path) 
         "labels": {"1": "liver"},
         "entry": True,
         "param": "liver@10.0",  # pinned at launch
+        "memory_mb": 2048,  # the model's need, more than the operator's own 512 MB
     }
     assert kahu.runs.run(run_id).params["model"] == "liver@10.0"
     probe = (paths.out_dir("probe", series) / "probe.txt").read_text()
@@ -119,6 +121,45 @@ def test_a_model_the_project_may_not_use_is_refused_at_launch(kahu: Kahu, tmp_pa
         [error] = refused.value.errors
         assert error["field"] == "model"
         assert "for project 'default'" in error["message"]
+    assert kahu.runs.active_run_ids() == before
+
+
+@pytest.mark.parametrize(
+    ("resources", "reason"),
+    [
+        ({"memory_mb": 10**8}, "needs 100000000 MB of memory; this machine has"),
+        ({"gpu": "required", "gpu_memory_mb": 10**8}, "needs 100000000 MB of GPU memory"),
+    ],
+)
+def test_a_model_that_needs_more_than_the_site_has_is_refused_at_launch(
+    kahu: Kahu, tmp_path: Path, resources: dict[str, Any], reason: str
+) -> None:
+    kahu.models.install(manifest_folder(tmp_path, version="3.0", resources=resources))
+    [series] = add_series(kahu, 1)
+    before = kahu.runs.active_run_ids()
+    with pytest.raises(Conflict) as refused:
+        run_workflow(kahu, "test-use-model", [series], {"model": "liver"})
+    assert str(refused.value).startswith("operator use with model liver@3.0 " + reason)
+    assert kahu.runs.active_run_ids() == before
+
+
+def test_series_of_a_modality_the_model_does_not_take_are_refused(
+    kahu: Kahu, tmp_path: Path
+) -> None:
+    import SimpleITK as sitk
+
+    from tests.synthetic import series_from_volume
+
+    kahu.models.install(manifest_folder(tmp_path))  # takes CT
+    [ct] = add_series(kahu, 1)
+    files = series_from_volume(sitk.Image(8, 8, 2, sitk.sitkUInt16), modality="MR")
+    [mr] = {r.series_instance_uid for r in kahu.ingestor.ingest_many(files)}
+    before = kahu.runs.active_run_ids()
+    with pytest.raises(InvalidParameters) as refused:
+        run_workflow(kahu, "test-use-model", [ct, str(mr)], {"model": "liver"})
+    [error] = refused.value.errors
+    assert error["field"] == "model"
+    assert error["message"] == f"liver@2.0 takes CT series; 1 of the cohort are not: {mr} (MR)"
     assert kahu.runs.active_run_ids() == before
 
 

@@ -111,3 +111,42 @@ def test_a_series_page_segments_with_an_installed_model(api: Api, tmp_path: Path
         follow_redirects=False,
     )
     assert "Not+started" in refused.headers["location"]
+
+
+def test_the_gallery_segments_series_with_an_installed_model(
+    page: Page, site: Site, tmp_path: Path
+) -> None:
+    from tests.models.builders import nnunet_folder
+    from tests.ui.test_explore import _fill
+    from tests.ui.test_explore import _login as login_at
+
+    _fill(site)
+    kahu = site.kahu
+    kahu.models.install(nnunet_folder(tmp_path), overrides={"name": "spheres"})
+    login_at(page, site, "/explore?view=gallery")
+    status = page.get_by_role("status")
+    page.get_by_role("button", name="Segment the selected series").click()
+    expect(status).to_contain_text("Not started: select series first")
+    boxes = page.locator('input[name="series"]')
+    boxes.nth(0).check()
+    boxes.nth(2).check()
+    chosen = {boxes.nth(i).get_attribute("value") for i in (0, 2)}
+    page.get_by_label("Model", exact=True).select_option("spheres@1")
+    page.get_by_role("button", name="Segment the selected series").click()
+    expect(status).to_contain_text("Segmenting with spheres@1: run")
+    [listed] = kahu.runs.runs(workflow="nnunet-inference")
+    run = kahu.runs.run(listed.id)
+    assert set(run.series) == chosen
+    assert (run.params["model"], run.project, run.created_by) == ("spheres@1", "default", "uma")
+    # a whole search: the query with its filters
+    page.locator('[data-field="BodyPartExamined"] a.include', has_text="CHEST").click()
+    expect(page.locator("[data-total]")).to_have_text("2")
+    page.get_by_role("button", name="Segment every series found").click()
+    expect(status).to_contain_text("Segmenting with spheres@1: run")
+    [newest] = [r for r in kahu.runs.runs(workflow="nnunet-inference") if r.id != run.id]
+    assert len(kahu.runs.run(newest.id).series) == 2
+    # a model the project may not use is not offered
+    kahu.projects.create("lung")
+    kahu.models.set_projects("spheres", None, ["lung"])
+    page.reload()
+    expect(page.get_by_role("button", name="Segment the selected series")).to_have_count(0)

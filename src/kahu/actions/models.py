@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from kahu.actions import Actor, Done, perform
-from kahu.auth.policy import read_scope, readable_projects
+from kahu.auth.policy import read_scope, readable_projects, require_role
 from kahu.auth.users import UserPublic
 from kahu.catalog.repository import DEFAULT_PROJECT
 from kahu.core import Kahu
-from kahu.errors import Conflict, NotFound
+from kahu.errors import Conflict, InvalidInput, NotFound
+from kahu.flow.cohort import RunInput
 from kahu.flow.job import RunPaths
+from kahu.flow.launch import launch
 from kahu.models.archive import file_sha256, pack
 from kahu.models.manifest import InvalidModel
 from kahu.models.registry import ModelInfo, split_ref
@@ -232,3 +234,37 @@ def export(kahu: Kahu, actor: Actor, name: str, version: str | None) -> ModelInf
         lambda: kahu.models.get(name, version),
         detail={"name": name, "version": version},
     )
+
+
+#: the workflow that runs an installed model of each format on a series
+MODEL_WORKFLOWS = {
+    "nnunetv2": "nnunet-inference",
+    "totalsegmentator": "totalsegmentator",
+    "monai-bundle": "monai-bundle",
+}
+
+
+def runnable(kahu: Kahu, user: UserPublic, projects: list[str]) -> list[ModelInfo]:
+    """The models ``user`` can run on series (a workflow runs their format) in one of
+    ``projects``."""
+    return [
+        m for m in visible(kahu, user)
+        if m.format in MODEL_WORKFLOWS and any(m.available_to(p) for p in projects)
+    ]  # fmt: skip
+
+
+def segment(
+    kahu: Kahu, user: UserPublic, ref: str, project: str, cohort: RunInput, path: str
+) -> tuple[ModelInfo, list[str]]:
+    """Launch the workflow of model ``ref``'s format on ``cohort`` in ``project`` (a
+    scientist's launch, recorded as any launch is). Returns the model and the run ids."""
+    require_role(kahu.projects, user, project, "scientist")
+    chosen = kahu.models.resolve(ref, project)
+    if chosen.format not in MODEL_WORKFLOWS:
+        raise InvalidInput(f"{chosen.ref} is a {chosen.format} model; no workflow runs it here")
+    ids = launch(
+        kahu.catalog, kahu.workflows, kahu.flow, MODEL_WORKFLOWS[chosen.format],
+        {"model": chosen.ref}, cohort, audit=kahu.audit, path=path, created_by=user.name,
+        project=project,
+    )  # fmt: skip
+    return chosen, ids

@@ -85,8 +85,10 @@ def build_run(
         created_by=info.created_by,
     )
     keys: dict[tuple[str, str], int] = {}
+    models = run.paths.models()  # what the run's models need raises their operators' needs
     for t in tasks:
-        task = ActiveTask(t.id, workflow.operator(t.operator), t.series_uid, t.state, t.attempt)
+        op = workflow.operator(t.operator).fitted(models)
+        task = ActiveTask(t.id, op, t.series_uid, t.state, t.attempt)
         if t.not_before is not None:
             task.not_before = time.monotonic() + max(0.0, (t.not_before - utcnow()).total_seconds())
         run.tasks[t.id] = task

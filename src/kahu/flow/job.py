@@ -40,6 +40,14 @@ class RunPaths:
     def log(self, operator: str, series_uid: str) -> Path:
         return self.logs / (f"{operator}.{series_uid}.log" if series_uid else f"{operator}.log")
 
+    def models(self) -> dict[str, dict[str, Any]]:
+        """The installed models the run was pinned to at launch, by parameter (conf.json)."""
+        try:
+            conf = json.loads(self.conf.read_text())
+        except (OSError, ValueError):
+            return {}
+        return dict(conf.get("models") or {})
+
 
 @dataclass(frozen=True, slots=True)
 class RunModel:
@@ -145,11 +153,7 @@ class Job:
 
     def models(self) -> dict[str, RunModel]:
         """The installed models the run uses, by the parameter that named them."""
-        try:
-            conf = json.loads(self.paths.conf.read_text())
-        except (OSError, ValueError):
-            return {}
-        return {key: RunModel.of(value) for key, value in (conf.get("models") or {}).items()}
+        return {key: RunModel.of(value) for key, value in self.paths.models().items()}
 
     def environment(self) -> dict[str, str]:
         """The Kaapana operator environment, plus Kahu's absolute paths."""

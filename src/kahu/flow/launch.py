@@ -7,6 +7,7 @@ from typing import Any
 
 from kahu.audit import AuditLog
 from kahu.catalog.repository import DEFAULT_PROJECT, Catalog
+from kahu.catalog.scope import SeriesScope
 from kahu.errors import Conflict, InvalidInput, InvalidParameters, NotFound
 from kahu.flow.cohort import RunInput, resolve
 from kahu.flow.engine import Engine
@@ -40,6 +41,42 @@ def resolve_models(
     return found
 
 
+def check_inputs(catalog: Catalog, models: dict[str, dict[str, Any]], series: list[str]) -> None:
+    """Refuse (422, naming the parameter) a cohort with series of a modality a model does
+    not take (its manifest's ``inputs.modality``; empty: any)."""
+    scope = SeriesScope.system("the modalities a model takes")
+    errors = []
+    for key, record in models.items():
+        wanted = ((record.get("manifest") or {}).get("inputs") or {}).get("modality") or []
+        if not wanted:
+            continue
+        wrong = []
+        for uid in series:
+            modality = catalog.get_series(scope, uid).modality or ""
+            if modality not in wanted:
+                wrong.append(f"{uid} ({modality or 'no modality'})")
+        if wrong:
+            errors.append({"field": key, "message": (
+                f"{record['name']}@{record['version']} takes {' or '.join(wanted)} series; "
+                f"{len(wrong)} of the cohort are not: {', '.join(wrong[:3])}"
+            )})  # fmt: skip
+    if errors:
+        raise InvalidParameters(errors)
+
+
+def check_fits(engine: Engine, workflow: Workflow, models: dict[str, dict[str, Any]]) -> None:
+    """Refuse (409) a run whose models need more than this site has (memory, a GPU)."""
+    for op in workflow.operators:
+        if not op.models or op.kind == "application":
+            continue
+        decision = engine.admission.check(op.fitted(models).resources)
+        if decision.never:
+            names = ", ".join(
+                f"{models[k]['name']}@{models[k]['version']}" for k in op.models if k in models
+            )
+            raise Conflict(f"operator {op.name} with model {names} {decision.reason}")
+
+
 def launch(
     catalog: Catalog,
     registry: WorkflowRegistry,
@@ -66,7 +103,9 @@ def launch(
         raise Conflict(why)
     values = workflow.validate_parameters(params)
     models = resolve_models(engine, workflow, values, project)
+    check_fits(engine, workflow, models)
     series, missing = resolve(catalog, run_input, project)
+    check_inputs(catalog, models, series)
     groups = [[uid] for uid in series] if one_run_per_series else [series]
     manual = trigger == "manual"
     record = audit.record(

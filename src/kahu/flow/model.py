@@ -9,6 +9,7 @@ they are built: unknown inputs, cycles, duplicate names and bad schemas raise
 
 from __future__ import annotations
 
+import dataclasses
 import graphlib
 import importlib
 import importlib.util
@@ -92,6 +93,9 @@ class Operator:
     description: str = ""
     #: settings of this use of the operator (JSON values), ``ctx.options`` in its function
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: the model parameters whose models it runs: their manifests' memory and GPU needs
+    #: raise its resources (:meth:`fitted`)
+    models: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -108,6 +112,21 @@ class Operator:
             raise InvalidWorkflow(f"operator {self.name}: a container operator needs an image")
         if self.retries < 0 or self.retry_delay_s < 0 or self.timeout_s <= 0:
             raise InvalidWorkflow(f"operator {self.name}: retries, delay and timeout must be >= 0")
+        object.__setattr__(self, "models", tuple(self.models))
+
+    def fitted(self, models: Mapping[str, Mapping[str, Any]]) -> Operator:
+        """This operator with the resources the run's ``models`` (parameter -> the model's
+        run record) need: at least each one's memory, and GPU memory where it requires a
+        GPU (``gpu: required``; 1 MB when it does not say how much)."""
+        memory, gpu = self.resources.memory_mb, self.resources.gpu_memory_mb
+        for key in self.models:
+            needs = ((models.get(key) or {}).get("manifest") or {}).get("resources") or {}
+            memory = max(memory, int(needs.get("memory_mb") or 0))
+            if needs.get("gpu") == "required":
+                gpu = max(gpu, int(needs.get("gpu_memory_mb") or 0) or 1)
+        if (memory, gpu) == (self.resources.memory_mb, self.resources.gpu_memory_mb):
+            return self
+        return dataclasses.replace(self, resources=Resources(self.resources.cpu, memory, gpu))
 
 
 def python_operator(
@@ -122,9 +141,11 @@ def python_operator(
     timeout_s: float = 3600.0,
     description: str = "",
     options: Mapping[str, Any] | None = None,
+    models: Sequence[str] = (),
 ) -> Operator:
     """A Python function ``function(ctx: TaskContext) -> None`` run in its own process;
-    ``options`` (JSON values) configure this use of it (``ctx.options``)."""
+    ``options`` (JSON values) configure this use of it (``ctx.options``); ``models``: the
+    model parameters whose models it runs (their resource needs become its own)."""
     return Operator(
         name,
         "python",
@@ -137,6 +158,7 @@ def python_operator(
         timeout_s=timeout_s,
         description=description,
         options=dict(options or {}),
+        models=tuple(models),
     )
 
 
@@ -153,8 +175,11 @@ def command_operator(
     isolation: Isolation = "auto",
     env: Mapping[str, str] | None = None,
     description: str = "",
+    models: Sequence[str] = (),
 ) -> Operator:
-    """Any program, run with the Kaapana environment (``OPERATOR_IN_DIR``, ...)."""
+    """Any program, run with the Kaapana environment (``OPERATOR_IN_DIR``, ...); a model
+    parameter's folder is in ``KAHU_MODEL_<PARAM>`` (``models``: those it runs, whose
+    resource needs become its own)."""
     return Operator(
         name,
         "command",
@@ -168,6 +193,7 @@ def command_operator(
         isolation=isolation,
         env=dict(env or {}),
         description=description,
+        models=tuple(models),
     )
 
 
@@ -475,6 +501,7 @@ class Workflow:
                     "timeout_s": op.timeout_s,
                     "description": op.description,
                     "options": dict(op.options),
+                    "models": list(op.models),
                 }
                 for op in self.operators
             ],

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kahu.flow.job import TaskContext
+from kahu.flow.job import RunModel, TaskContext
 from kahu.operators.evaluation import write_report
+from kahu.operators.inference import each_series
 from kahu.operators.metrics import scores
 
 if TYPE_CHECKING:
@@ -341,65 +342,64 @@ def install_task(ctx: TaskContext, services: OperatorServices) -> None:
 # -- inference -------------------------------------------------------------------------------
 
 
-def predict_task(ctx: TaskContext) -> None:
-    """Run-level: the installed nnU-Net model (all its folds: an ensemble), loaded once, on
-    each series' volume; per series ``batch/<uid>/<operator>/labels.nii.gz`` and ``seg.json``
-    (the model's labels, names, codes, colours). A series that fails is logged and left
-    without labels (its SEG task then fails naming it); the others go on."""
-    import torch
-    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+def _predictor(ctx: TaskContext, model: RunModel, folds: str, gpu: bool) -> Any:
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    model = ctx.model("model")
-    gpu = torch.cuda.is_available()
-    torch.set_num_threads(max(1, int(ctx.job.cpu)))
     predictor = nnUNetPredictor(
         use_mirroring=bool(ctx.params.get("mirroring", True)),
         device=device(),
         perform_everything_on_device=gpu,
         allow_tqdm=False,
     )
-    folds = [f.strip() for f in str(ctx.params.get("folds", "")).split(",") if f.strip()]
+    chosen = [f.strip() for f in folds.split(",") if f.strip()]
     predictor.initialize_from_trained_model_folder(
         str(model.path),
-        use_folds=tuple(int(f) if f.isdigit() else f for f in folds) or None,
+        use_folds=tuple(int(f) if f.isdigit() else f for f in chosen) or None,
         checkpoint_name="checkpoint_final.pth",
     )
+    return predictor
+
+
+def ensemble(models: list[RunModel]) -> tuple[str, str]:
+    """The SEG's algorithm (name, version) of models that predict together; refused unless
+    they have the same labels."""
+    first = {v: label["name"] for v, label in models[0].labels.items()}
+    for other in models[1:]:
+        if {v: label["name"] for v, label in other.labels.items()} != first:
+            raise ValueError(
+                f"{other.name} {other.version} and {models[0].name} {models[0].version} do not "
+                "have the same labels: an ensemble averages the same labels' probabilities"
+            )
+    return " + ".join(m.name for m in models)[:64], " + ".join(m.version for m in models)[:64]
+
+
+def predict_task(ctx: TaskContext) -> None:
+    """Run-level: the installed nnU-Net model (all its folds: an ensemble), loaded once, on
+    each series' volume; with ``ensemble_with``, the average of both models' probabilities
+    (as ``nnUNetv2_ensemble``). Per series ``labels.nii.gz`` and ``seg.json``."""
+    import torch
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    gpu = torch.cuda.is_available()
+    torch.set_num_threads(max(1, int(ctx.job.cpu)))
+    models = [ctx.model("model")]
+    if "ensemble_with" in ctx.job.models():
+        models.append(ctx.model("ensemble_with"))
+    algorithm = ensemble(models)
+    folds = str(ctx.params.get("folds", ""))
+    predictors = [_predictor(ctx, m, folds if i == 0 else "", gpu) for i, m in enumerate(models)]
     io = SimpleITKIO()
-    failed = []
-    for uid, folder in ctx.series_dirs(next(iter(ctx.job.inputs))).items():
-        out = ctx.job.paths.out_dir(ctx.job.operator, uid)
-        try:
-            [volume] = sorted(folder.glob("*.nii.gz"))
-            image, properties = io.read_images([str(volume)])
-            labels = predictor.predict_single_npy_array(image, properties, None, None, False)
-        except Exception as exc:  # one bad series does not stop the others
-            failed.append(uid)
-            ctx.log.error("series %s: %s: %s", uid, type(exc).__name__, exc)
-            continue
-        out.mkdir(parents=True, exist_ok=True)
-        io.write_seg(labels, str(out / "labels.nii.gz"), properties)
-        write_seg_spec(out, model.labels, (model.name, model.version))
-        ctx.log.info("%s: labels %s", uid, np.unique(labels).tolist())
-    where = "GPU" if gpu else "CPU"
-    ctx.log.info("%s %s on the %s; %d series failed", model.name, model.version, where, len(failed))
-    if failed and len(failed) == len(ctx.series):
-        raise RuntimeError(f"every series failed: {', '.join(failed[:5])}")
 
+    def segment(volume: Path, out: Path) -> None:
+        image, properties = io.read_images([str(volume)])
+        if len(predictors) == 1:
+            labels = predictors[0].predict_single_npy_array(image, properties, None, None, False)
+        else:
+            found = [p.predict_single_npy_array(image, properties, None, None, True)[1]
+                     for p in predictors]  # fmt: skip
+            mean = np.mean(found, axis=0)
+            labels = predictors[0].label_manager.convert_probabilities_to_segmentation(mean)
+        io.write_seg(np.asarray(labels), str(out / "labels.nii.gz"), properties)
+        ctx.log.info("%s: labels %s", out.parent.name, np.unique(labels).tolist())
 
-def write_seg_spec(
-    out_dir: Path, labels: dict[int, dict[str, Any]], algorithm: tuple[str, str]
-) -> None:
-    """``seg.json``: the model's labels as SEG segments (for ``labels_to_seg_operator``)."""
-    segments = {
-        str(value): {
-            "label": label["name"],
-            "type": label.get("code"),
-            "category": label.get("category"),
-            "colour": label.get("colour", ""),
-        }
-        for value, label in sorted(labels.items())
-    }
-    spec = {"segments": segments, "algorithm": list(algorithm),
-            "series_description": f"{algorithm[0]} {algorithm[1]}"}  # fmt: skip
-    (out_dir / "seg.json").write_text(json.dumps(spec, indent=2))
+    each_series(ctx, models[0], segment, "GPU" if gpu else "CPU", algorithm)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from kahu.flow.job import TaskContext
-from kahu.operators.nnunet import write_seg_spec
+from kahu.operators.inference import write_seg_spec
 
 HOW = (
     "install TotalSegmentator's weights from a folder: where downloads are allowed, "

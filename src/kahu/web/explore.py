@@ -11,12 +11,13 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from kahu.actions import datasets
+from kahu.actions import datasets, models
 from kahu.api.deps import KahuDep
 from kahu.api.search import hidden_datasets
 from kahu.auth.policy import readable_projects
 from kahu.catalog.repository import DEFAULT_PROJECT
 from kahu.errors import InvalidInput, KahuError
+from kahu.flow.cohort import RunInput
 from kahu.search import aggregations as agg
 from kahu.search.columns import INDEXED_FIELDS
 from kahu.search.query import MAX_LENGTH, parse
@@ -209,8 +210,40 @@ def explore(
             d for d in kahu.curation.datasets(s.listed)
             if d.kind != "query" and s.can(d.project, "scientist")
         ],
+        "models": models.runnable(kahu, s.user, s.projects_where("scientist")),
     }  # fmt: skip
     return page(request, "explore.html", context, 400 if error else 200)
+
+
+@router.post("/explore/segment")
+def segment_found(
+    request: Request,
+    kahu: KahuDep,
+    csrf: Annotated[str, Form(max_length=128)] = "",
+    model: Annotated[str, Form(max_length=100)] = "",
+    project: Annotated[str, Form(max_length=64)] = DEFAULT_PROJECT,
+    q: Annotated[str, Form(max_length=MAX_LENGTH)] = "",
+    f: Annotated[list[str] | None, Form()] = None,
+    series: Annotated[list[str] | None, Form()] = None,
+    what: Annotated[str, Form(max_length=16)] = "selected",
+) -> Response:
+    """From Explore: run an installed model (its format's workflow) on the selected series
+    or (``what=query``) on every series the query finds, as project ``project``."""
+    s = session(request, kahu, change=csrf)
+    filters = _filters(f or [])
+    back = _link(q, filters)
+    chosen = (series or [])[:10_000]
+    try:
+        if what == "query":
+            cohort = RunInput(query=_query(q, filters) or "*")
+        elif chosen:
+            cohort = RunInput(series_uids=tuple(chosen))
+        else:
+            raise InvalidInput("select series first (the boxes in the first column)")
+        found, ids = models.segment(kahu, s.user, model, project, cohort, "POST /explore/segment")
+    except KahuError as exc:
+        return flash(back, f"Not started: {exc}")
+    return flash(back, f"Segmenting with {found.ref}: run {ids[0]}.")
 
 
 # -- datasets ------------------------------------------------------------------------------------

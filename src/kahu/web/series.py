@@ -9,8 +9,8 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from kahu.actions import models as models_actions
 from kahu.actions import series as series_actions
-from kahu.actions.models import visible as visible_models
 from kahu.api.deps import KahuDep
 from kahu.auth.policy import readable_projects, require_role
 from kahu.catalog.repository import DEFAULT_PROJECT
@@ -103,10 +103,7 @@ def series_page(
     shown = [p for p in projects if s.user.is_admin or p in s.roles]
     senders = [p for p in shown if s.can(p, "scientist")]
     nodes = [n for n in kahu.nodes.list() if set(n.projects) & set(senders)]
-    models = [
-        m for m in visible_models(kahu, s.user)
-        if m.format in MODEL_WORKFLOWS and any(m.available_to(p) for p in senders)
-    ]  # fmt: skip
+    models = models_actions.runnable(kahu, s.user, senders)
     return page(
         request, "series.html",
         {"s": s, "page": "explore", "series": row, "document": sorted(document.items()),
@@ -165,10 +162,6 @@ def send_series(
     return flash(back, f"Sending to {node}: run {ids[0]}.")
 
 
-#: the workflow that runs an installed model of each format on a series
-MODEL_WORKFLOWS = {"nnunetv2": "nnunet-inference", "totalsegmentator": "totalsegmentator"}
-
-
 @router.post("/series/{series_uid}/segment")
 def segment_series(
     request: Request,
@@ -182,13 +175,9 @@ def segment_series(
     s = session(request, kahu, change=csrf)
     back = f"/series/{series_uid}"
     try:
-        require_role(kahu.projects, s.user, project, "scientist")
-        chosen = kahu.models.resolve(model, project)
-        ids = launch(
-            kahu.catalog, kahu.workflows, kahu.flow, MODEL_WORKFLOWS.get(chosen.format, ""),
-            {"model": chosen.ref}, RunInput(series_uids=(series_uid,)), audit=kahu.audit,
-            path="POST /series/{series_uid}/segment", created_by=s.user.name, project=project,
-        )  # fmt: skip
+        cohort = RunInput(series_uids=(series_uid,))
+        path = "POST /series/{series_uid}/segment"
+        chosen, ids = models_actions.segment(kahu, s.user, model, project, cohort, path)
     except KahuError as exc:
         return flash(back, f"Not started: {exc}")
     return flash(back, f"Segmenting with {chosen.ref}: run {ids[0]}.")

@@ -137,13 +137,19 @@ PREDICT = Workflow(
     title="nnU-Net v2 inference",
     description=(
         "Segments each series with an installed nnU-Net v2 model (all its folds as an "
-        "ensemble, or those named) and stores a DICOM SEG with the model's label names, codes "
-        "and colours, naming the model and its version, linked to the source series."
+        "ensemble, or those named; optionally averaged with a second model) and stores a "
+        "DICOM SEG with the model's label names, codes and colours, naming the model and its "
+        "version, linked to the source series."
     ),
     parameters={
         "type": "object",
         "properties": {
             "model": model_parameter("The installed nnU-Net v2 model", formats=["nnunetv2"]),
+            "ensemble_with": model_parameter(
+                "Another nnU-Net v2 model with the same labels: the SEG is the average of both "
+                "models' probabilities (optional)",
+                formats=["nnunetv2"],
+            ),
             "folds": {
                 "type": "string",
                 "default": "",
@@ -171,6 +177,7 @@ PREDICT = Workflow(
             inputs=["dicom-to-volume"],
             per="run",  # the model is loaded once for every series
             resources=Resources(cpu=2, memory_mb=8192),
+            models=["model", "ensemble_with"],
             description="nnU-Net v2 prediction (GPU when present)",
         ),
         labels_to_seg_operator("to-seg", labels_from="nnunet", segments={}, algorithm="nnunet"),

@@ -48,6 +48,7 @@ WORKFLOW = Workflow(
             segment_task,
             inputs=["dicom-to-volume"],
             resources=Resources(cpu=2, memory_mb=16384),
+            models=["model"],
             description="TotalSegmentator with the installed weights (GPU when present)",
         ),
         labels_to_seg_operator(
