@@ -4,7 +4,10 @@
   catalog to SEG and SR in the catalog, against ``deepbet-cli`` on the same volume as NIfTI;
 - nnU-Net v2 inference: Kahu's ``nnunet-inference`` from CT series in the catalog to SEGs in
   the catalog, against ``nnUNetv2_predict_from_modelfolder`` on the same volumes, with the
-  same model (trained here first, a tiny configuration on synthetic data).
+  same model (trained here first, a tiny configuration on synthetic data);
+- a MONAI bundle: Kahu's ``monai-bundle`` from the MR series (nilearn's MNI152 T1 at 1 mm) to
+  a SEG in the catalog, against ``monai.bundle.run`` on the same volume, with the same bundle
+  (the suite's: MONAI's inference layout, resampling to 2 mm, sliding windows, inversion).
 
 Peak memory is the largest sum of the resident sets of the processes each side started
 (Kahu's task processes; the tool's process tree), sampled every 20 ms.
@@ -225,5 +228,55 @@ def _nnunet_pair(
     ]
 
 
+def bundle(rounds: int, resolution: int = 1) -> list[dict[str, Any]]:
+    import json
+
+    import SimpleITK as sitk
+    from nilearn.datasets import load_mni152_template
+    from tests.flow.test_monai_bundle import DIRECT, _bundle
+    from tests.synthetic import series_from_volume
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        load_mni152_template(resolution=resolution).to_filename(root / "t1.nii.gz")
+        files = series_from_volume(sitk.ReadImage(str(root / "t1.nii.gz")), patient_id="MNI152")
+        kahu = _kahu(root / "home")
+        try:
+            model = kahu.models.install(_bundle(root / "bundles"))
+            [mr] = {r.series_instance_uid for r in kahu.ingestor.ingest_many(files)}
+            assert mr is not None
+            # the bare run reads the very volume Kahu converts from the series
+            from kahu.catalog.scope import SeriesScope
+            from kahu.operators.volumes import convert_series
+
+            scope = SeriesScope.system("bench")
+            paths = [Path(str(kahu.store.local_path(i.blob_key)))
+                     for i in kahu.catalog.instances(scope, series_uid=mr)]  # fmt: skip
+            volume = convert_series(paths, root / "data", "t1")
+            bare, kahu_s, peaks = [], [], {"bare": 0.0, "kahu": 0.0}
+            for index in range(rounds):
+                args = {"config_file": str(model.path / "configs" / "inference.json"),
+                        "meta_file": str(model.path / "configs" / "metadata.json"),
+                        "bundle_root": str(model.path), "dataset_dir": str(volume.parent),
+                        "output_dir": str(root / f"bare{index}")}  # fmt: skip
+                command = [sys.executable, "-c", DIRECT, json.dumps(args)]
+                seconds, peak = _timed(lambda c=command: _quiet(c))  # type: ignore[misc]
+                bare.append(seconds)
+                peaks["bare"] = max(peaks["bare"], peak)
+                seconds, peak = _timed(
+                    lambda: _run(kahu, "monai-bundle", [mr], {"model": model.ref})
+                )
+                kahu_s.append(seconds)
+                peaks["kahu"] = max(peaks["kahu"], peak)
+        finally:
+            kahu.stop()
+    base = float(np.median(bare))
+    name = f"MONAI bundle, MNI152 {resolution} mm"
+    return [
+        _row(name, "monai.bundle.run (NIfTI)", bare, peaks["bare"], None),
+        _row(name, "kahu (DICOM -> SEG)", kahu_s, peaks["kahu"], base),
+    ]
+
+
 def run(rounds: int = 3, cases: tuple[int, ...] = (1, 4)) -> list[dict[str, Any]]:
-    return deepbet(rounds) + nnunet(cases, rounds)
+    return deepbet(rounds) + nnunet(cases, rounds) + bundle(rounds)

@@ -36,11 +36,15 @@ def test_federation_suite_runs() -> None:
 
 @pytest.mark.timeout(600)
 def test_models_suite_runs() -> None:
-    """The deepbet pair (the nnU-Net pair trains a model first: bench only)."""
+    """The deepbet and MONAI bundle pairs (the nnU-Net pair trains a model first: bench
+    only)."""
     rows = models.deepbet(rounds=1)
     assert [r["system"] for r in rows] == ["deepbet-cli (NIfTI)", "kahu (DICOM -> SEG + SR)"]
     assert all(r["median_s"] > 0 and r["peak_mb"] > 0 for r in rows)
     assert rows[1]["ratio_to_bare"] > 0
+    rows = models.bundle(rounds=1, resolution=2)
+    assert [r["system"] for r in rows] == ["monai.bundle.run (NIfTI)", "kahu (DICOM -> SEG)"]
+    assert all(r["median_s"] > 0 and r["peak_mb"] > 0 for r in rows)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import pytest
 
 from kahu.core import Kahu
 from kahu.models.archive import tree_digest
+from kahu.operators.bundle import config_file
 from kahu.operators.metrics import dice
 from kahu.operators.seg import seg_to_arrays
 from kahu.operators.volumes import convert_series
@@ -203,12 +204,8 @@ def test_weights_that_do_not_fit_the_network_fail_the_run_clearly(
     assert local_kahu.lineage.of(str(uid))["results"] == []
 
 
-def test_a_config_the_bundle_lacks_is_named(local_kahu: Kahu, tmp_path: Path) -> None:
-    local_kahu.models.install(_bundle(tmp_path / "bundles"))
-    files = series_from_volume(_ball()[0], modality="MR", patient_id="BALL")
-    [uid] = {r.series_instance_uid for r in local_kahu.ingestor.ingest_many(files)}
-    params = {"model": "ball-mr", "config": "evaluate"}
-    run_id = run_workflow(local_kahu, "monai-bundle", [str(uid)], params)
-    assert local_kahu.flow.wait_idle(run_id, 300) == "failed"
-    [failed] = [t for t in local_kahu.runs.tasks(run_id) if t.state == "failed"]
-    assert "the bundle has no configs/evaluate.json" in str(failed.error)
+def test_a_config_the_bundle_lacks_is_named(tmp_path: Path) -> None:
+    folder = _bundle(tmp_path)
+    assert config_file(folder, "inference") == folder / "configs" / "inference.json"
+    with pytest.raises(ValueError, match=r"the bundle has no configs/evaluate\.json"):
+        config_file(folder, "evaluate")

@@ -224,6 +224,31 @@ def test_series_page_download_send_and_delete(api: Api) -> None:
     assert client.get("/series/1.2.3").status_code == 404
 
 
+def test_a_report_opens_in_the_browser(api: Api) -> None:
+    """A workflow's report (an Encapsulated PDF series) opens as a PDF, sandboxed; a series
+    without one, or of another project, does not."""
+    from tests.synthetic import encapsulated_pdf
+
+    kahu, client = api.kahu, api.client
+    kahu.projects.create("secret")
+    [doc] = kahu.ingestor.ingest_many([encapsulated_pdf()])
+    [hidden] = kahu.ingestor.ingest_many([encapsulated_pdf()], project="secret")
+    [ct, *_] = kahu.ingestor.ingest_many(ct_series(1, 4))
+    _login(api, "alice", "correct horse battery")
+    page = client.get(f"/series/{doc.series_instance_uid}").text
+    assert f'href="/series/{doc.series_instance_uid}/report"' in page
+    assert "Open the report" not in client.get(f"/series/{ct.series_instance_uid}").text
+    report = client.get(f"/series/{doc.series_instance_uid}/report")
+    assert report.status_code == 200
+    assert report.headers["content-type"] == "application/pdf"
+    assert report.headers["content-security-policy"] == "sandbox"
+    assert report.content == b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+    assert client.get(f"/series/{ct.series_instance_uid}/report").status_code == 404
+    assert client.get(f"/series/{hidden.series_instance_uid}/report").status_code == 404
+    [entry] = [e for e in kahu.audit.query(action="retrieve") if e.path.endswith("/report")]
+    assert (entry.actor, entry.series) == ("alice", [doc.series_instance_uid])
+
+
 def test_adding_to_a_dataset_keeps_to_the_callers_projects(api: Api) -> None:
     kahu = api.kahu
     kahu.projects.create("secret")

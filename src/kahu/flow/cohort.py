@@ -117,3 +117,9 @@ def resolve(
             chosen += [r for r in referenced if r in found]
             missing = [r for r in referenced if r not in found]
     return chosen, missing
+
+
+def modalities(catalog: Catalog, series: Sequence[str], project: str) -> dict[str, str]:
+    """Each series' modality ("" where it has none), read within ``project``."""
+    scope = SeriesScope(frozenset({catalog.project_pk(project)}), f"cohort in {project}")
+    return {uid: catalog.get_series(scope, uid).modality or "" for uid in series}

@@ -7,9 +7,8 @@ from typing import Any
 
 from kahu.audit import AuditLog
 from kahu.catalog.repository import DEFAULT_PROJECT, Catalog
-from kahu.catalog.scope import SeriesScope
 from kahu.errors import Conflict, InvalidInput, InvalidParameters, NotFound
-from kahu.flow.cohort import RunInput, resolve
+from kahu.flow.cohort import RunInput, modalities, resolve
 from kahu.flow.engine import Engine
 from kahu.flow.model import Workflow
 from kahu.flow.registry import WorkflowRegistry
@@ -41,18 +40,19 @@ def resolve_models(
     return found
 
 
-def check_inputs(catalog: Catalog, models: dict[str, dict[str, Any]], series: list[str]) -> None:
+def check_inputs(
+    catalog: Catalog, models: dict[str, dict[str, Any]], series: list[str], project: str
+) -> None:
     """Refuse (422, naming the parameter) a cohort with series of a modality a model does
     not take (its manifest's ``inputs.modality``; empty: any)."""
-    scope = SeriesScope.system("the modalities a model takes")
-    errors = []
+    errors, found = [], None
     for key, record in models.items():
         wanted = ((record.get("manifest") or {}).get("inputs") or {}).get("modality") or []
         if not wanted:
             continue
+        found = found if found is not None else modalities(catalog, series, project)
         wrong = []
-        for uid in series:
-            modality = catalog.get_series(scope, uid).modality or ""
+        for uid, modality in found.items():
             if modality not in wanted:
                 wrong.append(f"{uid} ({modality or 'no modality'})")
         if wrong:
@@ -105,7 +105,7 @@ def launch(
     models = resolve_models(engine, workflow, values, project)
     check_fits(engine, workflow, models)
     series, missing = resolve(catalog, run_input, project)
-    check_inputs(catalog, models, series)
+    check_inputs(catalog, models, series, project)
     groups = [[uid] for uid in series] if one_run_per_series else [series]
     manual = trigger == "manual"
     record = audit.record(

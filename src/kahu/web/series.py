@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -115,7 +116,6 @@ def series_page(
 @router.get("/series/{series_uid}/download")
 def download_series(request: Request, kahu: KahuDep, series_uid: str) -> Response:
     """The series' files as stored, in a zip (audited as a retrieval)."""
-    import io
     import zipfile
 
     s = session(request, kahu)
@@ -136,6 +136,40 @@ def download_series(request: Request, kahu: KahuDep, series_uid: str) -> Respons
         out.getvalue(),
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{series_uid}.zip"'},
+    )
+
+
+@router.get("/series/{series_uid}/report")
+def open_report(request: Request, kahu: KahuDep, series_uid: str) -> Response:
+    """The PDF of an Encapsulated PDF series (a workflow's report), shown in the browser
+    (audited as a retrieval). Its scripts do not run: the page is sandboxed."""
+    import pydicom
+
+    s = session(request, kahu)
+    rows = kahu.catalog.instances(s.scope, series_uid=series_uid)
+    for row in sorted(rows, key=lambda r: r.instance_number or 0):
+        ds = pydicom.dcmread(io.BytesIO(kahu.store.get(row.blob_key)))
+        if ds.get("MIMETypeOfEncapsulatedDocument") == "application/pdf":
+            break
+    else:
+        raise NotFound(f"series {series_uid} holds no PDF")
+    kahu.audit.record(
+        s.user.name, "retrieve", path="GET /series/{series_uid}/report",
+        client=request.client.host if request.client else "", series=[series_uid], status=200,
+    )  # fmt: skip
+    data = bytes(ds.EncapsulatedDocument)
+    if length := ds.get("EncapsulatedDocumentLength"):
+        data = data[: int(length)]  # without the pad byte of an odd length
+    elif data.endswith(b"\x00"):
+        data = data[:-1]  # a PDF ends with %%EOF and a line end, never a NUL
+    return Response(
+        data,
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": f'inline; filename="{series_uid}.pdf"',
+            "Content-Security-Policy": "sandbox",
+            "X-Content-Type-Options": "nosniff",
+        },
     )
 
 
