@@ -132,7 +132,7 @@ def test_train_install_and_segment(local_kahu: Kahu) -> None:
     # an ensemble of two models (here a second copy): their probabilities averaged
     copy = shutil.copytree(model.path, kahu.settings.home / "spheres-copy")
     kahu.models.install(copy, overrides={"name": "spheres-b", "version": "2"})
-    params = {"model": "spheres", "ensemble_with": "spheres-b", "mirroring": False}
+    params = {"model": "spheres", "ensemble_with": "spheres-b"}
     run_id = run_workflow(kahu, "nnunet-inference", [target], params)
     state = kahu.flow.wait_idle(run_id, 300)
     assert state == "succeeded", [(t.operator, t.error) for t in kahu.runs.tasks(run_id)]
